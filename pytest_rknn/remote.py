@@ -1,0 +1,221 @@
+"""The toolkit-side worker: runs inside one rknn-toolkit2 environment, converts jobs one by one.
+
+This file is executed as a script by a toolkit environment's interpreter (``python remote.py
+--jobs FD --results FD``); it is never imported by the host. It imports only the standard
+library, numpy and rknn. Jobs and results travel as JSON lines over two inherited pipe file
+descriptors, never over stdout: the toolkit prints there (Python and C++ alike), and each job's
+stdout/stderr are redirected at the file-descriptor level into that job's log file.
+
+A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and
+answers with the worker statuses ``ok``, ``convert-fail`` or ``runtime-fail``; statuses that need
+the host's view (crash, timeout, oom, tolerance) are decided on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+PROTOCOL = 1
+CONVERT_PHASES = ("config", "load_onnx", "build", "export_rknn")
+RUNTIME_PHASES = ("init_runtime", "inference")
+
+
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+class _Redirect:
+    """Point fds 1 and 2 (and so every C++ and Python write) at a log file for one job."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> _Redirect:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+
+
+def _data_formats(arrays: list) -> list:
+    # inference() reads 4-D arrays as NHWC unless told otherwise; ours are in the model's layout.
+    return ["nchw" if a.ndim == 4 else None for a in arrays]
+
+
+def run_job(job: dict, rknn_cls: type) -> dict:
+    import numpy as np
+
+    result: dict = {
+        "id": job["id"],
+        "status": "ok",
+        "returncodes": {},
+        "timings": {},
+        "outputs": [],
+        "artifact": None,
+        "error": None,
+        "phase": None,
+    }
+    outdir = job["outdir"]
+    os.makedirs(outdir, exist_ok=True)
+    _reset_hwm()
+    rknn = None
+
+    def step(phase: str, fn, *args, **kwargs):
+        result["phase"] = phase
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            result["timings"][phase] = round(time.perf_counter() - start, 6)
+
+    def failed(phase: str, ret: object) -> bool:
+        result["returncodes"][phase] = ret if isinstance(ret, int) else 0
+        if ret not in (0, None):
+            result["status"] = "runtime-fail" if phase in RUNTIME_PHASES else "convert-fail"
+            result["error"] = f"{phase} returned {ret}"
+            return True
+        return False
+
+    try:
+        rknn = step("create", rknn_cls, verbose=bool(job.get("verbose", False)))
+        config = dict(job.get("config") or {})
+        config["target_platform"] = job["platform"]
+        if failed("config", step("config", rknn.config, **config)):
+            return result
+        if failed("load_onnx", step("load_onnx", rknn.load_onnx, model=job["onnx"])):
+            return result
+        ret = step(
+            "build",
+            rknn.build,
+            do_quantization=bool(job.get("do_quantization", False)),
+            dataset=job.get("dataset"),
+        )
+        if failed("build", ret):
+            return result
+        artifact = os.path.join(outdir, "model.rknn")
+        if failed("export_rknn", step("export_rknn", rknn.export_rknn, artifact)):
+            return result
+        result["artifact"] = artifact
+        if not job.get("simulate", True):
+            return result
+        if failed("init_runtime", step("init_runtime", rknn.init_runtime)):
+            return result
+        arrays = [np.load(p) for p in job.get("inputs", [])]
+        outputs = step(
+            "inference", rknn.inference, inputs=arrays, data_format=_data_formats(arrays)
+        )
+        if outputs is None:
+            failed("inference", -1)
+            return result
+        result["returncodes"]["inference"] = 0
+        for i, out in enumerate(outputs):
+            path = os.path.join(outdir, f"output{i}.npy")
+            np.save(path, np.asarray(out))
+            result["outputs"].append(path)
+    except BaseException as exc:  # noqa: BLE001 - every toolkit failure becomes a result
+        phase = result["phase"] or "create"
+        result["status"] = "runtime-fail" if phase in RUNTIME_PHASES else "convert-fail"
+        result["error"] = f"{type(exc).__name__} in {phase}: {exc}"
+        traceback.print_exc()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+    finally:
+        if rknn is not None:
+            try:
+                rknn.release()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+        result["peak_rss_mb"] = _vm_hwm_mb()
+    return result
+
+
+def serve(jobs_fd: int, results_fd: int) -> int:
+    jobs = os.fdopen(jobs_fd, "r", encoding="utf-8")
+    results = os.fdopen(results_fd, "w", encoding="utf-8")
+
+    def send(message: dict) -> None:
+        results.write(json.dumps(message) + "\n")
+        results.flush()
+
+    start = time.perf_counter()
+    try:
+        from rknn.api import RKNN
+    except BaseException as exc:  # noqa: BLE001 - reported to the host as env-error
+        send({"op": "ready", "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        traceback.print_exc()
+        return 3
+    try:
+        from importlib.metadata import version
+
+        toolkit = version("rknn-toolkit2")
+    except Exception:  # noqa: BLE001
+        toolkit = None
+    send(
+        {
+            "op": "ready",
+            "ok": True,
+            "protocol": PROTOCOL,
+            "pid": os.getpid(),
+            "toolkit": toolkit,
+            "python": sys.version.split()[0],
+            "import_s": round(time.perf_counter() - start, 3),
+        }
+    )
+    for line in jobs:
+        message = json.loads(line)
+        op = message.get("op")
+        if op == "exit":
+            break
+        if op == "ping":
+            send({"op": "pong"})
+            continue
+        if op == "job":
+            job = message["job"]
+            with _Redirect(job["log"]):
+                result = run_job(job, RKNN)
+            send({"op": "result", "result": result})
+    return 0
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, required=True, help="fd to read JSON-line jobs from")
+    parser.add_argument("--results", type=int, required=True, help="fd to write results to")
+    args = parser.parse_args(argv)
+    return serve(args.jobs, args.results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
