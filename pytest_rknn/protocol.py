@@ -1,4 +1,4 @@
-"""The host's view of the worker protocol: a conversion job, its result, and the limits it runs under.
+"""The host's view of the worker protocol: a conversion job, its result and its limits.
 
 Both travel as plain JSON (arrays as ``.npy`` files beside them); ``remote.py`` speaks the same
 fields with plain dicts because it cannot import this package inside a toolkit environment.

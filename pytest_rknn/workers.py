@@ -9,6 +9,7 @@ that cannot even start (the toolkit does not import) yields ``env-error``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -54,10 +55,8 @@ def _tree_rss(proc: psutil.Process) -> int:
     try:
         total = proc.memory_info().rss
         for child in proc.children(recursive=True):
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += child.memory_info().rss
-            except psutil.Error:
-                pass
         return total
     except psutil.Error:
         return 0
@@ -180,10 +179,8 @@ class ToolkitWorker:
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._jobs_w is not None
-        try:
+        with contextlib.suppress(BrokenPipeError):
             os.write(self._jobs_w, (json.dumps(message) + "\n").encode())
-        except BrokenPipeError:
-            pass
 
     def _await(self, timeout: float) -> dict[str, Any] | _Fault:
         """Wait for the next message, watching the worker's memory and life while waiting."""
@@ -236,10 +233,8 @@ class ToolkitWorker:
     def kill(self) -> None:
         """Kill the worker and everything it started."""
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait()
         self._close_pipes()
 
@@ -247,10 +242,8 @@ class ToolkitWorker:
         """Ask the worker to exit, then make sure it did."""
         if self.proc is not None and self.proc.poll() is None and self._jobs_w is not None:
             self._send({"op": "exit"})
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
         self.proc = None
 
@@ -258,10 +251,8 @@ class ToolkitWorker:
         for name in ("_jobs_w", "_results_r"):
             fd = getattr(self, name)
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
                 setattr(self, name, None)
 
 
