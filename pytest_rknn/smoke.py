@@ -29,11 +29,11 @@ class SmokeResult:
     seconds: float
 
 
-def tiny_attention(path: Path) -> Path:
-    """Write the smoke graph: softmax(q @ kᵀ * d^-0.5) @ v on (1, 2, 8, 16) inputs."""
+def tiny_attention(path: Path, shape: tuple[int, int, int, int] = SHAPE) -> Path:
+    """Write the smoke graph: softmax(q @ kᵀ * d^-0.5) @ v on (batch, heads, seq, dim) inputs."""
     names = ("q", "k", "v")
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, SHAPE) for n in names]
-    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [SHAPE[-1] ** -0.5])
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in names]
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [shape[-1] ** -0.5])
     nodes = [
         helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
         helper.make_node("MatMul", ["q", "kt"], ["scores"]),
@@ -41,7 +41,7 @@ def tiny_attention(path: Path) -> Path:
         helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1),
         helper.make_node("MatMul", ["probs", "v"], ["out"]),
     ]
-    output = helper.make_tensor_value_info("out", TensorProto.FLOAT, SHAPE)
+    output = helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)
     graph = helper.make_graph(nodes, "smoke_attention", inputs, [output], [scale])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -62,10 +62,11 @@ def _tree_rss(proc: psutil.Process) -> int:
         return 0
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
     return env
 
 
@@ -78,6 +79,7 @@ class ToolkitWorker:
     workdir: Path
     limits: Limits = field(default_factory=Limits)
     max_jobs: int = 200
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     info: dict[str, Any] = field(default_factory=dict)
     starts: int = 0
@@ -114,7 +116,7 @@ class ToolkitWorker:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    env=_worker_env(),
+                    env=_worker_env(self.extra_env),
                 )
             except OSError as exc:
                 for fd in (jobs_r, jobs_w, results_r, results_w):
