@@ -71,7 +71,8 @@ class _Redirect:
 
 def _data_formats(arrays: list) -> list:
     # inference() reads 4-D arrays as NHWC unless told otherwise; ours are in the model's layout.
-    return ["nchw" if a.ndim == 4 else None for a in arrays]
+    # Other ranks are passed through as they are, but the toolkit still wants a string each.
+    return ["nchw" for _ in arrays]
 
 
 def run_job(job: dict, rknn_cls: type) -> dict:

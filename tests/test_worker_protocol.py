@@ -130,9 +130,12 @@ def test_missing_interpreter_is_env_error(tmp_path: Path) -> None:
 
 
 def test_pool_names_unknown_versions(tmp_path: Path) -> None:
-    with WorkerPool({"2.3.2": Path(sys.executable)}, tmp_path) as pool:
-        with pytest.raises(KeyError, match=r"no toolkit environment for 2\.0\.0 \(have: 2\.3\.2\)"):
-            pool.run("2.0.0", make_job(tmp_path))
+    pool = WorkerPool({"2.3.2": Path(sys.executable)}, tmp_path)
+    with (
+        pool,
+        pytest.raises(KeyError, match=r"no toolkit environment for 2\.0\.0 \(have: 2\.3\.2\)"),
+    ):
+        pool.run("2.0.0", make_job(tmp_path))
 
 
 def test_long_logs_keep_head_and_tail(tmp_path: Path) -> None:
@@ -143,7 +146,9 @@ def test_long_logs_keep_head_and_tail(tmp_path: Path) -> None:
     assert len(text) < 300
 
 
-@pytest.mark.parametrize(("text", "size"), [("8G", 8 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("8G", 8 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29)]
+)
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 

@@ -1,1 +1,1 @@
-"""FAKE rknn-toolkit2 for the worker protocol and fault-handling unit tests only; converts nothing."""
+"""FAKE rknn-toolkit2 for the worker protocol and fault unit tests only; converts nothing."""

@@ -1,0 +1,178 @@
+"""Reading rknn-toolkit2 logs: cleaning, tracebacks, error lines, normalising, excerpts.
+
+The toolkit writes colour codes, ``\\r``-redrawn progress bars, ``E <phase>:`` lines, C++
+``E RKNN:`` lines and Python tracebacks (its own ``E build: Traceback`` form included) to one
+stream. This module turns that stream into the lines a person would read and the facts
+``signatures`` keys on. It knows nothing about particular causes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAX_KEY_LENGTH = 80
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PROGRESS_TAIL = re.compile(r"(\[[^\]\n\r]*(?:it/s|s/it)\])(?=\S)")
+_PROGRESS_LINE = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[|^\S[^|]*:\s*\d+%\|")
+_LEVEL_PREFIX = re.compile(r"^(?:[EWIDF] )?(?:RKNN: )?(?:\[\d\d:\d\d:\d\d(?:\.\d+)?\]\s*)?")
+
+# ---------------------------------------------------------------------------------------------
+# Tracebacks
+# ---------------------------------------------------------------------------------------------
+
+_TB_HEADER = re.compile(r"Traceback \(most recent call last\):")
+_TB_FRAME = re.compile(r'^\s*(?:E(?: \w+:)?\s+)?File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)')
+_E_PREFIX = re.compile(r"^E(?: \w+:)? ")
+_EXC_HEAD = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s*(?P<msg>.*))?$")
+_STANDALONE_EXC = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception): \S")
+
+
+@dataclass(frozen=True)
+class Traceback:
+    """A Python traceback found in a log: where it starts and ends, its frames, its exception."""
+
+    start: int
+    end: int
+    frames: tuple[tuple[str, str], ...]
+    exc_type: str
+    message: str
+
+    def innermost(self) -> str:
+        """``module.function`` of the innermost frame that is not the toolkit's logger."""
+        frames = [f for f in self.frames if "rknn_log" not in f[0]]
+        if not frames:
+            return ""
+        file, func = frames[-1]
+        return f"{file.rsplit('/', 1)[-1].removesuffix('.py')}.{leaf(func)}"
+
+
+def tracebacks(text: str) -> Iterator[Traceback]:
+    """Each Python traceback in ``text``, including the ``E build:``-prefixed toolkit form."""
+    for header in _TB_HEADER.finditer(text):
+        frames: list[tuple[str, str]] = []
+        pos = text.find("\n", header.end())
+        while pos != -1:
+            line_end = text.find("\n", pos + 1)
+            end = line_end if line_end != -1 else len(text)
+            line = text[pos + 1 : end]
+            frame = _TB_FRAME.match(line)
+            if frame:
+                frames.append((frame["file"], frame["func"]))
+            elif frames and line.strip() and not line[:1].isspace():
+                head = _EXC_HEAD.match(_E_PREFIX.sub("", line.strip()))
+                if head is not None:
+                    exc_type = head["type"].rsplit(".", 1)[-1]
+                    yield Traceback(header.start(), end, tuple(frames), exc_type, head["msg"] or "")
+                break
+            elif not frames and line.strip() and not line[:1].isspace():
+                break
+            pos = line_end
+
+
+def leaf(func: str) -> str:
+    """The function's own name from a dotted Cython frame name (``a.b.C.fuse_x`` -> ``fuse_x``)."""
+    return func.rsplit(".", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning and normalising
+# ---------------------------------------------------------------------------------------------
+
+
+def clean_log(text: str) -> str:
+    """The log as a person reads it: colour codes stripped, progress bars dropped.
+
+    tqdm bars are redrawn in place with ``\\r`` and sometimes have the next log line glued to
+    their end (``... 240.65it/s]E build: ...``); both are undone here.
+    """
+    text = _ANSI.sub("", text.replace("\r\n", "\n"))
+    text = _PROGRESS_TAIL.sub(r"\1\n", text)
+    lines: list[str] = []
+    for raw in text.split("\n"):
+        pieces = [piece for piece in raw.split("\r") if piece.strip()]
+        line = pieces[-1] if pieces else ""
+        if _PROGRESS_LINE.search(line) or (not line.strip() and lines and not lines[-1]):
+            continue
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+_NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\[\d\d:\d\d:\d\d(?:\.\d+)?\]\s*"), ""),
+    (re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*"), "<time>"),
+    (re.compile(r"0x[0-9a-fA-F]+"), "<hex>"),
+    (re.compile(r"(?:[A-Za-z]:)?(?:[\w.~-]*/)+[\w.-]+"), "<path>"),
+    (re.compile(r"[(\[]\s*-?\d+(?:\.\d+)?(?:\s*,\s*-?\d+(?:\.\d+)?)*\s*,?\s*[)\]]"), "<shape>"),
+    (re.compile(r"'[^'\n]*\d[^'\n]*'"), "'<name>'"),
+    (re.compile(r"(?<![\w<])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w>])"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def normalise(line: str, limit: int = MAX_KEY_LENGTH) -> str:
+    """A message with run-specific details (numbers, addresses, paths, shapes) replaced."""
+    text = _LEVEL_PREFIX.sub("", line.strip(), count=1)
+    for regex, replacement in _NORMALISERS:
+        text = regex.sub(replacement, text)
+    text = text.strip()
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
+
+
+_NOISE = re.compile(
+    r"^E (?:rknn-toolkit2 version:|\w+: Catch exception when|Please feedback|You can also check"
+    r"|Current device id is|Devices connected)"
+    r"|^E \w+: =+ WARN"
+)
+_ERROR_LINE = re.compile(r"^E \S|^Fatal:")
+_ABORT_LINE = re.compile(r"^(?:Aborted|Segmentation fault)\b")
+
+
+def error_lines(text: str, aborts: bool = False) -> Iterator[tuple[int, str]]:
+    """``(offset, message)`` of each error line; a traceback becomes its exception."""
+    found = {tb.start: tb for tb in tracebacks(text)}
+    skip_until = -1
+    offset = 0
+    for line in text.split("\n"):
+        start, offset = offset, offset + len(line) + 1
+        if start < skip_until:
+            continue
+        header = _TB_HEADER.search(line)
+        tb = found.get(start + header.start()) if header else None
+        if tb is not None:
+            where = tb.innermost()
+            location = f" in {where}" if where else ""
+            yield start, f"{tb.exc_type}{location}: {tb.message}".rstrip(": ")
+            skip_until = tb.end
+        elif _NOISE.match(line):
+            continue
+        elif (
+            _ERROR_LINE.match(line)
+            or _STANDALONE_EXC.match(line)
+            or (aborts and _ABORT_LINE.match(line))
+        ):
+            yield start, line
+
+
+def log_excerpt(log: str, limit: int = 4000, context: int = 5) -> str:
+    """The part of a log worth keeping in a matrix cell.
+
+    Cleaned (see ``clean_log``), starting ``context`` lines before the first error line, cut to
+    ``limit`` characters by keeping the head and the tail.
+    """
+    text = clean_log(log or "")
+    first_error = next(error_lines(text, aborts=True), None)
+    if first_error is not None:
+        lines = text.split("\n")
+        index = text.count("\n", 0, first_error[0])
+        text = "\n".join(lines[max(0, index - context) :])
+    body = text.strip("\n")
+    if len(body) <= limit:
+        return body
+    marker = "\n[... cut ...]\n"
+    head = (limit - len(marker)) // 2
+    return body[:head] + marker + body[len(body) - (limit - len(marker) - head) :]

@@ -1,0 +1,188 @@
+"""The suite's options: their command-line flags, ini keys, defaults, and their validated values.
+
+Every option has a flag and an ini key of the same name (``--rknn-seed`` / ``rknn_seed``); the
+flag wins. :func:`add_options` registers them the documented way, :class:`Settings` holds the
+parsed values, and a bad value is a one-line ``pytest.UsageError`` that names the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rknn.platforms import DEFAULT_PLATFORMS, PlatformError, parse_platforms, parse_quant
+from pytest_rknn.protocol import Limits, parse_size
+from pytest_rknn.toolkits import ToolkitError, ToolkitRequest, parse_toolkits
+
+PROFILES = ("ci", "full")
+
+# name -> (ini type, default, help). Defaults are ini defaults; the flag overrides.
+OPTIONS: dict[str, tuple[str, str, str]] = {
+    "toolkits": (
+        "string",
+        "all",
+        "toolkit versions: all (every registry version), 2.2.0,2.3.2, installed, VERSION=PATH.whl",
+    ),
+    "platforms": ("string", ",".join(DEFAULT_PLATFORMS), "target platforms, e.g. rk3566,rk3588"),
+    "quant": ("string", "fp16", "quantization modes: fp16, int8, int8-mmse (comma-separated)"),
+    "examples": ("string", "16", "how many hypothesis-drawn variants besides the curated ones"),
+    "seed": ("string", "0", "seed of the variant draw and of the inputs"),
+    "profile": ("string", "ci", "size profile of drawn variants: ci (small) or full (long seqs)"),
+    "forms": ("string", "", "only these graph forms (comma-separated); empty = all"),
+    "matrix": ("string", "rknn-matrix.json", "where to write the compatibility matrix JSON"),
+    "baseline": ("string", "", "a previous matrix: its failing cells become strict xfails"),
+    "timeout": ("string", "300", "seconds one conversion may take before its worker is killed"),
+    "max_memory": ("string", "8G", "memory one conversion may use before its worker is killed"),
+    "envs": ("string", "", "folder of the toolkit environments (default: user cache dir)"),
+    "curated": ("bool", "true", "include the curated variants"),
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rknn", "rknn-toolkit2 compatibility suite")
+    for name, (kind, default, help_text) in OPTIONS.items():
+        flag = "--rknn-" + name.replace("_", "-")
+        ini = "rknn_" + name
+        if kind == "bool":
+            group.addoption(flag, dest=ini, default=None, action="store_true", help=help_text)
+            group.addoption(
+                "--rknn-no-" + name.replace("_", "-"),
+                dest=ini,
+                action="store_false",
+                help=f"do not {help_text}",
+            )
+        else:
+            group.addoption(flag, dest=ini, default=None, help=f"{help_text} (default: {default})")
+        parser.addini(
+            ini, help=help_text, type=kind, default=default == "true" if kind == "bool" else default
+        )
+    group.addoption(
+        "--rknn-model",
+        dest="rknn_model",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an ONNX model of your own to put in the matrix (repeatable)",
+    )
+    group.addoption(
+        "--rknn-no-cache",
+        dest="rknn_no_cache",
+        action="store_true",
+        help="convert every cell again instead of reusing cached results",
+    )
+    group.addoption(
+        "--rknn-explore",
+        dest="rknn_explore",
+        action="store_true",
+        help="search the variant space for failing variants and shrink them to minimal ones",
+    )
+    parser.addini("rknn_bounds_fp16", "tolerance bounds for fp16 cells, e.g. max_abs=0.01 ...")
+    parser.addini("rknn_bounds_int8", "tolerance bounds for int8 cells, e.g. min_cosine=0.99")
+
+
+def _value(config: pytest.Config, name: str) -> Any:
+    ini = "rknn_" + name
+    flag = config.getoption(ini)
+    return config.getini(ini) if flag is None else flag
+
+
+def _int(config: pytest.Config, name: str, minimum: int = 0) -> int:
+    text = str(_value(config, name))
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise pytest.UsageError(f"--rknn-{name} {text!r}: expected a whole number >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated rknn options of one pytest run."""
+
+    toolkits: tuple[ToolkitRequest, ...]
+    platforms: tuple[str, ...]
+    quant: tuple[str, ...]
+    examples: int
+    seed: int
+    profile: str
+    forms: tuple[str, ...]
+    matrix: Path
+    baseline: Path | None
+    limits: Limits
+    envs_root: Path | None
+    curated: bool
+    models: tuple[Path, ...] = ()
+    use_cache: bool = True
+    explore: bool = False
+    bounds: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        try:
+            toolkits = tuple(parse_toolkits(str(_value(config, "toolkits"))))
+            platforms = parse_platforms(str(_value(config, "platforms")))
+            quant = parse_quant(str(_value(config, "quant")))
+        except (ToolkitError, PlatformError) as exc:
+            raise pytest.UsageError(str(exc)) from None
+        profile = str(_value(config, "profile"))
+        if profile not in PROFILES:
+            raise pytest.UsageError(f"--rknn-profile {profile!r}: use one of {', '.join(PROFILES)}")
+        try:
+            max_memory = parse_size(str(_value(config, "max_memory")))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--rknn-max-memory: {exc}") from None
+        try:
+            timeout = float(_value(config, "timeout"))
+        except ValueError:
+            timeout = -1.0
+        if timeout <= 0:
+            raise pytest.UsageError(
+                f"--rknn-timeout {_value(config, 'timeout')!r}: expected seconds > 0, e.g. 300"
+            )
+        models = []
+        for text in config.getoption("rknn_model"):
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise pytest.UsageError(
+                    f"--rknn-model {text}: no such file; give an ONNX model path"
+                )
+            models.append(path.resolve())
+        baseline_text = str(_value(config, "baseline") or "")
+        baseline = Path(baseline_text) if baseline_text else None
+        if baseline is not None and not baseline.is_file():
+            raise pytest.UsageError(
+                f"--rknn-baseline {baseline_text}: no such file; give an earlier run's matrix JSON"
+            )
+        envs_text = str(_value(config, "envs") or os.environ.get("PYTEST_RKNN_ENVS", ""))
+        forms = tuple(f.strip() for f in str(_value(config, "forms")).split(",") if f.strip())
+        return cls(
+            toolkits=toolkits,
+            platforms=platforms,
+            quant=quant,
+            examples=_int(config, "examples"),
+            seed=_int(config, "seed"),
+            profile=profile,
+            forms=forms,
+            matrix=Path(str(_value(config, "matrix"))),
+            baseline=baseline,
+            limits=Limits(timeout=timeout, max_memory=max_memory),
+            envs_root=Path(envs_text).expanduser() if envs_text else None,
+            curated=bool(_value(config, "curated")),
+            models=tuple(models),
+            use_cache=not config.getoption("rknn_no_cache"),
+            explore=bool(config.getoption("rknn_explore")),
+            bounds={
+                "fp16": str(config.getini("rknn_bounds_fp16") or ""),
+                "int8": str(config.getini("rknn_bounds_int8") or ""),
+            },
+        )
+
+    @property
+    def toolkit_names(self) -> tuple[str, ...]:
+        return tuple(r.version for r in self.toolkits)

@@ -1,0 +1,50 @@
+"""Which cells a run has: curated and drawn variants and user models, crossed with the targets.
+
+The list is a pure function of the settings (same seed, same cells, in the same order, in every
+process), which is what lets pytest-xdist's workers agree with each other on the collection.
+"""
+
+from __future__ import annotations
+
+from pytest_rknn.cells import CellSpec
+from pytest_rknn.settings import Settings
+from pytest_rknn.subjects import Subject, UserModel, VariantSubject
+from pytest_rknn.variants.curated import curated_cases
+from pytest_rknn.variants.spec import FORMS
+from pytest_rknn.variants.strategies import draw_variants
+
+
+class SuiteError(ValueError):
+    """Settings that select no sensible set of cells; the message names the fix."""
+
+
+def subjects(settings: Settings) -> list[Subject]:
+    """Curated variants, then drawn ones, then user models; each id once."""
+    unknown = [f for f in settings.forms if f not in FORMS]
+    if unknown:
+        raise SuiteError(
+            f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(FORMS)}"
+        )
+    forms = settings.forms or None
+    specs = []
+    if settings.curated:
+        specs += [c.spec for c in curated_cases() if forms is None or c.spec.form in forms]
+    if settings.examples:
+        specs += draw_variants(settings.examples, settings.seed, settings.profile, forms=forms)
+    found: dict[str, Subject] = {}
+    for spec in specs:
+        found.setdefault(spec.id, VariantSubject(spec))
+    for path in settings.models:
+        model = UserModel.load(path)
+        found.setdefault(model.id, model)
+    return list(found.values())
+
+
+def build_cells(settings: Settings) -> list[CellSpec]:
+    return [
+        CellSpec(subject, platform, toolkit, quant)
+        for subject in subjects(settings)
+        for toolkit in settings.toolkit_names
+        for platform in settings.platforms
+        for quant in settings.quant
+    ]

@@ -1,0 +1,400 @@
+"""Numerical tolerance: how far the toolkit's outputs are from the reference, and the verdict.
+
+This module owns the accuracy metrics of one output (``compute_metrics``), the bounds they are
+held to (``Bounds``, with defaults per quantization mode and ini/marker overrides), the check
+(``check``) and the text a failing cell shows (``format_report``).
+
+Metrics, for reference ``y`` and actual ``ŷ`` (computed in float64):
+
+- ``max_abs`` = max |ŷ − y|, ``mean_abs`` = mean |ŷ − y|;
+- ``max_rel`` = max |ŷ − y| / max(|y|, ε) with ε = ``rel_floor`` · max|y| (default 1e-3, floor
+  1e-12): a relative error that does not explode where the reference crosses zero;
+- ``cosine`` = ⟨y, ŷ⟩ / (‖y‖ ‖ŷ‖) (1.0 when both are zero, 0.0 when only one is);
+- ``rel_l2`` = ‖ŷ − y‖ / ‖y‖, the relative error people quote in percent;
+- the worst element (largest |ŷ − y|): its index and both values.
+
+Default bounds come from conversions measured on rknn-toolkit2 2.3.2 (simulator, unit-normal
+q/k/v, MatMul-scale-Softmax-MatMul; 16..2048 tokens, head dim 32..128):
+
+- fp16 on rk3588/rk3566: max_abs ≤ 1.3e-3, mean_abs ≤ 1.4e-4, rel_l2 ≤ 7e-4 (0.07 %),
+  cosine > 0.99999, max_rel (ε = 1e-3·max|y|) up to 0.49. Bounds leave ~8x headroom; max_rel is
+  unchecked because it is dominated by near-zero outputs.
+- w8a8 on rk3588 (4 calibration samples): rel_l2 2.6 % .. 13 % (2048 tokens), cosine ≥ 0.991,
+  max_abs up to 0.14. Bounds: cosine ≥ 0.98, rel_l2 ≤ 20 %; absolute errors unchecked.
+- hybrid (not measured): between the two, cosine ≥ 0.99 and rel_l2 ≤ 10 %. The seed report's
+  "about 5 % loss is acceptable unquantized" is far looser than what fp16 really achieves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+DEFAULT_REL_FLOOR = 1e-3
+_TINY = 1e-12
+
+
+def _json_float(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _from_json_float(value: float | str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Accuracy of one output. ``error`` is set when the output cannot be compared cleanly."""
+
+    shape: tuple[int, ...]
+    actual_shape: tuple[int, ...]
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    max_rel: float | None = None
+    cosine: float | None = None
+    rel_l2: float | None = None
+    worst_index: tuple[int, ...] | None = None
+    worst_reference: float | None = None
+    worst_actual: float | None = None
+    rel_floor: float = DEFAULT_REL_FLOOR
+    error: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples become lists, non-finite floats become ``"nan"``/``"inf"``."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+            elif isinstance(value, float):
+                out[key] = _json_float(value)
+            else:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Metrics:
+        """Inverse of ``to_dict``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"metrics have unknown fields {unknown}: expected a subset of {sorted(known)}"
+            )
+        values: dict[str, Any] = dict(data)
+        for key in ("shape", "actual_shape", "worst_index"):
+            if values.get(key) is not None:
+                values[key] = tuple(int(v) for v in values[key])
+        for key in ("max_abs", "mean_abs", "max_rel", "cosine", "rel_l2"):
+            values[key] = _from_json_float(values.get(key))
+        for key in ("worst_reference", "worst_actual"):
+            values[key] = _from_json_float(values.get(key))
+        return cls(**values)
+
+
+def _aligned(reference: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """``actual`` in the reference's shape, and a note when a reshape was needed."""
+    if actual.shape == reference.shape:
+        return actual, None
+    if actual.size == reference.size and np.squeeze(actual).shape == np.squeeze(reference).shape:
+        note = f"actual shape {actual.shape} compared as reference shape {reference.shape}"
+        return actual.reshape(reference.shape), note
+    return None, None
+
+
+def _nonfinite_message(name: str, array: np.ndarray) -> str | None:
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return None
+    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
+    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    return (
+        f"{name} has {n_nan} NaN and {n_inf} Inf of {array.size} values "
+        f"(first at index {first}: {array[first]})"
+    )
+
+
+def compute_metrics(
+    reference: np.ndarray, actual: np.ndarray, rel_floor: float = DEFAULT_REL_FLOOR
+) -> Metrics:
+    """Compare one output with its reference. Never raises for bad data; sets ``error``."""
+    ref = np.asarray(reference)
+    act = np.asarray(actual)
+    ref_shape = tuple(int(n) for n in ref.shape)
+    act_shape = tuple(int(n) for n in act.shape)
+    aligned, note = _aligned(ref, act)
+    if aligned is None:
+        return Metrics(
+            ref_shape,
+            act_shape,
+            rel_floor=rel_floor,
+            error=f"shape mismatch: reference {ref_shape}, actual {act_shape}",
+        )
+    if ref.size == 0:
+        return Metrics(ref_shape, act_shape, rel_floor=rel_floor, error="empty output", note=note)
+
+    y = ref.astype(np.float64)
+    y_hat = aligned.astype(np.float64)
+    problems = [
+        m for m in (_nonfinite_message("reference", y), _nonfinite_message("actual", y_hat)) if m
+    ]
+    finite = np.isfinite(y) & np.isfinite(y_hat)
+    if not finite.any():
+        return Metrics(ref_shape, act_shape, rel_floor=rel_floor, error="; ".join(problems))
+
+    diff = np.where(finite, np.abs(y_hat - y), 0.0)
+    worst_flat = int(np.argmax(~finite)) if problems else int(np.argmax(diff))
+    worst = tuple(int(i) for i in np.unravel_index(worst_flat, y.shape))
+
+    yf, df = y[finite], diff[finite]
+    floor = max(rel_floor * float(np.abs(yf).max()), _TINY)
+    ref_norm = float(np.linalg.norm(yf))
+    act_norm = float(np.linalg.norm(y_hat[finite]))
+    diff_norm = float(np.linalg.norm(df))
+    if ref_norm == 0.0 and act_norm == 0.0:
+        cosine = 1.0
+    elif ref_norm == 0.0 or act_norm == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(yf, y_hat[finite]) / (ref_norm * act_norm))
+    rel_l2 = diff_norm / ref_norm if ref_norm > 0.0 else (0.0 if diff_norm == 0.0 else math.inf)
+    return Metrics(
+        shape=ref_shape,
+        actual_shape=act_shape,
+        max_abs=float(df.max()),
+        mean_abs=float(df.mean()),
+        max_rel=float((df / np.maximum(np.abs(yf), floor)).max()),
+        cosine=cosine,
+        rel_l2=rel_l2,
+        worst_index=worst,
+        worst_reference=float(y[worst]),
+        worst_actual=float(y_hat[worst]),
+        rel_floor=rel_floor,
+        error="; ".join(problems) or None,
+        note=note,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds
+# ---------------------------------------------------------------------------------------------
+
+_BOUND_METRIC = {
+    "max_abs": ("max_abs", "<="),
+    "mean_abs": ("mean_abs", "<="),
+    "max_rel": ("max_rel", "<="),
+    "min_cosine": ("cosine", ">="),
+    "max_rel_l2": ("rel_l2", "<="),
+}
+_QUANT_ALIASES = {"w8a8": "int8", "i8": "int8", "float16": "fp16", "fp": "fp16"}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Limits per metric; ``None`` leaves a metric unchecked."""
+
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    max_rel: float | None = None
+    min_cosine: float | None = None
+    max_rel_l2: float | None = None
+
+    @classmethod
+    def for_mode(cls, quant: str) -> Bounds:
+        """The default bounds of a quantization mode.
+
+        ``fp16``, ``int8`` (alias ``w8a8``; variants such as ``int8-mmse`` share its bounds) and
+        ``hybrid`` (``hybrid-...``).
+        """
+        name = quant.strip().lower()
+        family = _QUANT_ALIASES.get(name, name.split("-", 1)[0])
+        family = _QUANT_ALIASES.get(family, family)
+        if family not in DEFAULT_BOUNDS:
+            known = ", ".join(sorted({*DEFAULT_BOUNDS, *_QUANT_ALIASES}))
+            raise ValueError(
+                f"no default tolerance bounds for quantization mode {quant!r}: use one of {known}"
+                " (or a variant such as int8-mmse)"
+            )
+        return DEFAULT_BOUNDS[family]
+
+    def replace(self, **overrides: float | str | None) -> Bounds:
+        """A copy with some bounds changed; values may be numbers, ``"5%"`` or ``None``."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown tolerance bound(s) {unknown}: use {', '.join(sorted(names))}"
+            )
+        parsed = {key: _parse_bound(key, value) for key, value in overrides.items()}
+        return replace(self, **parsed)
+
+    @classmethod
+    def from_ini(cls, value: str | Sequence[str], base: Bounds | None = None) -> Bounds:
+        """Bounds from an ini value such as ``"max_abs=5e-3, min_cosine=0.999, max_rel=none"``.
+
+        Entries are ``name=value`` separated by commas, whitespace or new lines (a pytest
+        ``linelist`` is accepted too); ``none``/``off`` unchecks a bound, ``2%`` means 0.02.
+        Bounds not named keep their value in ``base`` (default: all unchecked).
+        """
+        text = value if isinstance(value, str) else " ".join(value)
+        text = re.sub(r"\s*=\s*", "=", text)
+        overrides: dict[str, str] = {}
+        for item in filter(None, re.split(r"[\s,;]+", text.strip())):
+            name, sep, raw = item.partition("=")
+            if not sep or not name or not raw:
+                raise ValueError(
+                    f"tolerance entry {item!r} is not name=value: write e.g. "
+                    f"'max_abs=1e-2 min_cosine=0.9999'"
+                )
+            overrides[name.strip()] = raw.strip()
+        return (base or cls()).replace(**overrides)
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def _parse_bound(name: str, value: float | str | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        text = str(value).strip().lower()
+        if text in ("none", "off", "unchecked", ""):
+            return None
+        scale = 0.01 if text.endswith("%") else 1.0
+        try:
+            number = float(text.rstrip("%")) * scale
+        except ValueError:
+            raise ValueError(
+                f"tolerance bound {name}={value!r} is not a number: write e.g. {name}=1e-3, "
+                f"{name}=2% or {name}=none"
+            ) from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"tolerance bound {name}={value!r} must be a finite number >= 0")
+    if name == "min_cosine" and number > 1:
+        raise ValueError(f"tolerance bound min_cosine={value!r} must be at most 1")
+    return number
+
+
+DEFAULT_BOUNDS: dict[str, Bounds] = {
+    "fp16": Bounds(max_abs=1e-2, mean_abs=1e-3, max_rel=None, min_cosine=0.9999, max_rel_l2=5e-3),
+    "int8": Bounds(min_cosine=0.98, max_rel_l2=0.2),
+    "hybrid": Bounds(min_cosine=0.99, max_rel_l2=0.1),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Check and report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One metric of one output outside its bound (``metric == "error"``: not comparable)."""
+
+    output: str
+    metric: str
+    value: float | None
+    bound: float | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        data = asdict(self)
+        data["value"] = _json_float(self.value)
+        return data
+
+
+def _named(metrics: Mapping[str, Metrics] | Sequence[Metrics]) -> list[tuple[str, Metrics]]:
+    if isinstance(metrics, Mapping):
+        return list(metrics.items())
+    return [(f"output{i}", m) for i, m in enumerate(metrics)]
+
+
+def _within(value: float, op: str, bound: float) -> bool:
+    return value <= bound if op == "<=" else value >= bound
+
+
+def check(
+    metrics_per_output: Mapping[str, Metrics] | Sequence[Metrics], bounds: Bounds
+) -> list[Violation]:
+    """Every bound an output breaks; an empty list means within tolerance."""
+    violations: list[Violation] = []
+    for name, metrics in _named(metrics_per_output):
+        if metrics.error:
+            violations.append(Violation(name, "error", None, None, metrics.error))
+        for bound_name, (metric, op) in _BOUND_METRIC.items():
+            bound = getattr(bounds, bound_name)
+            value = getattr(metrics, metric)
+            if bound is None:
+                continue
+            if value is None and metrics.error:
+                continue
+            if value is None or math.isnan(value):
+                message = f"{name}: {metric} unavailable (bound {op} {bound:g})"
+            elif not _within(value, op, bound):
+                message = f"{name}: {metric} {value:.6g} breaks {op} {bound:g}"
+            else:
+                continue
+            violations.append(Violation(name, metric, value, bound, message))
+    return violations
+
+
+def violation_signature(violations: Iterable[Violation]) -> str:
+    """A stable signature for a tolerance failure: the metrics broken, in a fixed order."""
+    order = ["error", *[metric for metric, _ in _BOUND_METRIC.values()]]
+    broken = {v.metric for v in violations}
+    names = [m for m in order if m in broken]
+    return "tolerance: " + ", ".join(names) if names else "tolerance exceeded"
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric == "rel_l2":
+        return f"{value * 100:.4g}%"
+    if metric == "cosine":
+        return f"{value:.7f}"
+    return f"{value:.3e}"
+
+
+def format_report(
+    metrics_per_output: Mapping[str, Metrics] | Sequence[Metrics], bounds: Bounds
+) -> str:
+    """Every metric of every output against its bound, and the worst element of each output."""
+    lines: list[str] = []
+    broken = {(v.output, v.metric) for v in check(metrics_per_output, bounds)}
+    for name, metrics in _named(metrics_per_output):
+        failed = any(out == name for out, _ in broken)
+        lines.append(f"output {name} {metrics.shape}: {'FAIL' if failed else 'ok'}")
+        if metrics.error:
+            lines.append(f"  error: {metrics.error}")
+        if metrics.note:
+            lines.append(f"  note: {metrics.note}")
+        for bound_name, (metric, op) in _BOUND_METRIC.items():
+            bound = getattr(bounds, bound_name)
+            value = getattr(metrics, metric)
+            limit = "(unchecked)" if bound is None else f"{op} {_fmt(metric, bound)}"
+            if (name, metric) in broken:
+                verdict = "FAIL"
+            elif bound is None or value is None:
+                verdict = "-"
+            else:
+                verdict = "ok"
+            lines.append(f"  {metric:<9} {_fmt(metric, value):>13}  {limit:<16} {verdict}")
+        if metrics.worst_index is not None:
+            ref, act = metrics.worst_reference, metrics.worst_actual
+            delta = abs(act - ref) if ref is not None and act is not None else float("nan")
+            lines.append(
+                f"  worst element {metrics.worst_index}: reference {ref:.6g}, "
+                f"actual {act:.6g} (|diff| {delta:.3e})"
+            )
+    return "\n".join(lines)

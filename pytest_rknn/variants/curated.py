@@ -1,0 +1,152 @@
+"""Curated variants: explicit cases that always run, each with the reason it is there.
+
+The seed report gives no shapes; its case uses a common small-transformer attention
+(batch 1, 8 heads, 64 tokens, head dim 64, float32 ONNX as torch exports it) and is listed
+both as the real TorchScript export (needs a torch interpreter) and as its replica (always
+buildable), so the matrix shows the report's graph even where torch is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .spec import VariantSpec
+
+
+@dataclass(frozen=True)
+class CuratedCase:
+    """One curated variant: a short name, the spec, and why it must always run."""
+
+    name: str
+    spec: VariantSpec
+    reason: str
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+def _sdpa(**fields: object) -> VariantSpec:
+    base: dict[str, object] = {
+        "form": "torch-sdpa",
+        "batch": 1,
+        "num_heads": 8,
+        "num_kv_heads": 8,
+        "q_len": 64,
+        "kv_len": 64,
+        "head_dim": 64,
+    }
+    base.update(fields)
+    return VariantSpec(**base)  # type: ignore[arg-type]
+
+
+SEED_REPORT = (
+    "seed report: torch-exported F.scaled_dot_product_attention(q, k, v) converts for RK3566 "
+    "but fails for RK3588 (REGTASK bit width, 'failed to config argb mode layer')"
+)
+
+CURATED: tuple[CuratedCase, ...] = (
+    CuratedCase(
+        "seed-report-torchscript",
+        _sdpa(form="torch-export", exporter="torchscript"),
+        SEED_REPORT + "; the real TorchScript export",
+    ),
+    CuratedCase("seed-report-replica", _sdpa(), SEED_REPORT + "; its replica, built without torch"),
+    CuratedCase(
+        "seed-report-dynamo",
+        _sdpa(form="torch-export", exporter="dynamo"),
+        "the seed report's module through torch.export (dynamo=True): a different graph",
+    ),
+    CuratedCase(
+        "seed-report-dynamo-opset23",
+        _sdpa(form="torch-export", exporter="dynamo-opset23"),
+        "the seed report's module as newer torch exports it: one ONNX Attention node",
+    ),
+    CuratedCase(
+        "decode",
+        _sdpa(q_len=1, kv_len=512),
+        "single-token decode against a 512-token cache: a 1-row softmax",
+    ),
+    CuratedCase(
+        "gqa",
+        _sdpa(num_kv_heads=2, mask="causal"),
+        "grouped-query attention (4 q heads per kv head) with repeat_kv's Expand/Reshape",
+    ),
+    CuratedCase(
+        "mqa",
+        _sdpa(num_kv_heads=1, q_len=1, kv_len=256),
+        "multi-query attention in decode: one kv head shared by 8 q heads",
+    ),
+    CuratedCase(
+        "long-sequence",
+        _sdpa(q_len=2048, kv_len=2048, mask="causal"),
+        "a 2048-token causal prefill: 8 x 2048 x 2048 scores, where register limits bite",
+    ),
+    CuratedCase(
+        "fp16-model",
+        _sdpa(dtype="float16", mask="causal"),
+        "a float16 ONNX model; torch's export promotes the masked softmax to float32",
+    ),
+    CuratedCase(
+        "key-padding-mask",
+        _sdpa(batch=2, mask="key-padding", mask_shape="b11k"),
+        "a boolean key-padding mask (B, 1, 1, S): Where(-inf), Softmax, IsNaN guard",
+    ),
+    CuratedCase(
+        "additive-mask",
+        _sdpa(batch=2, mask="additive", mask_shape="b1qk"),
+        "an additive float mask (B, 1, L, S) as Hugging Face builds it",
+    ),
+    CuratedCase(
+        "bshd-layout",
+        _sdpa(layout="bshd"),
+        "(B, S, H*D) hidden states with the head split/merge Reshape and Transpose",
+    ),
+    CuratedCase(
+        "manual",
+        VariantSpec(
+            form="manual",
+            batch=1,
+            num_heads=8,
+            num_kv_heads=8,
+            q_len=64,
+            kv_len=64,
+            head_dim=64,
+            mask="causal",
+        ),
+        "the vendor-recommended hand decomposition (constant scale and causal mask)",
+    ),
+    CuratedCase(
+        "onnx-attention",
+        VariantSpec(
+            form="onnx-attention",
+            batch=1,
+            num_heads=8,
+            num_kv_heads=8,
+            q_len=64,
+            kv_len=64,
+            head_dim=64,
+            mask="causal",
+        ),
+        "the ONNX Attention operator (opset 23)",
+    ),
+    CuratedCase(
+        "mha-block",
+        VariantSpec(
+            form="mha-block",
+            batch=1,
+            num_heads=8,
+            num_kv_heads=8,
+            q_len=64,
+            kv_len=64,
+            head_dim=64,
+            layout="bshd",
+        ),
+        "a whole attention layer: Q/K/V/O projections around the attention core",
+    ),
+)
+
+
+def curated_cases() -> list[CuratedCase]:
+    """The curated cases, in a fixed order."""
+    return list(CURATED)

@@ -1,0 +1,150 @@
+"""Running the real torch exporter in another interpreter (torch is not a host dependency).
+
+``find_torch_python()`` resolves the interpreter; ``export_with_torch()`` runs
+``torch_export_script.py`` there in a subprocess with a timeout and returns what it made.
+
+Exporters and what they need (measured with torch 2.13.0+cpu, onnx 1.18.0):
+
+- ``torchscript``: ``dynamo=False``, opset 17, IR 8: torch alone.
+- ``dynamo``: ``dynamo=True`` (torch.export), opset 17, IR 10: also needs ``onnxscript``
+  (0.7.2 pulls ``onnx-ir`` and ``ml_dtypes``; install with ``numpy==1.26.4`` pinned in a
+  toolkit env, or pip upgrades numpy past the toolkit's cap).
+- ``dynamo-opset23``: as ``dynamo`` at opset 23, where torch emits one ``Attention`` node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import EXPORTERS, VariantSpec
+
+TORCH_PYTHON_ENV = "PYTEST_RKNN_TORCH_PYTHON"
+_SCRIPT = Path(__file__).with_name("torch_export_script.py")
+
+
+class TorchExportError(RuntimeError):
+    """The torch exporter failed or could not run; the message is one line with the cause."""
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What one export produced."""
+
+    path: Path
+    torch_version: str
+    exporter: str
+    opset: int
+    seconds: float
+
+
+def find_torch_python() -> Path | None:
+    """The interpreter to run torch with: ``$PYTEST_RKNN_TORCH_PYTHON`` if set, else None.
+
+    A set variable that names no executable is an error rather than a silent fallback.
+    """
+    value = os.environ.get(TORCH_PYTHON_ENV, "").strip()
+    if not value:
+        return None
+    resolved = shutil.which(value)
+    if resolved is None:
+        raise TorchExportError(
+            f"{TORCH_PYTHON_ENV}={value!r} is not an executable: point it at a python with torch"
+        )
+    return Path(resolved)
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["(no output)"])[-1][:300]
+
+
+def _check_job(spec: VariantSpec, exporter: str) -> None:
+    if exporter not in EXPORTERS:
+        raise TorchExportError(
+            f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}"
+        )
+    if spec.form == "mha-block":
+        raise TorchExportError("form='mha-block' has no torch module here: export an sdpa spec")
+
+
+def export_many(
+    jobs: Sequence[tuple[VariantSpec, Path, str]],
+    python: Path,
+    timeout: float = 600.0,
+) -> list[ExportInfo | TorchExportError]:
+    """Export several ``(spec, out_path, exporter)`` jobs with one torch import.
+
+    Returns, per job and in order, its ``ExportInfo`` or the ``TorchExportError`` saying why
+    that job failed; raises ``TorchExportError`` only when the interpreter itself fails.
+    """
+    for spec, _, exporter in jobs:
+        _check_job(spec, exporter)
+    with tempfile.TemporaryDirectory(prefix="rknn-export-") as tmp:
+        jobs_file = Path(tmp) / "jobs.json"
+        result_file = Path(tmp) / "results.json"
+        payload = []
+        for spec, out_path, exporter in jobs:
+            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+            payload.append({"spec": spec.to_dict(), "out": str(out_path), "exporter": exporter})
+        jobs_file.write_text(json.dumps(payload))
+        cmd = [str(python), str(_SCRIPT), str(jobs_file), str(result_file)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise TorchExportError(
+                f"torch export of {len(jobs)} job(s) timed out after {timeout:.0f} s"
+            ) from None
+        except OSError as exc:
+            raise TorchExportError(f"cannot run {python}: {exc}") from None
+        results = json.loads(result_file.read_text()) if result_file.exists() else []
+        if proc.returncode != 0 and len(results) < len(jobs):
+            raise TorchExportError(
+                f"torch export with {python} failed with code {proc.returncode}: "
+                f"{_last_error_line(proc.stderr)}"
+            )
+    outcomes: list[ExportInfo | TorchExportError] = []
+    for (spec, out_path, exporter), result in zip(jobs, results, strict=True):
+        if "error" in result:
+            outcomes.append(
+                TorchExportError(f"torch export ({exporter}) of {spec.id}: {result['error']}")
+            )
+            continue
+        outcomes.append(
+            ExportInfo(
+                path=Path(out_path),
+                torch_version=result["torch_version"],
+                exporter=exporter,
+                opset=int(result["opset"]),
+                seconds=float(result["seconds"]),
+            )
+        )
+    return outcomes
+
+
+def export_with_torch(
+    spec: VariantSpec,
+    python: Path,
+    out_path: Path,
+    exporter: str = "torchscript",
+    timeout: float = 300.0,
+) -> ExportInfo:
+    """Export ``spec``'s torch module to ``out_path`` with ``python``'s torch and ``exporter``.
+
+    The module is ``F.scaled_dot_product_attention`` with the spec's shapes, mask, scale,
+    dtype and layout, whatever the spec's form (``mha-block`` excepted). Raises
+    ``TorchExportError`` with the cause (e.g. ``onnxscript`` missing for ``dynamo``).
+    """
+    (outcome,) = export_many([(spec, Path(out_path), exporter)], python, timeout=timeout)
+    if isinstance(outcome, TorchExportError):
+        raise outcome
+    return outcome

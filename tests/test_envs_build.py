@@ -1,0 +1,145 @@
+"""Unit tests of building environments: pip failures read into one line, the disk check, the
+wheel cache, and the states of environments that do not exist or never finished."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.tags import sys_tags
+
+import pytest_rknn.envs as envs_module
+from pytest_rknn.envs import EnvError, EnvState, ToolkitEnv, check_disk, default_root, get_envs
+from pytest_rknn.pipsteps import (
+    BuildError,
+    failure_reason,
+    pip_download,
+    registry_failure,
+    run_logged,
+)
+from pytest_rknn.toolkits import ToolkitRequest, TorchSpec
+
+HERE_TAG = next(t for t in itertools.islice(sys_tags(), 40) if "manylinux" in t.platform)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route pip through a proxy port where nothing listens, without retries."""
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+
+
+def test_unreachable_registry_is_named_with_the_fix(no_network: None, tmp_path: Path) -> None:
+    log = io.StringIO()
+    with pytest.raises(BuildError) as info:
+        pip_download(
+            Path(sys.executable), "rknn-toolkit2==2.3.2", tmp_path / "w", log, tmp_path / "pip.log"
+        )
+    message = str(info.value)
+    assert message.startswith("cannot reach the package registry: ")
+    assert "(cannot connect to the proxy)" in message
+    assert message.endswith("check network/proxy or pip config (pip config list)")
+    assert "No matching distribution found for rknn-toolkit2==2.3.2" in log.getvalue()
+
+
+def test_a_real_pip_error_comes_back_as_its_first_error_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-index", "--find-links", str(tmp_path)]
+    cmd += ["--dest", str(tmp_path), "rknn-toolkit2==2.3.2"]
+    with pytest.raises(BuildError) as info:
+        run_logged(cmd, io.StringIO(), "pip download")
+    assert str(info.value) == (
+        "pip download failed (exit 1): ERROR: Could not find a version that satisfies the "
+        "requirement rknn-toolkit2==2.3.2 (from versions: none)"
+    )
+
+
+def test_a_command_that_cannot_start(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="python -m venv could not start"):
+        run_logged([str(tmp_path / "no-python"), "-m", "venv"], io.StringIO(), "python -m venv")
+
+
+def test_classifier_ignores_index_misses_and_spots_a_full_disk() -> None:
+    miss = "Could not fetch URL https://download.pytorch.org/whl/cpu/scipy/: 403 Client Error"
+    assert registry_failure(miss) is None
+    lines = ["ERROR: Could not install packages due to an OSError: [Errno 28] No space left"]
+    reason = failure_reason("pip install requirements", 1, lines, None)
+    assert reason.startswith("no space left on device during pip install requirements;")
+    dns = (
+        "WARNING: Retrying (Retry(total=0)) after connection broken by 'NewConnectionError("
+        "'<x at 0x7f>: Failed to establish a new connection: [Errno -2] Name or service not "
+        "known')': /simple/onnx/"
+    )
+    assert registry_failure(dns) == "host name not resolved"
+
+
+def test_cached_wheel_is_used_without_pip(tmp_path: Path) -> None:
+    cached = tmp_path / f"rknn_toolkit2-2.3.2-{HERE_TAG}.whl"
+    with zipfile.ZipFile(cached, "w") as archive:
+        archive.writestr("rknn_toolkit2-2.3.2.dist-info/METADATA", "Name: rknn-toolkit2\n")
+    log = io.StringIO()
+    found = pip_download(tmp_path / "no-python", "rknn-toolkit2==2.3.2", tmp_path, log)
+    assert found == cached
+    assert "using cached" in log.getvalue()
+
+
+def test_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_disk(tmp_path / "not" / "yet", 0)
+    monkeypatch.setattr(envs_module, "ENV_DISK_BYTES", 1 << 60)
+    with pytest.raises(EnvError) as info:
+        check_disk(tmp_path / "envs", 2)
+    message = str(info.value)
+    assert message.startswith(f"not enough disk space under {tmp_path / 'envs'}: ")
+    assert "for 2 toolkit environment(s)" in message
+    assert "--rknn-envs" in message
+
+
+def test_default_root_follows_the_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_RKNN_ENVS", str(tmp_path))
+    assert default_root() == tmp_path
+    monkeypatch.delenv("PYTEST_RKNN_ENVS")
+    assert default_root().parts[-2:] == ("pytest-rknn", "envs")
+
+
+def test_missing_and_interrupted_environments(tmp_path: Path) -> None:
+    env = ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path, TorchSpec())
+    assert env.verify() is EnvState.MISSING
+    assert env.reason == "not created yet; run `pytest-rknn envs --toolkits 2.3.2`"
+    assert env.python == tmp_path / "rknn-2.3.2-cp311" / "bin" / "python"
+    env.path.mkdir()
+    assert env.verify() is EnvState.INCOMPLETE
+    assert "did not finish" in env.reason
+    row = env.describe()
+    assert (row["version"], row["state"], row["torch"]) == ("2.3.2", "incomplete", "-")
+
+
+def test_get_envs_without_create_only_looks(tmp_path: Path) -> None:
+    root = tmp_path / "envs"
+    envs = get_envs([ToolkitRequest("2.2.0"), ToolkitRequest("2.5.0")], root=root, create=False)
+    assert [(e.version, e.state) for e in envs] == [
+        ("2.2.0", EnvState.MISSING),
+        ("2.5.0", EnvState.MISSING),
+    ]
+    assert not root.exists()
+
+
+def test_recipe_hash_changes_with_torch_and_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTEST_RKNN_TORCH", raising=False)
+    monkeypatch.delenv("PYTEST_RKNN_TORCH_INDEX", raising=False)
+    base = ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path, TorchSpec())
+    other_torch = ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path, TorchSpec("torch==2.4.0"))
+    index = ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path, TorchSpec(index="https://x/cpu"))
+    other_version = ToolkitEnv(ToolkitRequest("2.3.0"), tmp_path, TorchSpec())
+    hashes = {e.recipe_hash() for e in (base, other_torch, index, other_version)}
+    assert len(hashes) == 4
+    assert base.recipe_hash() == ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path).recipe_hash()

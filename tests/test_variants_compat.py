@@ -1,0 +1,59 @@
+"""Opset-17 models load, check and run under a toolkit environment's older onnx/onnxruntime.
+
+Toolkit environments hold onnx 1.14-1.18 and onnxruntime 1.16-1.19; the interpreter is the
+one ``PYTEST_RKNN_TORCH_PYTHON`` names (a toolkit environment's python has torch).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+from pytest_rknn.variants import (
+    build_model,
+    draw_variants,
+    find_torch_python,
+    make_inputs,
+    onnxruntime_bound,
+    reference_outputs,
+)
+
+OLD_SIDE_SCRIPT = """
+import json, sys, numpy as np, onnx, onnxruntime as ort
+for path in sys.argv[1:]:
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = dict(np.load(path[: -len(".onnx")] + ".npz"))
+    (out,) = session.run(None, feeds)
+    np.save(path[: -len(".onnx")] + ".out.npy", out)
+print(json.dumps({"onnx": onnx.__version__, "onnxruntime": ort.__version__}))
+"""
+
+
+def test_opset17_models_run_in_a_toolkit_environment(tmp_path) -> None:
+    python = find_torch_python()
+    if python is None:
+        pytest.skip("no toolkit-side python: set PYTEST_RKNN_TORCH_PYTHON")
+    specs = [s for s in draw_variants(40, 9) if s.form != "onnx-attention"]
+    paths = []
+    for spec in specs:
+        path = tmp_path / f"{spec.id}.onnx"
+        onnx.save(build_model(spec), str(path))
+        np.savez(tmp_path / f"{spec.id}.npz", **make_inputs(spec, 0))
+        paths.append(str(path))
+    done = subprocess.run(
+        [str(python), "-c", OLD_SIDE_SCRIPT, *paths], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    versions = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(versions) == {"onnx", "onnxruntime"}
+    for spec in specs:
+        inputs = make_inputs(spec, 0)
+        got = np.load(tmp_path / f"{spec.id}.out.npy")
+        (want,) = reference_outputs(spec, inputs)
+        assert float(np.abs(got - want).max()) <= onnxruntime_bound(spec, inputs), spec.id
