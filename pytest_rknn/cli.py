@@ -30,7 +30,7 @@ from pytest_rknn.toolkits import (
 )
 
 TOOLKITS_ENV = "PYTEST_RKNN_TOOLKITS"
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("pytest_rknn.reports",)
 
 
 @dataclass(frozen=True)
