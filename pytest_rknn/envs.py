@@ -327,7 +327,9 @@ class ToolkitEnv:
             report("smoke conversion")
             start = time.perf_counter()
             try:
-                result = smoke_convert(self.python, workdir, timeout=SMOKE_TIMEOUT)
+                result = smoke_convert(
+                    self.python, workdir, timeout=SMOKE_TIMEOUT, version=str(self.request)
+                )
             except Exception as exc:  # the smoke's own failure is the environment's verdict
                 seconds = round(time.perf_counter() - start, 2)
                 return {"ok": False, "detail": f"{type(exc).__name__}: {exc}", "seconds": seconds}

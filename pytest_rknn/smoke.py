@@ -58,8 +58,10 @@ def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     return probs @ v
 
 
-def smoke_convert(python: Path, workdir: Path | None = None, timeout: float = 180.0) -> SmokeResult:
-    """Convert and simulate the smoke graph with the interpreter ``python``."""
+def smoke_convert(
+    python: Path, workdir: Path | None = None, timeout: float = 180.0, version: str = "smoke"
+) -> SmokeResult:
+    """Convert and simulate the smoke graph with the interpreter ``python`` of ``version``."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rknn-smoke-", dir=workdir) as tmp:
         root = Path(tmp)
@@ -68,7 +70,7 @@ def smoke_convert(python: Path, workdir: Path | None = None, timeout: float = 18
         job = Job.create(tiny_attention(root / "smoke.onnx"), "rk3588", root / "job", arrays)
         worker = ToolkitWorker(
             python=Path(python),
-            version="smoke",
+            version=version,
             workdir=root,
             limits=Limits(timeout=timeout, startup_timeout=timeout, max_memory=6 << 30),
         )

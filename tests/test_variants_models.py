@@ -1,9 +1,11 @@
 """Every drawn variant's model is valid ONNX and onnxruntime matches the float64 reference.
 
 float32 models: max |onnxruntime - reference| <= 1e-4 * max(1, max |reference|), i.e.
-1e-4 absolute or relative to the output's magnitude. float16 models: within
-``2**-10 * (1 + S) * V`` (S the largest scaled score, V the largest value): twice the
-first-order effect of float16 rounding in the scores, see ``onnxruntime_bound``.
+1e-4 absolute or relative to the output's magnitude, for unit-normal and LayerNorm-like
+inputs; ``large`` inputs (scores in the thousands) may exceed it by float32's own rounding,
+up to ``2**-23 * (1 + S) * V``. float16 models: within ``2**-10 * (1 + S) * V`` (S the
+largest scaled score, V the largest value): twice the first-order effect of float16
+rounding in the scores. See ``onnxruntime_bound``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def check_variant(spec, dist: str, seed: int) -> None:
     assert np.isfinite(got).all()
     error = float(np.abs(got.astype(np.float64) - want).max())
     bound = onnxruntime_bound(spec, inputs)
+    if spec.dtype == "float32" and dist != "large":
+        bound = 1e-4 * max(1.0, float(np.abs(want).max()))
     assert error <= bound, f"{spec.id} ({dist}): max error {error:.3g} > bound {bound:.3g}"
 
 
