@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_rknn.cells import FAILING, CellSpec, Outcome, run_cell
+from pytest_rknn.exploring import Explorer, ExploreTarget, explore_targets
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.session import RknnSession
 from pytest_rknn.settings import Settings, add_options
@@ -100,6 +101,9 @@ def _cells(config: pytest.Config) -> list[CellSpec]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rknn_explore" in metafunc.fixturenames:
+        targets = explore_targets(metafunc.config.stash[SETTINGS])
+        metafunc.parametrize("rknn_explore", targets, ids=[t.id for t in targets], indirect=True)
     if "rknn_cell" in metafunc.fixturenames:
         cells = _cells(metafunc.config)
         metafunc.parametrize(
@@ -112,6 +116,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[SETTINGS]
+    _select_mode(config, items, settings.explore)
     failures = baseline_failures(settings.baseline) if settings.baseline else {}
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -124,6 +129,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(
                 pytest.mark.xfail(strict=True, reason=f"failed in the baseline: {known}")
             )
+
+
+def _select_mode(config: pytest.Config, items: list[pytest.Item], explore: bool) -> None:
+    """``--rknn-explore`` runs the explore items only; otherwise they are deselected."""
+    unwanted = "rknn_cell" if explore else "rknn_explore"
+    dropped = [i for i in items if unwanted in getattr(i, "fixturenames", ())]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if unwanted not in getattr(i, "fixturenames", ())]
 
 
 def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
@@ -180,6 +194,17 @@ def rknn_cell(request: pytest.FixtureRequest) -> CellRunner:
             "rknn_cell is parametrized by pytest-rknn; do not request it directly"
         )
     return CellRunner(cell, request.node, _session(request.config))
+
+
+@pytest.fixture
+def rknn_explore(request: pytest.FixtureRequest) -> Explorer:
+    """The (platform, toolkit, quant) target this explore item searches (``--rknn-explore``)."""
+    target = getattr(request, "param", None)
+    if not isinstance(target, ExploreTarget):
+        raise pytest.UsageError("rknn_explore is parametrized by pytest-rknn; do not request it")
+    session = _session(request.config)
+    bounds = _bounds(request.node, session.settings, target.quant)
+    return Explorer(target, session, bounds, request.node.stash.setdefault(RECORDS, []))
 
 
 class Converter:

@@ -17,6 +17,7 @@ import pytest
 from pytest_rknn.platforms import DEFAULT_PLATFORMS, PlatformError, parse_platforms, parse_quant
 from pytest_rknn.protocol import Limits, parse_size
 from pytest_rknn.toolkits import ToolkitError, ToolkitRequest, parse_toolkits
+from pytest_rknn.variants.spec import SpecError, VariantSpec
 
 PROFILES = ("ci", "full")
 
@@ -69,6 +70,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="an ONNX model of your own to put in the matrix (repeatable)",
     )
     group.addoption(
+        "--rknn-variant",
+        dest="rknn_variant",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add this variant (an id from a matrix or from --rknn-explore) as a row (repeatable)",
+    )
+    group.addoption(
         "--rknn-no-cache",
         dest="rknn_no_cache",
         action="store_true",
@@ -79,6 +88,11 @@ def add_options(parser: pytest.Parser) -> None:
         dest="rknn_explore",
         action="store_true",
         help="search the variant space for failing variants and shrink them to minimal ones",
+    )
+    parser.addini(
+        "rknn_explore_examples",
+        "how many variants --rknn-explore may try per (platform, toolkit, quant)",
+        default="60",
     )
     parser.addini("rknn_bounds_fp16", "tolerance bounds for fp16 cells, e.g. max_abs=0.01 ...")
     parser.addini("rknn_bounds_int8", "tolerance bounds for int8 cells, e.g. min_cosine=0.99")
@@ -118,8 +132,10 @@ class Settings:
     envs_root: Path | None
     curated: bool
     models: tuple[Path, ...] = ()
+    variants: tuple[VariantSpec, ...] = ()
     use_cache: bool = True
     explore: bool = False
+    explore_examples: int = 60
     bounds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -161,6 +177,15 @@ class Settings:
             )
         envs_text = str(_value(config, "envs") or os.environ.get("PYTEST_RKNN_ENVS", ""))
         forms = tuple(f.strip() for f in str(_value(config, "forms")).split(",") if f.strip())
+        try:
+            variants = tuple(VariantSpec.from_id(v) for v in config.getoption("rknn_variant"))
+        except SpecError as exc:
+            raise pytest.UsageError(f"--rknn-variant: {exc}") from None
+        explore_examples = str(config.getini("rknn_explore_examples"))
+        if not explore_examples.isdigit() or int(explore_examples) < 1:
+            raise pytest.UsageError(
+                f"rknn_explore_examples {explore_examples!r}: expected a whole number >= 1"
+            )
         return cls(
             toolkits=toolkits,
             platforms=platforms,
@@ -175,6 +200,8 @@ class Settings:
             envs_root=Path(envs_text).expanduser() if envs_text else None,
             curated=bool(_value(config, "curated")),
             models=tuple(models),
+            variants=variants,
+            explore_examples=int(explore_examples),
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
             bounds={

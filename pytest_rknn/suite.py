@@ -26,7 +26,7 @@ def subjects(settings: Settings) -> list[Subject]:
             f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(FORMS)}"
         )
     forms = settings.forms or None
-    specs = []
+    specs = list(settings.variants)
     if settings.curated:
         specs += [c.spec for c in curated_cases() if forms is None or c.spec.form in forms]
     if settings.examples:

@@ -39,7 +39,7 @@ def test_opset17_models_run_in_a_toolkit_environment(tmp_path) -> None:
     python = find_torch_python()
     if python is None:
         pytest.skip("no toolkit-side python: set PYTEST_RKNN_TORCH_PYTHON")
-    specs = [s for s in draw_variants(40, 9) if s.form != "onnx-attention"]
+    specs = draw_variants(40, 9, forms=("torch-sdpa", "manual", "mha-block"))
     paths = []
     for spec in specs:
         path = tmp_path / f"{spec.id}.onnx"

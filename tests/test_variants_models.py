@@ -70,7 +70,7 @@ def test_drawn_variant_model_matches_reference(spec, dist: str) -> None:
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    spec=variant_specs("ci"),
+    spec=variant_specs("ci", HOST_FORMS),
     dist=st.sampled_from(DISTRIBUTIONS),
     seed=st.integers(0, 2**32 - 1),
 )

@@ -142,3 +142,18 @@ def test_minus_k_selects_exactly_that_variant(pytester: pytest.Pytester) -> None
         )
         selected = [line for line in result.outlines if "::test_cell[" in line]
         assert selected == [f"test_cells.py::test_cell[{vid}]"], result.outlines[-3:]
+
+
+def test_from_id_inverts_id_over_drawn_and_curated_specs() -> None:
+    from pytest_rknn.variants.curated import curated_cases
+    from pytest_rknn.variants.strategies import draw_variants
+
+    specs = draw_variants(600, 11, "full") + [c.spec for c in curated_cases()]
+    assert {s.form for s in specs} == set(FORMS)
+    for spec in specs:
+        assert VariantSpec.from_id(spec.id) == spec
+
+
+def test_from_id_rejects_what_is_not_an_id() -> None:
+    with pytest.raises(SpecError, match="is not a variant id"):
+        VariantSpec.from_id("sdpa-b1-h8kv8")

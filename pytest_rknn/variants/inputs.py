@@ -1,7 +1,9 @@
 """Deterministic model inputs for a variant: ``make_inputs(spec, seed, dist)``.
 
 The generator is seeded from ``(spec.id, seed, dist)`` through SHA-256, so the arrays are the
-same in every process, on every machine and in every numpy version that keeps PCG64.
+same in every process and on every machine with the same numpy (numpy does not promise its
+``Generator`` streams across versions): generate them on the host and ship them to the
+toolkit side rather than regenerating them there.
 
 Distributions of q, k and v (cast to the model's dtype at the end):
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,13 @@ _FORM_TOKENS = {
 _EXPORTER_TOKENS = {"torchscript": "tx.ts", "dynamo": "tx.dynamo", "dynamo-opset23": "tx.dynamo23"}
 _MASK_TOKENS = {"none": "none", "causal": "causal", "key-padding": "kpad", "additive": "add"}
 _DTYPE_TOKENS = {"float32": "f32", "float16": "f16"}
+_ID = re.compile(
+    r"(?P<form>sdpa|manual|attn|mha|tx\.ts|tx\.dynamo|tx\.dynamo23)"
+    r"-b(?P<b>\d+)-h(?P<h>\d+)kv(?P<kv>\d+)-q(?P<q>\d+)kv(?P<k>\d+)"
+    r"-d(?P<d>\d+)(?:s(?P<scale>[0-9.eEmp]+|inf))?"
+    r"-(?P<mask>none|causal|kpad|add)(?:\.(?P<mask_shape>[bhqk1]+))?"
+    r"-(?P<dtype>f32|f16)-(?P<layout>bhsd|bshd)"
+)
 _INT_FIELDS = ("batch", "num_heads", "num_kv_heads", "q_len", "kv_len", "head_dim")
 
 
@@ -207,6 +215,37 @@ class VariantSpec:
             return cls(**data)
         except TypeError as exc:
             raise SpecError(f"incomplete variant spec: {exc}") from None
+
+    @classmethod
+    def from_id(cls, text: str) -> VariantSpec:
+        """The spec an id stands for: ``VariantSpec.from_id(spec.id) == spec``."""
+        match = _ID.fullmatch(text.strip())
+        if match is None:
+            raise SpecError(
+                f"{text!r} is not a variant id: expected e.g. "
+                "'sdpa-b1-h8kv8-q64kv64-d64-causal-f16-bhsd' (see a matrix's variant_id)"
+            )
+        g = match.groupdict()
+        exporter = {v: k for k, v in _EXPORTER_TOKENS.items()}.get(g["form"], "")
+        form = "torch-export" if exporter else {v: k for k, v in _FORM_TOKENS.items()}[g["form"]]
+        scale = None
+        if g["scale"] is not None:
+            scale = float(g["scale"].replace("m", "-").replace("p", "+"))
+        return cls(
+            form=form,
+            batch=int(g["b"]),
+            num_heads=int(g["h"]),
+            num_kv_heads=int(g["kv"]),
+            q_len=int(g["q"]),
+            kv_len=int(g["k"]),
+            head_dim=int(g["d"]),
+            mask={v: k for k, v in _MASK_TOKENS.items()}[g["mask"]],
+            mask_shape=g["mask_shape"] or "",
+            dtype={v: k for k, v in _DTYPE_TOKENS.items()}[g["dtype"]],
+            scale=scale,
+            layout=g["layout"],
+            exporter=exporter,
+        )
 
     def replace(self, **changes: Any) -> VariantSpec:
         """A copy with some fields changed (validated again)."""

@@ -102,7 +102,7 @@ def _profile(profile: str) -> SizeProfile:
 
 
 def _forms(forms: Sequence[str] | None) -> tuple[str, ...]:
-    chosen = tuple(forms) if forms is not None else HOST_FORMS
+    chosen = tuple(forms) if forms is not None else FORMS
     unknown = [f for f in chosen if f not in FORMS]
     if unknown or not chosen:
         raise ValueError(
@@ -246,7 +246,10 @@ def scales() -> st.SearchStrategy[float | None]:
 def variant_specs(
     profile: str = "ci", forms: Sequence[str] | None = None
 ) -> st.SearchStrategy[VariantSpec]:
-    """Valid ``VariantSpec`` values of ``forms`` (default: all but torch-export) in a profile."""
+    """Valid ``VariantSpec`` values of ``forms`` (default: all ``FORMS``) in a size profile.
+
+    Pass ``forms=HOST_FORMS`` to leave out ``torch-export``, which needs a torch interpreter.
+    """
     return _as_strategy(choose_spec, _profile(profile), _forms(forms))
 
 
@@ -269,7 +272,8 @@ def draw_variants(
 ) -> list[VariantSpec]:
     """``n`` distinct variants, the same list for the same arguments in any process.
 
-    Forms take turns (round-robin in the order given), so a small ``n`` covers them all.
+    Forms (default: all ``FORMS``) take turns, round-robin in the order given, so a small
+    ``n`` covers them all.
     The draws make the same choices as ``variant_specs`` but from a SHA-256 stream rather
     than hypothesis' engine, whose draws depend on its version and on the constants of the
     local modules loaded in the process: the list is then stable across machines, toolkit

@@ -5,8 +5,12 @@ module in ``torch_export_script.py``: ``F.scaled_dot_product_attention`` as lowe
 ``symbolic_opset14`` plus the casts its type promotion inserts, Hugging Face style
 ``repeat_kv`` for grouped kv heads, and the ``bshd`` head split/merge. Node names, node
 order, ``Constant`` nodes (one per use, as the exporter duplicates them) and the exporter's
-quirks are kept, e.g. a float16 model with a causal or boolean mask computes the softmax in
-float32 and returns a float32 output, because the exporter's mask constants are float32.
+quirks are kept: a float16 model with a causal or boolean mask computes the softmax in
+float32 and returns a float32 output, because the exporter's mask constants are float32; a
+``bshd`` key's ``transpose(1, 2)`` is fused into the score transpose (perm ``0, 2, 3, 1``).
+
+Checked against torch 2.13.0's exporter on 464 specs (drawn and hand-picked): equal node
+lists (names, op types, inputs, outputs, in order), constants, inputs and outputs.
 """
 
 from __future__ import annotations
