@@ -160,8 +160,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     except NotBuildable as exc:
         text = f"not buildable here: {exc}"
         return Outcome(_record(cell, "unsupported", reason=text, signature="not buildable"), text)
-    seed = session.settings.seed
-    inputs = cell.subject.inputs(seed)
+    inputs, reference = session.inputs_and_reference(cell.subject, built.model)
     names = [i.name for i in built.model.graph.input if i.name in inputs]
     arrays = [inputs[n] for n in names]
     key = cache_key(
@@ -173,7 +172,6 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         env=session.recipe_hash(cell.toolkit),
         limits=[session.settings.limits.timeout, session.settings.limits.max_memory],
     )
-    reference = cell.subject.reference(built.model, inputs)
     hit = session.cache_get(key)
     if hit is not None:
         outputs = session.cached_outputs(key, hit["outputs"]) if hit.get("outputs") else None

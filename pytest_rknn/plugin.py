@@ -85,9 +85,14 @@ def _session(config: pytest.Config) -> RknnSession:
     if SESSION not in config.stash:
         factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
         workdir = factory.mktemp("rknn", numbered=True)
-        config.stash[SESSION] = RknnSession(
-            config.stash[SETTINGS], workdir, getattr(config, "cache", None)
-        )
+        session = RknnSession(config.stash[SETTINGS], workdir, getattr(config, "cache", None))
+        session.export_specs = [
+            c.subject.spec
+            for c in config.stash.get(CELLS, [])
+            if getattr(c.subject, "spec", None) is not None
+            and c.subject.spec.form == "torch-export"
+        ]
+        config.stash[SESSION] = session
     return config.stash[SESSION]
 
 

@@ -22,6 +22,9 @@ import pytest
 from pytest_rknn.envs import EnvState, ToolkitEnv, get_envs
 from pytest_rknn.settings import Settings
 from pytest_rknn.toolkits import ToolkitRequest
+from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.variants.spec import VariantSpec
+from pytest_rknn.variants.torch_export import TorchExportError, export_many, find_torch_python
 from pytest_rknn.workers import WorkerPool
 
 HARNESS_VERSION = "1"
@@ -45,6 +48,10 @@ class RknnSession:
     cache: pytest.Cache | None
     envs: dict[str, ToolkitEnv] = field(default_factory=dict)
     models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
+    export_specs: list[VariantSpec] = field(default_factory=list)
+    references: dict[str, tuple[dict[str, np.ndarray], list[np.ndarray]]] = field(
+        default_factory=dict
+    )
     _pool: WorkerPool | None = None
 
     def request(self, version: str) -> ToolkitRequest:
@@ -100,9 +107,11 @@ class RknnSession:
         cached = self.models.get(subject.id)
         if cached is None:
             try:
-                if subject.to_dict().get("form") == "torch-export":
-                    self.offer_torch()
-                model = subject.build()
+                spec = getattr(subject, "spec", None)
+                if spec is not None and spec.form == "torch-export":
+                    model = self.torch_export(spec)
+                else:
+                    model = subject.build()
                 data = model.SerializeToString()
                 path = self.workdir / "models" / f"{subject.id}.onnx"
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +123,55 @@ class RknnSession:
         if isinstance(cached, Exception):
             raise cached
         return cached
+
+    def inputs_and_reference(
+        self, subject: Any, model: onnx.ModelProto
+    ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """A subject's inputs for the run's seed and its reference outputs, computed once."""
+        if getattr(subject, "given", None) is not None:
+            inputs = subject.inputs(self.settings.seed)
+            return inputs, subject.reference(model, inputs)
+        if subject.id not in self.references:
+            inputs = subject.inputs(self.settings.seed)
+            self.references[subject.id] = (inputs, subject.reference(model, inputs))
+        return self.references[subject.id]
+
+    def torch_export(self, spec: VariantSpec) -> onnx.ModelProto:
+        """The real exporter's model for ``spec``, exported once per torch interpreter.
+
+        All the run's torch-export variants go through one torch process the first time any
+        of them is needed; models and exporter errors are kept in pytest's cache.
+        """
+        self.offer_torch()
+        try:
+            python = find_torch_python()
+        except TorchExportError as exc:
+            raise NotBuildable(str(exc)) from None
+        if python is None:
+            raise NotBuildable(
+                "no torch interpreter: set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch"
+            )
+        stamp = f"{python}:{python.stat().st_mtime_ns}:{HARNESS_VERSION}"
+        root = self.cache.mkdir("pytest-rknn-exports") if self.cache else self.workdir / "exports"
+        folder = root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
+
+        def done(s: VariantSpec) -> bool:
+            return (folder / f"{s.id}.onnx").exists() or (folder / f"{s.id}.error").exists()
+
+        if not done(spec):
+            todo = [s for s in dict.fromkeys([spec, *self.export_specs]) if not done(s)]
+            jobs = [(s, folder / f"{s.id}.onnx", s.exporter) for s in todo]
+            try:
+                results = export_many(jobs, python)
+            except TorchExportError as exc:
+                raise NotBuildable(str(exc)) from None
+            for s, result in zip(todo, results, strict=True):
+                if isinstance(result, TorchExportError):
+                    (folder / f"{s.id}.error").write_text(str(result))
+        error = folder / f"{spec.id}.error"
+        if error.exists():
+            raise NotBuildable(error.read_text())
+        return onnx.load(str(folder / f"{spec.id}.onnx"))
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         if self.cache is None or not self.settings.use_cache:
