@@ -137,6 +137,10 @@ class Recorder:
         if self.matrix is None:
             return
         self.write(finished=True, exitstatus=int(exitstatus))
+        if self.settings.html is not None:
+            from pytest_rknn.dashboard import write_dashboard
+
+            write_dashboard(self.matrix, self.settings.html)
         if self.journal is not None:
             self.journal.close()
         self.journal_path.unlink(missing_ok=True)
@@ -148,6 +152,8 @@ class Recorder:
         for line in self.summary().splitlines():
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"matrix: {self.path} ({self.count} cells)")
+        if self.settings.html is not None:
+            terminalreporter.write_line(f"dashboard: {self.settings.html}")
 
 
 def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:

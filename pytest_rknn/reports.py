@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pytest_rknn.cli import Subcommand, register
+from pytest_rknn.dashboard import write_dashboard
 from pytest_rknn.matrix import Matrix, MatrixError, diff, merge, summary_text, to_markdown
 
 JOURNAL_SUFFIX = ".journal"
@@ -38,6 +39,7 @@ def _configure_merge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="matrix files, folders, journals")
     parser.add_argument("-o", "--output", type=Path, required=True, help="merged matrix JSON")
     parser.add_argument("--markdown", type=Path, help="also write a Markdown summary here")
+    parser.add_argument("--html", type=Path, help="also write the HTML dashboard here")
 
 
 def _run_merge(args: argparse.Namespace) -> int:
@@ -63,6 +65,8 @@ def _run_merge(args: argparse.Namespace) -> int:
     merged.write(args.output)
     if args.markdown:
         args.markdown.write_text(to_markdown(merged), encoding="utf-8")
+    if args.html:
+        write_dashboard(merged, args.html)
     print(summary_text(merged))
     print(f"merged {len(matrices)} matrices, {len(merged.cells)} cells -> {args.output}")
     return 1 if bad else 0

@@ -35,6 +35,7 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "profile": ("string", "ci", "size profile of drawn variants: ci (small) or full (long seqs)"),
     "forms": ("string", "", "only these graph forms (comma-separated); empty = all"),
     "matrix": ("string", "rknn-matrix.json", "where to write the compatibility matrix JSON"),
+    "html": ("string", "", "also write the HTML dashboard of the matrix to this path"),
     "baseline": ("string", "", "a previous matrix: its failing cells become strict xfails"),
     "timeout": ("string", "300", "seconds one conversion may take before its worker is killed"),
     "max_memory": ("string", "8G", "memory one conversion may use before its worker is killed"),
@@ -127,6 +128,7 @@ class Settings:
     profile: str
     forms: tuple[str, ...]
     matrix: Path
+    html: Path | None
     baseline: Path | None
     limits: Limits
     envs_root: Path | None
@@ -195,6 +197,7 @@ class Settings:
             profile=profile,
             forms=forms,
             matrix=Path(str(_value(config, "matrix"))),
+            html=Path(str(_value(config, "html"))) if _value(config, "html") else None,
             baseline=baseline,
             limits=Limits(timeout=timeout, max_memory=max_memory),
             envs_root=Path(envs_text).expanduser() if envs_text else None,
