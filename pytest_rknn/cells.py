@@ -29,6 +29,7 @@ from pytest_rknn.tolerance import (
 )
 from pytest_rknn.variants.forms import NotBuildable
 
+JUDGED = ("pass", "tolerance-fail")
 FAILING = ("convert-fail", "runtime-fail", "tolerance-fail", "crash", "timeout", "oom")
 
 
@@ -160,7 +161,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     except NotBuildable as exc:
         text = f"not buildable here: {exc}"
         return Outcome(_record(cell, "unsupported", reason=text, signature="not buildable"), text)
-    inputs, reference = session.inputs_and_reference(cell.subject, built.model)
+    inputs = session.inputs(cell.subject)
     names = [i.name for i in built.model.graph.input if i.name in inputs]
     arrays = [inputs[n] for n in names]
     key = cache_key(
@@ -174,8 +175,12 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     )
     hit = session.cache_get(key)
     if hit is not None:
+        if hit.get("bounds") == bounds.to_dict() or hit["record"]["status"] not in JUDGED:
+            record = {**hit["record"], "cached": True}
+            return Outcome(record, hit.get("message") or _message(record))
         outputs = session.cached_outputs(key, hit["outputs"]) if hit.get("outputs") else None
-        if outputs is not None or not hit.get("outputs"):
+        if outputs is not None:
+            reference = session.reference(cell.subject, built.model, inputs)
             return _recall(cell, hit["record"], outputs, reference, bounds)
     python, why = session.python_for(cell.toolkit)
     if python is None:
@@ -183,10 +188,12 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         return Outcome(record, f"env-error: {why}")
     outdir = session.workdir / "cells" / _safe(cell.id)
     result = session.pool.run(cell.toolkit, _job(cell, built.path, arrays, outdir))
+    reference = session.reference(cell.subject, built.model, inputs)
     outcome = _from_result(cell, result, reference, bounds)
     outcome.record["timings"]["cell"] = round(time.perf_counter() - started, 6)
     if outcome.status != "env-error":
-        session.cache_set(key, {"record": outcome.record}, outcome.outputs)
+        stored = {"record": outcome.record, "bounds": bounds.to_dict(), "message": outcome.message}
+        session.cache_set(key, stored, outcome.outputs)
     return outcome
 
 
@@ -201,7 +208,7 @@ def _recall(
     record = dict(stored)
     record["cached"] = True
     report = ""
-    if outputs is not None and record["status"] in ("pass", "tolerance-fail"):
+    if outputs is not None and record["status"] in JUDGED:
         status, metrics, report, signature = judge(reference, outputs, bounds)
         record.update(status=status, metrics=metrics, signature=signature)
     return Outcome(record, _message(record, report))

@@ -49,9 +49,8 @@ class RknnSession:
     envs: dict[str, ToolkitEnv] = field(default_factory=dict)
     models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
     export_specs: list[VariantSpec] = field(default_factory=list)
-    references: dict[str, tuple[dict[str, np.ndarray], list[np.ndarray]]] = field(
-        default_factory=dict
-    )
+    input_memo: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    references: dict[str, list[np.ndarray]] = field(default_factory=dict)
     _pool: WorkerPool | None = None
 
     def request(self, version: str) -> ToolkitRequest:
@@ -124,16 +123,22 @@ class RknnSession:
             raise cached
         return cached
 
-    def inputs_and_reference(
-        self, subject: Any, model: onnx.ModelProto
-    ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-        """A subject's inputs for the run's seed and its reference outputs, computed once."""
+    def inputs(self, subject: Any) -> dict[str, np.ndarray]:
+        """A subject's inputs for the run's seed, made once per variant."""
         if getattr(subject, "given", None) is not None:
-            inputs = subject.inputs(self.settings.seed)
-            return inputs, subject.reference(model, inputs)
+            return subject.inputs(self.settings.seed)
+        if subject.id not in self.input_memo:
+            self.input_memo[subject.id] = subject.inputs(self.settings.seed)
+        return self.input_memo[subject.id]
+
+    def reference(
+        self, subject: Any, model: onnx.ModelProto, inputs: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """A subject's reference outputs for those inputs, computed once per variant."""
+        if getattr(subject, "given", None) is not None:
+            return subject.reference(model, inputs)
         if subject.id not in self.references:
-            inputs = subject.inputs(self.settings.seed)
-            self.references[subject.id] = (inputs, subject.reference(model, inputs))
+            self.references[subject.id] = subject.reference(model, inputs)
         return self.references[subject.id]
 
     def torch_export(self, spec: VariantSpec) -> onnx.ModelProto:
