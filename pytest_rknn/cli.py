@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from pytest_rknn.envs import ENVS_ENV, EnvError, get_envs, provision
+from pytest_rknn.envs import ENVS_ENV, EnvError, default_root, get_envs, provision
 from pytest_rknn.toolkits import (
     DEFAULT_TORCH,
     TORCH_ENV,
@@ -70,7 +72,8 @@ def add_toolkit_options(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="comma-separated toolkit versions: 2.2.0,2.3.0,2.3.2,2.5.0, 'all' (every registry "
         "version), 'installed' (the toolkit in this Python) or VERSION=PATH.whl for a wheel "
-        f"file (e.g. a GitHub-only release); default: ${TOOLKITS_ENV} or 'all'",
+        f"file (e.g. a GitHub-only release); default: ${TOOLKITS_ENV} or 'all'; "
+        "`pytest-rknn envs --toolkits none` makes no toolkit environment",
     )
     parser.add_argument(
         "--rknn-envs",
@@ -98,6 +101,13 @@ def add_toolkit_options(parser: argparse.ArgumentParser) -> None:
 def _configure_envs(parser: argparse.ArgumentParser) -> None:
     add_toolkit_options(parser)
     parser.add_argument(
+        "--exporter",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the exporter environment: torch with onnxscript, for the torch-export form's "
+        "dynamo exporters (default: yes); `--toolkits none` makes only that one",
+    )
+    parser.add_argument(
         "--rebuild", action="store_true", help="rebuild the environments even if they work"
     )
     parser.add_argument(
@@ -115,46 +125,61 @@ def _configure_envs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
 
 
+ENV_COLUMNS = ("version", "interpreter", "torch", "onnx", "onnxruntime", "onnxscript", "state")
+
+
+def _print_env_table(rows: list[dict[str, Any]], root: Path, seconds: float) -> None:
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=max(out.width, 160))
+    table = Table(title=f"pytest-rknn environments in {root}")
+    for column in ENV_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [str(row.get(column, "-")) for column in ENV_COLUMNS]
+        if row["state"] != "ok":
+            cells[-1] = f"[red]{row['state']}[/]"
+        table.add_row(*cells)
+    out.print(table)
+    for row in rows:
+        if row["state"] != "ok":
+            out.print(f"{row['version']}: {row['state']}: {row['reason']}", highlight=False)
+    usable = sum(row["state"] == "ok" for row in rows)
+    out.print(f"{usable} of {len(rows)} environments usable ({seconds:.1f} s)", highlight=False)
+
+
 def _run_envs(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    requests = parse_toolkits(args.toolkits)
+    none = args.toolkits.strip() == "none"
+    requests = [] if none else parse_toolkits(args.toolkits)
+    if none and not args.exporter:
+        raise ToolkitError("--toolkits none with --no-exporter names no environment; drop one")
     torch = TorchSpec.resolve(args.torch, args.torch_index)
+    root = Path(args.rknn_envs).expanduser() if args.rknn_envs else default_root()
     if args.check:
-        envs = get_envs(requests, root=args.rknn_envs, create=False, torch=torch)
+        envs = get_envs(requests, root=root, create=False, torch=torch, exporter=args.exporter)
     else:
         envs = provision(
-            requests, root=args.rknn_envs, jobs=args.jobs, rebuild=args.rebuild, torch=torch
+            requests,
+            root=root,
+            jobs=args.jobs,
+            rebuild=args.rebuild,
+            torch=torch,
+            exporter=args.exporter,
         )
     rows = [env.describe() for env in envs]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        out = Console()
-        if not out.is_terminal:
-            out = Console(width=max(out.width, 160))
-        table = Table(title=f"rknn-toolkit2 environments in {envs[0].root}")
-        for column in ("version", "interpreter", "torch", "onnx", "onnxruntime", "state"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            state = row["state"] if row["state"] == "ok" else f"[red]{row['state']}[/]"
-            table.add_row(
-                row["version"], row["interpreter"], row["torch"], row["onnx"],
-                row["onnxruntime"], state,
-            )  # fmt: skip
-        out.print(table)
-        for row in rows:
-            if row["state"] != "ok":
-                out.print(f"{row['version']}: {row['state']}: {row['reason']}", highlight=False)
-        usable = sum(row["state"] == "ok" for row in rows)
-        seconds = time.perf_counter() - start
-        out.print(f"{usable} of {len(rows)} environments usable ({seconds:.1f} s)", highlight=False)
+        _print_env_table(rows, root, time.perf_counter() - start)
     return 0 if all(env.usable for env in envs) else 1
 
 
 register(
     Subcommand(
         "envs",
-        "create or verify one environment per rknn-toolkit2 version and list them",
+        "create or verify one environment per rknn-toolkit2 version and the torch exporter's "
+        "environment, and list them",
         _configure_envs,
         _run_envs,
     )
@@ -192,4 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script this file is a second module object; subcommands register in the first.
+    from pytest_rknn.cli import main as _main
+
+    sys.exit(_main())

@@ -57,7 +57,8 @@ def _entry(counter: Counter | None) -> str:
 def _status_line(cells: list[_CellLike]) -> str:
     counts = Counter(c.status for c in cells)
     failing = {s: n for s, n in counts.items() if s not in ("pass", "unsupported")}
-    text = f"{len(cells)} cells: {counts['pass']} pass, {sum(failing.values())} fail"
+    noun = "cell" if len(cells) == 1 else "cells"
+    text = f"{len(cells)} {noun}: {counts['pass']} pass, {sum(failing.values())} fail"
     if failing:
         text += " (" + ", ".join(f"{s} {n}" for s, n in sorted(failing.items())) + ")"
     if counts["unsupported"]:

@@ -67,7 +67,10 @@ def provision(config: pytest.Config) -> None:
     settings = config.stash[SETTINGS]
     capman = config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else _nullcontext():
-        envs = get_envs(list(settings.toolkits), root=settings.envs_root, create=True)
+        wants_exporter = not settings.forms or "torch-export" in settings.forms
+        envs = get_envs(
+            list(settings.toolkits), root=settings.envs_root, create=True, exporter=wants_exporter
+        )
     recorder = config.stash.get(RECORDER, None)
     if recorder is not None:
         recorder.describe_envs(envs)

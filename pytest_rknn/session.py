@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
-from pytest_rknn.envs import EnvState, ToolkitEnv, get_envs
+from pytest_rknn.envs import EnvState, ToolkitEnv, exporter_env, get_envs
 from pytest_rknn.settings import Settings
 from pytest_rknn.toolkits import ToolkitRequest
 from pytest_rknn.variants.forms import NotBuildable
@@ -71,14 +71,16 @@ class RknnSession:
     def recipe_hash(self, version: str) -> str:
         return self.env(version).recipe_hash()
 
-    def adopt(self, envs: list[ToolkitEnv]) -> None:
-        for env in envs:
-            self.envs[env.version] = env
-        self.offer_torch()
-
     def offer_torch(self) -> None:
-        """Let the torch-export form use a toolkit environment's torch if none was named."""
+        """Point the torch-export form at the exporter environment, else at a toolkit env's torch.
+
+        A toolkit environment's torch has no onnxscript: it exports with ``torchscript`` only.
+        """
         if os.environ.get(TORCH_PYTHON_ENV):
+            return
+        exporter = exporter_env(self.settings.envs_root)
+        if exporter.usable:
+            os.environ[TORCH_PYTHON_ENV] = str(exporter.python)
             return
         for version in self.settings.toolkit_names:
             env = self.env(version)

@@ -16,8 +16,9 @@ import pytest
 
 from pytest_rknn.platforms import DEFAULT_PLATFORMS, PlatformError, parse_platforms, parse_quant
 from pytest_rknn.protocol import Limits, parse_size
+from pytest_rknn.subjects import ModelError, UserModel
 from pytest_rknn.toolkits import ToolkitError, ToolkitRequest, parse_toolkits
-from pytest_rknn.variants.spec import SpecError, VariantSpec
+from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
 
 PROFILES = ("ci", "full")
 
@@ -170,6 +171,10 @@ class Settings:
                 raise pytest.UsageError(
                     f"--rknn-model {text}: no such file; give an ONNX model path"
                 )
+            try:
+                UserModel.load(path)
+            except ModelError as exc:
+                raise pytest.UsageError(str(exc)) from None
             models.append(path.resolve())
         baseline_text = str(_value(config, "baseline") or "")
         baseline = Path(baseline_text) if baseline_text else None
@@ -179,6 +184,11 @@ class Settings:
             )
         envs_text = str(_value(config, "envs") or os.environ.get("PYTEST_RKNN_ENVS", ""))
         forms = tuple(f.strip() for f in str(_value(config, "forms")).split(",") if f.strip())
+        unknown = [f for f in forms if f not in FORMS]
+        if unknown:
+            raise pytest.UsageError(
+                f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(FORMS)}"
+            )
         try:
             variants = tuple(VariantSpec.from_id(v) for v in config.getoption("rknn_variant"))
         except SpecError as exc:

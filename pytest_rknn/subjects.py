@@ -173,8 +173,8 @@ def provided_model(
     """Wrap a path or an in-memory model for the ``rknn`` fixture."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{model.graph.name or 'model'}-{hashlib.sha256(data).hexdigest()[:8]}.onnx"
+        path = folder / hashlib.sha256(data).hexdigest()[:8] / f"{model.graph.name or 'model'}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     else:
         path = Path(model)

@@ -10,7 +10,6 @@ from pytest_rknn.cells import CellSpec
 from pytest_rknn.settings import Settings
 from pytest_rknn.subjects import Subject, UserModel, VariantSubject
 from pytest_rknn.variants.curated import curated_cases
-from pytest_rknn.variants.spec import FORMS
 from pytest_rknn.variants.strategies import draw_variants
 
 
@@ -20,11 +19,6 @@ class SuiteError(ValueError):
 
 def subjects(settings: Settings) -> list[Subject]:
     """Curated variants, then drawn ones, then user models; each id once."""
-    unknown = [f for f in settings.forms if f not in FORMS]
-    if unknown:
-        raise SuiteError(
-            f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(FORMS)}"
-        )
     forms = settings.forms or None
     specs = list(settings.variants)
     if settings.curated:

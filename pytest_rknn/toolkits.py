@@ -1,9 +1,10 @@
 """Which rknn-toolkit2 versions the suite knows, and how each must be installed to really work.
 
-Owns the recipe table (the registry versions and the pins each needs beyond what its wheel
-declares), the ``--toolkits`` syntax (``2.2.0,2.3.0``, ``all``, ``installed``,
-``VERSION=PATH.whl``), checks of user-supplied wheel files, how torch is supplied
-(:class:`TorchSpec`), and the derivation of a version's requirement list from its wheel metadata.
+Owns the recipe tables (the registry versions and the pins each needs beyond what its wheel
+declares; the exporter environment's pins), the ``--toolkits`` syntax (``2.2.0,2.3.0``,
+``all``, ``installed``, ``VERSION=PATH.whl``), checks of user-supplied wheel files, how torch
+is supplied (:class:`TorchSpec`), and the derivation of a version's requirement list from its
+wheel metadata.
 """
 
 from __future__ import annotations
@@ -57,6 +58,20 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 KNOWN_VERSIONS: tuple[str, ...] = tuple(v for v in RECIPES if v != "*")
 
+# The exporter environment: torch (from TorchSpec) plus what `torch.onnx.export(dynamo=True)`
+# needs, pinned to versions measured together with torch 2.13.0+cpu on all three exporters of
+# pytest_rknn.variants.torch_export. It is free of the toolkits' caps (numpy<=1.26.4,
+# onnx<=1.18.0): onnx is the host's, so models are written by the onnx that reads them.
+EXPORTER_RECIPE: dict[str, Any] = {
+    "pin": {
+        "onnxscript": "==0.7.2",
+        "onnx-ir": "==1.1.0",
+        "ml-dtypes": "==0.6.0",
+        "onnx": "==1.23.2",
+        "numpy": "==2.4.6",
+    },
+}
+
 
 class ToolkitError(ValueError):
     """A bad ``--toolkits``/``--torch`` value or wheel file; the message names the fix."""
@@ -93,6 +108,11 @@ def recipe_entry(version: str) -> dict[str, Any]:
         "pin": dict(own.get("pin", {})),
         "add": list(base["add"]) + list(own.get("add", [])),
     }
+
+
+def exporter_requirements() -> list[str]:
+    """The exporter environment's pinned requirements (torch excluded: :class:`TorchSpec`)."""
+    return [f"{name}{spec}" for name, spec in EXPORTER_RECIPE["pin"].items()]
 
 
 def _known_hint() -> str:

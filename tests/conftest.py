@@ -14,6 +14,16 @@ pytest_plugins = ["pytester"]
 TEST_TOOLKITS = tuple(os.environ.get("PYTEST_RKNN_TEST_TOOLKITS", "2.2.0,2.3.2").split(","))
 
 
+def _envs_root() -> Path:
+    from pytest_rknn.envs import default_root
+
+    return default_root()
+
+
+# Read now: pytester points HOME elsewhere while its tests run.
+ENVS_ROOT = _envs_root()
+
+
 @pytest.fixture(scope="session")
 def toolkit_python() -> Callable[[str], Path]:
     """``toolkit_python("2.3.2")``: the interpreter of that version's environment.
@@ -28,7 +38,7 @@ def toolkit_python() -> Callable[[str], Path]:
 
     def get(version: str) -> Path:
         if version not in found:
-            (env,) = get_envs(parse_toolkits(version), create=True)
+            (env,) = get_envs(parse_toolkits(version), root=ENVS_ROOT, create=True)
             if not env.usable:
                 pytest.fail(f"toolkit {version} environment unusable: {env.reason}")
             found[version] = env.python

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from envs_support import cut_network
 from packaging.tags import sys_tags
 
 import pytest_rknn.envs as envs_module
@@ -29,11 +30,7 @@ HERE_TAG = next(t for t in itertools.islice(sys_tags(), 40) if "manylinux" in t.
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route pip through a proxy port where nothing listens, without retries."""
-    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PIP_RETRIES", "0")
+    cut_network(monkeypatch)
 
 
 def test_unreachable_registry_is_named_with_the_fix(no_network: None, tmp_path: Path) -> None:
@@ -96,7 +93,7 @@ def test_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         check_disk(tmp_path / "envs", 2)
     message = str(info.value)
     assert message.startswith(f"not enough disk space under {tmp_path / 'envs'}: ")
-    assert "for 2 toolkit environment(s)" in message
+    assert "for 2 environment(s)" in message
     assert "--rknn-envs" in message
 
 

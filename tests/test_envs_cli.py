@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from envs_support import cut_network
 
 import pytest_rknn.envs as envs_module
 from pytest_rknn.cli import SUBCOMMANDS, Subcommand, main, register
@@ -42,7 +43,8 @@ def test_check_lists_missing_environments_with_the_command_that_makes_them(
     for column in ("version", "interpreter", "torch", "onnx", "onnxruntime", "state"):
         assert column in out
     assert "2.3.2: missing: not created yet; run `pytest-rknn envs --toolkits 2.3.2`" in out
-    assert "0 of 2 environments usable" in out
+    assert "exporter: missing: not created yet; run `pytest-rknn envs --toolkits none`" in out
+    assert "0 of 3 environments usable" in out
     assert not any(tmp_path.iterdir())
 
 
@@ -50,7 +52,7 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     argv = ["envs", "--check", "--json", "--toolkits", "all", "--rknn-envs", str(tmp_path)]
     assert main(argv) == 1
     rows = json.loads(capsys.readouterr().out)
-    assert [row["version"] for row in rows] == list(KNOWN_VERSIONS)
+    assert [row["version"] for row in rows] == [*KNOWN_VERSIONS, "exporter"]
     assert {row["state"] for row in rows} == {"missing"}
     assert rows[0]["interpreter"] == str(tmp_path / "rknn-2.2.0-cp311" / "bin" / "python")
 
@@ -87,11 +89,7 @@ def test_no_disk_space_stops_before_building(
 def test_unreachable_registry_fails_that_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PIP_RETRIES", "0")
+    cut_network(monkeypatch)
     assert main(["envs", "--toolkits", "2.3.2", "--rknn-envs", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "2.3.2: failed: cannot reach the package registry: " in out
@@ -125,8 +123,9 @@ def test_registry_takes_new_subcommands(capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.toolkit
 def test_second_call_of_the_console_script_is_fast() -> None:
     requests = [ToolkitRequest(v) for v in KNOWN_VERSIONS]
-    if not all(env.usable for env in get_envs(requests, create=False)):
-        pytest.skip(f"not all toolkit environments usable in {default_root()}: pytest-rknn envs")
+    envs = get_envs(requests, create=False, exporter=True)
+    if not all(env.usable for env in envs):
+        pytest.skip(f"not all environments usable in {default_root()}: pytest-rknn envs")
     script = shutil.which("pytest-rknn")
     cmd = [script] if script else [sys.executable, "-m", "pytest_rknn.cli"]
     start = time.perf_counter()
@@ -134,4 +133,4 @@ def test_second_call_of_the_console_script_is_fast() -> None:
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert seconds < 2.0
-    assert f"{len(KNOWN_VERSIONS)} of {len(KNOWN_VERSIONS)} environments usable" in proc.stdout
+    assert f"{len(envs)} of {len(envs)} environments usable" in proc.stdout

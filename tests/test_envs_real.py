@@ -7,13 +7,12 @@ environment from a wheel file from scratch.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from envs_support import partial_copy, provision_while_another_builds
 
 from pytest_rknn.envs import EnvState, ToolkitEnv, default_root, get_envs, provision
 from pytest_rknn.toolkits import KNOWN_VERSIONS, ToolkitRequest, TorchSpec
@@ -28,19 +27,6 @@ def real_envs() -> list[ToolkitEnv]:
     if not usable:
         pytest.skip(f"no toolkit environments in {default_root()}; create them: pytest-rknn envs")
     return usable
-
-
-def partial_copy(env: ToolkitEnv, root: Path) -> ToolkitEnv:
-    """A copy of what verify() looks at (marker, interpreter link, dist-info METADATA files)."""
-    copy = ToolkitEnv(env.request, root, env.torch)
-    copy.path.mkdir(parents=True)
-    shutil.copy2(env.marker_path, copy.marker_path)
-    (copy.path / "bin").mkdir()
-    (copy.path / "bin" / "python").symlink_to(env.python.resolve())
-    for meta in env.marker["dist_info"].values():
-        (copy.path / meta).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(env.path / meta, copy.path / meta)
-    return copy
 
 
 def test_second_look_is_fast(real_envs: list[ToolkitEnv]) -> None:
@@ -97,28 +83,8 @@ def test_provision_waits_for_another_process_building_it(
     real_envs: list[ToolkitEnv], tmp_path: Path
 ) -> None:
     copy = partial_copy(real_envs[0], tmp_path)
-    marker = copy.marker_path.read_bytes()
-    copy.marker_path.unlink()
-    copy.lock_path.parent.mkdir(parents=True)
-    holder = (
-        "import sys, time; from pathlib import Path; from filelock import FileLock\n"
-        "with FileLock(sys.argv[1]):\n"
-        "    print('locked', flush=True); time.sleep(1.0)\n"
-        "    Path(sys.argv[2]).write_bytes(Path(sys.argv[3]).read_bytes())\n"
-    )
-    saved = tmp_path / "marker.json"
-    saved.write_bytes(marker)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", holder, str(copy.lock_path), str(copy.marker_path), str(saved)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    start = time.perf_counter()
-    (env,) = provision([copy.request], root=tmp_path, torch=copy.torch)
-    waited = time.perf_counter() - start
-    assert proc.wait(timeout=30) == 0
-    assert env.state is EnvState.OK
+    envs, waited = provision_while_another_builds(copy, [copy.request])
+    assert [env.state for env in envs] == [EnvState.OK]
     assert 0.5 < waited < 20
     assert not (tmp_path / "logs").exists()
 

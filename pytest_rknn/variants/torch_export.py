@@ -6,9 +6,9 @@
 Exporters and what they need (measured with torch 2.13.0+cpu, onnx 1.18.0):
 
 - ``torchscript``: ``dynamo=False``, opset 17, IR 8: torch alone.
-- ``dynamo``: ``dynamo=True`` (torch.export), opset 17, IR 10: also needs ``onnxscript``
-  (0.7.2 pulls ``onnx-ir`` and ``ml_dtypes``; install with ``numpy==1.26.4`` pinned in a
-  toolkit env, or pip upgrades numpy past the toolkit's cap).
+- ``dynamo``: ``dynamo=True`` (torch.export), opset 17, IR 10: also needs ``onnxscript``,
+  which the project's exporter environment has (``pytest-rknn envs`` builds it; the pins are
+  ``toolkits.EXPORTER_RECIPE``). Toolkit environments have torch but no onnxscript.
 - ``dynamo-opset23``: as ``dynamo`` at opset 23, where torch emits one ``Attention`` node.
 """
 

@@ -1,0 +1,240 @@
+"""Tests of the exporter environment: its recipe, states, command line, and the real one.
+
+The unit tests use temporary roots. The ``toolkit``-marked tests build (or find) the real
+exporter environment in the default root and export with all three torch exporters.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+from envs_support import cut_network, partial_copy, provision_while_another_builds
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from pytest_rknn.cli import main
+from pytest_rknn.envs import (
+    EnvState,
+    ExporterEnv,
+    ToolkitEnv,
+    default_root,
+    exporter_env,
+    get_envs,
+    provision,
+)
+from pytest_rknn.toolkits import EXPORTER_RECIPE, ToolkitRequest, TorchSpec, exporter_requirements
+from pytest_rknn.variants.spec import EXPORTERS, VariantSpec
+from pytest_rknn.variants.torch_export import ExportInfo, export_many
+
+HINT = "run `pytest-rknn envs --toolkits none`"
+REBUILD_HINT = "run `pytest-rknn envs --rebuild --toolkits none`"
+
+
+@pytest.fixture(autouse=True)
+def _default_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PYTEST_RKNN_TORCH", "PYTEST_RKNN_TORCH_INDEX", "PYTEST_RKNN_TOOLKITS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_requirements_are_the_tables_exact_pins() -> None:
+    requirements = [Requirement(text) for text in exporter_requirements()]
+    names = [canonicalize_name(req.name) for req in requirements]
+    assert names == ["onnxscript", "onnx-ir", "ml-dtypes", "onnx", "numpy"]
+    assert all(str(req.specifier).startswith("==") for req in requirements)
+    assert "torch" not in names
+
+
+def test_missing_then_interrupted(tmp_path: Path) -> None:
+    env = exporter_env(tmp_path)
+    assert env.state is EnvState.MISSING
+    assert env.reason == f"not created yet; {HINT}"
+    assert env.python == tmp_path / "exporter-cp311" / "bin" / "python"
+    assert env.lock_path == tmp_path / ".locks" / "exporter-cp311.lock"
+    env.path.mkdir()
+    assert env.verify() is EnvState.INCOMPLETE
+    row = env.describe()
+    assert (row["kind"], row["version"], row["state"], row["onnxscript"]) == (
+        "exporter",
+        "exporter",
+        "incomplete",
+        "-",
+    )
+
+
+def test_recipe_follows_the_table_and_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = ExporterEnv(tmp_path, TorchSpec())
+    same = base.recipe_hash()
+    other_torch = ExporterEnv(tmp_path, TorchSpec("torch==2.4.0")).recipe_hash()
+    toolkit = ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path, TorchSpec()).recipe_hash()
+    pins = {**EXPORTER_RECIPE["pin"], "onnxscript": "==0.7.1"}
+    monkeypatch.setitem(EXPORTER_RECIPE, "pin", pins)
+    other_pins = base.recipe_hash()
+    assert len({same, other_torch, toolkit, other_pins}) == 4
+    assert "onnxscript==0.7.1" in exporter_requirements()
+
+
+def test_a_marker_of_other_pins_is_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = ExporterEnv(tmp_path, TorchSpec())
+    env.path.mkdir()
+    env.marker_path.write_text(json.dumps({"recipe_hash": env.recipe_hash(), "smoke": {}}))
+    assert env.verify() is EnvState.BROKEN
+    assert env.reason.endswith(REBUILD_HINT)
+    monkeypatch.setitem(EXPORTER_RECIPE, "pin", {**EXPORTER_RECIPE["pin"], "numpy": "==2.0.2"})
+    assert env.verify() is EnvState.STALE
+    assert env.reason == f"built by another recipe (torch, pins or Python changed); {HINT}"
+
+
+def test_a_python_without_torch_fails_the_smoke_export(tmp_path: Path) -> None:
+    env = ExporterEnv(tmp_path, TorchSpec())
+    env.python.parent.mkdir(parents=True)
+    env.python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    env.python.chmod(0o755)
+    smoke = env.smoke_test()
+    assert smoke["ok"] is False
+    assert smoke["detail"].startswith(f"TorchExportError: torch export with {env.python} failed")
+    assert "No module named 'torch'" in smoke["detail"]
+    env.marker_path.write_text(
+        json.dumps({"recipe_hash": env.recipe_hash(), "dist_info": {}, "smoke": smoke})
+    )
+    assert env.verify() is EnvState.SMOKE_FAILED
+    assert env.reason.startswith("smoke export failed: TorchExportError: ")
+    assert env.reason.endswith(REBUILD_HINT)
+
+
+def test_get_envs_lists_it_after_the_toolkits(tmp_path: Path) -> None:
+    requests = [ToolkitRequest("2.2.0"), ToolkitRequest("2.5.0")]
+    envs = get_envs(requests, root=tmp_path / "envs", create=False, exporter=True)
+    assert [(env.kind, env.label, env.state) for env in envs] == [
+        ("toolkit", "2.2.0", EnvState.MISSING),
+        ("toolkit", "2.5.0", EnvState.MISSING),
+        ("exporter", "exporter", EnvState.MISSING),
+    ]
+    assert len(get_envs(requests, root=tmp_path / "envs", create=False)) == 2
+    assert not (tmp_path / "envs").exists()
+
+
+def test_cli_check_shows_the_exporter_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["envs", "--check", "--toolkits", "none", "--rknn-envs", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "onnxscript" in out
+    assert f"exporter: missing: not created yet; {HINT}" in out
+    assert "0 of 1 environments usable" in out
+    argv = ["envs", "--check", "--json", "--toolkits", "2.3.2", "--rknn-envs", str(tmp_path)]
+    assert main(argv) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["kind"], row["version"]) for row in rows] == [
+        ("toolkit", "2.3.2"),
+        ("exporter", "exporter"),
+    ]
+    assert main([*argv, "--no-exporter"]) == 1
+    assert [row["kind"] for row in json.loads(capsys.readouterr().out)] == ["toolkit"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_asked_for_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["envs", "--toolkits", "none", "--no-exporter", "--rknn-envs", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "pytest-rknn envs: error: --toolkits none with --no-exporter names no environment; drop one"
+    )
+
+
+def test_unreachable_registry_fails_it_beside_a_toolkit_env_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut_network(monkeypatch)
+    toolkit, exporter = provision([ToolkitRequest("2.3.2")], root=tmp_path, exporter=True)
+    assert (toolkit.kind, exporter.kind) == ("toolkit", "exporter")
+    for env in (toolkit, exporter):
+        assert env.state is EnvState.FAILED
+        assert env.reason.startswith("cannot reach the package registry: ")
+        assert f"(log: {tmp_path / 'logs' / env.name}.log)" in env.reason
+        assert "\n" not in env.reason
+    err = capsys.readouterr().err
+    assert "exporter: failed cannot reach the package registry: " in err
+    assert "2.3.2: failed cannot reach the package registry: " in err
+
+
+@pytest.fixture(scope="module")
+def real_exporter() -> ExporterEnv:
+    """The exporter environment in the default root, built if missing (about a minute)."""
+    (env,) = get_envs([], create=True, exporter=True)
+    assert isinstance(env, ExporterEnv)
+    assert env.state is EnvState.OK, env.reason
+    return env
+
+
+@pytest.mark.toolkit
+def test_real_exporter_env_verifies_fast_and_lists_its_pins(real_exporter: ExporterEnv) -> None:
+    start = time.perf_counter()
+    again = exporter_env()
+    seconds = time.perf_counter() - start
+    assert again.state is EnvState.OK
+    assert seconds < 0.5
+    assert again.path == default_root() / "exporter-cp311"
+    probe = "import json, sys; from importlib.metadata import version as v; "
+    probe += "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    names = ["torch", *EXPORTER_RECIPE["pin"]]
+    actual = json.loads(
+        subprocess.run(
+            [str(again.python), "-I", "-c", probe, *names],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    for name, pin in EXPORTER_RECIPE["pin"].items():
+        assert f"=={actual[name]}" == pin
+    row = again.describe()
+    assert (row["torch"], row["onnx"], row["onnxscript"]) == (
+        actual["torch"],
+        actual["onnx"],
+        actual["onnxscript"],
+    )
+    assert row["smoke"]["ok"] is True
+
+
+@pytest.mark.toolkit
+def test_real_exporter_env_exports_with_every_exporter(
+    real_exporter: ExporterEnv, tmp_path: Path
+) -> None:
+    base = dict(batch=1, num_heads=4, num_kv_heads=2, q_len=8, kv_len=8, head_dim=16)
+    specs = [
+        VariantSpec(form="torch-export", exporter=name, mask="causal", layout="bshd", **base)
+        for name in EXPORTERS
+    ]
+    jobs = [(spec, tmp_path / f"{spec.id}.onnx", spec.exporter) for spec in specs]
+    outcomes = export_many(jobs, real_exporter.python)
+    opsets = {}
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        assert isinstance(outcome, ExportInfo), outcome
+        assert outcome.torch_version == real_exporter.describe()["torch"]
+        model = onnx.load(str(outcome.path))
+        onnx.checker.check_model(model)
+        opsets[spec.exporter] = (outcome.opset, model.opset_import[0].version)
+    assert opsets == {"torchscript": (17, 17), "dynamo": (17, 17), "dynamo-opset23": (23, 23)}
+    attention = onnx.load(str(jobs[2][1]))
+    assert "Attention" in {node.op_type for node in attention.graph.node}
+
+
+@pytest.mark.toolkit
+def test_provision_waits_for_another_process_building_the_exporter(
+    real_exporter: ExporterEnv, tmp_path: Path
+) -> None:
+    copy = partial_copy(real_exporter, tmp_path)
+    assert copy.verify() is EnvState.OK
+    envs, waited = provision_while_another_builds(copy, [], exporter=True)
+    assert [(env.kind, env.state) for env in envs] == [("exporter", EnvState.OK)]
+    assert 0.5 < waited < 20
+    assert not (tmp_path / "logs").exists()
