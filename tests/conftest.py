@@ -1,4 +1,9 @@
-"""Fixtures shared by the plugin's own tests: real toolkit environments on demand."""
+"""Fixtures shared by the plugin's own tests: real toolkit environments, built before the tests.
+
+When any collected test carries the ``toolkit`` marker, every environment the tests use (the
+four registry toolkits and the exporter) is created or verified once, in parallel, before the
+first test runs, so that no integration test skips for want of one on a fresh machine.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-# The versions the integration tests use; CI builds these with `pytest-rknn envs` first.
-TEST_TOOLKITS = tuple(os.environ.get("PYTEST_RKNN_TEST_TOOLKITS", "2.2.0,2.3.2").split(","))
+TEST_TOOLKITS = os.environ.get("PYTEST_RKNN_TEST_TOOLKITS", "all")
 
 
 def _envs_root() -> Path:
@@ -22,6 +26,22 @@ def _envs_root() -> Path:
 
 # Read now: pytester points HOME elsewhere while its tests run.
 ENVS_ROOT = _envs_root()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput") or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("toolkit") for item in session.items):
+        return
+    from pytest_rknn.envs import get_envs
+    from pytest_rknn.toolkits import parse_toolkits
+
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        envs = get_envs(parse_toolkits(TEST_TOOLKITS), root=ENVS_ROOT, create=True, exporter=True)
+    broken = [f"{env.label}: {env.reason}" for env in envs if not env.usable]
+    if broken:
+        pytest.exit("toolkit environments unusable: " + "; ".join(broken), returncode=1)
 
 
 @pytest.fixture(scope="session")
