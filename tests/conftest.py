@@ -65,3 +65,15 @@ def toolkit_python() -> Callable[[str], Path]:
         return found[version]
 
     return get
+
+
+@pytest.fixture
+def rknn_pytester(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, toolkit_python
+) -> pytest.Pytester:
+    """A pytester folder whose runs find the real toolkit environments (2.3.2 ready)."""
+    from pytest_rknn.envs import ENVS_ENV
+
+    monkeypatch.setenv(ENVS_ENV, str(ENVS_ROOT))
+    toolkit_python("2.3.2")
+    return pytester

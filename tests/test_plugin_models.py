@@ -18,7 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pytest_rknn.envs import ENVS_ENV, default_root
+from pytest_rknn.envs import default_root
 from pytest_rknn.matrix import STATUSES, Matrix
 
 DATA = Path(__file__).parent / "data" / "plugin"
@@ -57,16 +57,6 @@ def test_user_block_on_rk3566(rknn):
     assert outcome.record["signature"] is None
     assert outcome.outputs[0].shape == (1, 4, 16)
 """
-
-
-@pytest.fixture
-def rknn_pytester(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, toolkit_python
-) -> pytest.Pytester:
-    """A pytester folder whose runs find the real toolkit environments (2.3.2 ready)."""
-    monkeypatch.setenv(ENVS_ENV, str(ENVS_ROOT))
-    toolkit_python("2.3.2")
-    return pytester
 
 
 def layer_norm_block(path: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_rknn.envs import ENVS_ENV, default_root
+from pytest_rknn.envs import default_root
 from pytest_rknn.matrix import STATUSES, Matrix, MatrixError
 from pytest_rknn.variants.spec import FORMS
 
@@ -65,16 +65,6 @@ def cell_args(
         f"--rknn-matrix={matrix}",
         *extra,
     ]
-
-
-@pytest.fixture
-def rknn_pytester(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, toolkit_python
-) -> pytest.Pytester:
-    """A pytester folder whose runs find the real toolkit environments (2.3.2 ready)."""
-    monkeypatch.setenv(ENVS_ENV, str(ENVS_ROOT))
-    toolkit_python("2.3.2")
-    return pytester
 
 
 @pytest.fixture
