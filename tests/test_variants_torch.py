@@ -32,11 +32,23 @@ from pytest_rknn.variants import (
 from pytest_rknn.variants.graph import structure_signature
 from pytest_rknn.variants.torch_replica import build_torch_sdpa
 
+# The conftest builds the exporter environment before tests that carry this marker.
+pytestmark = pytest.mark.toolkit
+
 
 def _torch_python() -> Path:
+    """$PYTEST_RKNN_TORCH_PYTHON, else the project's exporter environment when it is built."""
     python = find_torch_python()
     if python is None:
-        pytest.skip("no torch interpreter: set PYTEST_RKNN_TORCH_PYTHON to a python with torch")
+        from pytest_rknn.envs import exporter_env
+
+        env = exporter_env()
+        if not env.usable:
+            pytest.skip(
+                "no torch interpreter: run `pytest-rknn envs` (builds the exporter environment) "
+                "or set PYTEST_RKNN_TORCH_PYTHON to a python with torch"
+            )
+        python = env.python
     return python
 
 
