@@ -91,7 +91,7 @@ def layer_norm_block(path: Path) -> Path:
 
 
 def test_user_model_file_becomes_a_matrix_row(rknn_pytester: pytest.Pytester) -> None:
-    rknn_pytester.makepyfile(test_matrix=(DATA / "suite_cells.py").read_text())
+    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
     model = layer_norm_block(rknn_pytester.path / "layer-norm block.onnx")
     result = rknn_pytester.runpytest_subprocess(
         "--rknn-toolkits=2.3.2",
@@ -116,7 +116,7 @@ def test_user_model_file_becomes_a_matrix_row(rknn_pytester: pytest.Pytester) ->
     assert cell.timings["wall"] > 0
     outcome = {"pass": "passed", "unsupported": "skipped"}.get(cell.status, "failed")
     result.assert_outcomes(**{outcome: 1})
-    result.stdout.fnmatch_lines([f"test_matrix.py::test_cell[[]{cell.variant_id}-rk3588-*"])
+    result.stdout.fnmatch_lines([f"test_rknn_cells.py::test_cell[[]{cell.variant_id}-rk3588-*"])
     if cell.status == "pass":
         assert cell.metrics["output0"]["cosine"] > 0.99
 
@@ -145,7 +145,7 @@ def test_merge_combines_per_toolkit_matrices_and_names_a_corrupt_one(
     rknn_pytester: pytest.Pytester, toolkit_python
 ) -> None:
     toolkit_python("2.5.0")
-    rknn_pytester.makepyfile(test_matrix=(DATA / "suite_cells.py").read_text())
+    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
     common = ("--rknn-platforms=rk3566,rk3588", "--rknn-forms=manual", "--rknn-examples=1")
     parts = {}
     for version in ("2.3.2", "2.5.0"):

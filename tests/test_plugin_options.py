@@ -32,7 +32,7 @@ BASE = (
 
 @pytest.fixture
 def cells(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_matrix=CELLS)
+    pytester.makepyfile(test_rknn_cells=CELLS)
     return pytester
 
 
@@ -40,7 +40,7 @@ def collected(result: pytest.RunResult) -> list[str]:
     """The cell ids a ``--collect-only -q`` run listed, in order."""
     found = []
     for line in result.outlines:
-        match = re.fullmatch(r"test_matrix\.py::test_cell\[(.+)\]", line.strip())
+        match = re.fullmatch(r"test_rknn_cells\.py::test_cell\[(.+)\]", line.strip())
         if match:
             found.append(match.group(1))
     return found

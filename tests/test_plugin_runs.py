@@ -70,7 +70,7 @@ def cell_args(
 @pytest.fixture
 def suite(rknn_pytester: pytest.Pytester) -> pytest.Pytester:
     """A copy of ``cases/``: one test item per cell, environments provisioned at start."""
-    rknn_pytester.makepyfile(test_matrix=(DATA / "suite_cells.py").read_text())
+    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
     rknn_pytester.makeconftest((DATA / "suite_conftest.py").read_text())
     return rknn_pytester
 
@@ -155,7 +155,7 @@ def test_matrix_has_every_cell_with_its_fields_and_pytest_agrees(suite: pytest.P
     failed = sorted(c for c, o in outcomes.items() if o == "failed")
     rerun = suite.runpytest_subprocess(*args, "--lf", "-v")
     rerun.assert_outcomes(failed=len(failed))
-    rerun.stdout.fnmatch_lines([f"test_matrix.py::test_cell[[]{c}[]] FAILED*" for c in failed])
+    rerun.stdout.fnmatch_lines([f"test_rknn_cells.py::test_cell[[]{c}[]] FAILED*" for c in failed])
 
 
 def test_xdist_gives_the_serial_statuses_and_a_complete_matrix(suite: pytest.Pytester) -> None:
@@ -254,7 +254,7 @@ def test_baseline_failures_become_strict_xfails(suite: pytest.Pytester) -> None:
         [
             f"*test_cell[[]{fixed}[]]*",
             "[[]XPASS(strict)[]] failed in the baseline: convert-fail claimed by an edited*",
-            f"FAILED test_matrix.py::test_cell[[]{fixed}[]]",
+            f"FAILED test_rknn_cells.py::test_cell[[]{fixed}[]]*",
         ]
     )
 

@@ -1,4 +1,4 @@
-"""The cells of a pytester suite: copied in as test_matrix.py (like cases/test_matrix.py)."""
+"""The cells of a pytester suite: copied in as test_rknn_cells.py (like cases/test_matrix.py)."""
 
 
 def test_cell(rknn_cell):
