@@ -1,7 +1,7 @@
 """Opset-17 models load, check and run under a toolkit environment's older onnx/onnxruntime.
 
-Toolkit environments hold onnx 1.14-1.18 and onnxruntime 1.16-1.19; the interpreter is the
-one ``PYTEST_RKNN_TORCH_PYTHON`` names (a toolkit environment's python has torch).
+
+
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 from pytest_rknn.variants import (
     build_model,
     draw_variants,
-    find_torch_python,
     make_inputs,
     onnxruntime_bound,
     reference_outputs,
@@ -35,10 +34,10 @@ print(json.dumps({"onnx": onnx.__version__, "onnxruntime": ort.__version__}))
 """
 
 
-def test_opset17_models_run_in_a_toolkit_environment(tmp_path) -> None:
-    python = find_torch_python()
-    if python is None:
-        pytest.skip("no toolkit-side python: set PYTEST_RKNN_TORCH_PYTHON")
+@pytest.mark.toolkit
+@pytest.mark.parametrize("version", ["2.2.0", "2.3.2"])
+def test_opset17_models_run_in_a_toolkit_environment(tmp_path, toolkit_python, version) -> None:
+    python = toolkit_python(version)
     specs = draw_variants(40, 9, forms=("torch-sdpa", "manual", "mha-block"))
     paths = []
     for spec in specs:
