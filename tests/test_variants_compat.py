@@ -1,7 +1,7 @@
 """Opset-17 models load, check and run under a toolkit environment's older onnx/onnxruntime.
 
-
-
+Toolkit environments hold onnx 1.14.1 / onnxruntime 1.16.0 (2.2.0) and onnx 1.18.0 /
+onnxruntime 1.19.2 (2.3.x, 2.5.0); both ends are tried.
 """
 
 from __future__ import annotations
