@@ -63,22 +63,18 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini(
             ini, help=help_text, type=kind, default=default == "true" if kind == "bool" else default
         )
-    group.addoption(
-        "--rknn-model",
-        dest="rknn_model",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="an ONNX model of your own to put in the matrix (repeatable)",
-    )
-    group.addoption(
-        "--rknn-variant",
-        dest="rknn_variant",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="add this variant (an id from a matrix or from --rknn-explore) as a row (repeatable)",
-    )
+    for name, metavar, help_text in (
+        ("model", "PATH", "an ONNX model of your own to put in the matrix (repeatable)"),
+        ("variant", "ID", "add this variant (an id from a matrix or --rknn-explore) (repeatable)"),
+    ):
+        group.addoption(
+            f"--rknn-{name}",
+            dest=f"rknn_{name}",
+            action="append",
+            default=[],
+            metavar=metavar,
+            help=help_text,
+        )
     group.addoption(
         "--rknn-no-cache",
         dest="rknn_no_cache",

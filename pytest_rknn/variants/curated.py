@@ -27,6 +27,7 @@ class CuratedCase:
 
 
 def _sdpa(**fields: object) -> VariantSpec:
+    """The curated base shape (1 x 8 heads x 64 tokens x 64), torch-sdpa unless ``form`` says."""
     base: dict[str, object] = {
         "form": "torch-sdpa",
         "batch": 1,
@@ -104,44 +105,17 @@ CURATED: tuple[CuratedCase, ...] = (
     ),
     CuratedCase(
         "manual",
-        VariantSpec(
-            form="manual",
-            batch=1,
-            num_heads=8,
-            num_kv_heads=8,
-            q_len=64,
-            kv_len=64,
-            head_dim=64,
-            mask="causal",
-        ),
+        _sdpa(form="manual", mask="causal"),
         "the vendor-recommended hand decomposition (constant scale and causal mask)",
     ),
     CuratedCase(
         "onnx-attention",
-        VariantSpec(
-            form="onnx-attention",
-            batch=1,
-            num_heads=8,
-            num_kv_heads=8,
-            q_len=64,
-            kv_len=64,
-            head_dim=64,
-            mask="causal",
-        ),
+        _sdpa(form="onnx-attention", mask="causal"),
         "the ONNX Attention operator (opset 23)",
     ),
     CuratedCase(
         "mha-block",
-        VariantSpec(
-            form="mha-block",
-            batch=1,
-            num_heads=8,
-            num_kv_heads=8,
-            q_len=64,
-            kv_len=64,
-            head_dim=64,
-            layout="bshd",
-        ),
+        _sdpa(form="mha-block", layout="bshd"),
         "a whole attention layer: Q/K/V/O projections around the attention core",
     ),
 )
