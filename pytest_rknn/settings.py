@@ -113,6 +113,20 @@ def _int(config: pytest.Config, name: str, minimum: int = 0) -> int:
     return value
 
 
+def _writable(path: Path, flag: str) -> Path:
+    """``path`` if a file can be written there, else a usage error naming the fix."""
+    if path.is_dir():
+        raise pytest.UsageError(f"{flag} {path} is a folder: give a file path, e.g. {path}/m.json")
+    parent = path.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise pytest.UsageError(f"{flag} {path}: cannot create {parent} ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise pytest.UsageError(f"{flag} {path}: {parent} is not writable; choose another path")
+    return path
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -202,8 +216,10 @@ class Settings:
             seed=_int(config, "seed"),
             profile=profile,
             forms=forms,
-            matrix=Path(str(_value(config, "matrix"))),
-            html=Path(str(_value(config, "html"))) if _value(config, "html") else None,
+            matrix=_writable(Path(str(_value(config, "matrix"))), "--rknn-matrix"),
+            html=_writable(Path(str(_value(config, "html"))), "--rknn-html")
+            if _value(config, "html")
+            else None,
             baseline=baseline,
             limits=Limits(timeout=timeout, max_memory=max_memory),
             envs_root=Path(envs_text).expanduser() if envs_text else None,

@@ -73,6 +73,9 @@ BAD_VALUES = [
     ("--rknn-forms=nope", ["unknown form nope", "--rknn-forms", "manual", "onnx-attention"]),
     ("--rknn-model=missing.onnx", ["--rknn-model missing.onnx", "no such file"]),
     ("--rknn-baseline=old.json", ["--rknn-baseline old.json", "no such file"]),
+    ("--rknn-matrix=.", ["--rknn-matrix . is a folder", "give a file path"]),
+    ("--rknn-html=/proc/none/m.html", ["--rknn-html /proc/none/m.html", "cannot create"]),
+    ("--rknn-variant=sdpa-b1", ["--rknn-variant", "is not a variant id"]),
 ]
 
 
