@@ -148,7 +148,9 @@ def run_job(job: dict, rknn_cls: type) -> dict:
     except BaseException as exc:  # noqa: BLE001 - every toolkit failure becomes a result
         phase = result["phase"] or "create"
         result["status"] = "runtime-fail" if phase in RUNTIME_PHASES else "convert-fail"
-        result["error"] = f"{type(exc).__name__} in {phase}: {exc}"
+        # The toolkit re-raises with a whole traceback as the message; the log keeps it all.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        result["error"] = f"{type(exc).__name__} in {phase}: {lines[-1] if lines else ''}"
         traceback.print_exc()
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
