@@ -7,6 +7,7 @@ outputs with the reference, and returns the matrix record of the cell with its s
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,8 +216,6 @@ def _recall(
 
 
 def _digest(array: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 

@@ -68,8 +68,8 @@ class Explorer:
 
     def search(self) -> VariantSpec | None:
         settings = self.session.settings
-        if self.session.python_for(self.target.toolkit)[0] is None:
-            _, why = self.session.python_for(self.target.toolkit)
+        python, why = self.session.python_for(self.target.toolkit)
+        if python is None:
             pytest.fail(f"env-error: {why}", pytrace=False)
         return find_minimal(
             lambda spec: self.outcome(spec).status in FAILING,

@@ -9,6 +9,7 @@ The public ``rknn`` fixture converts any ONNX model of a user's own test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +21,7 @@ from pytest_rknn.exploring import Explorer, ExploreTarget, explore_targets
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.session import RknnSession
 from pytest_rknn.settings import Settings, add_options
-from pytest_rknn.subjects import ModelError
-from pytest_rknn.suite import SuiteError, build_cells
+from pytest_rknn.suite import build_cells
 from pytest_rknn.tolerance import Bounds
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -66,7 +66,7 @@ def provision(config: pytest.Config) -> None:
 
     settings = config.stash[SETTINGS]
     capman = config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled() if capman else _nullcontext():
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         wants_exporter = not settings.forms or "torch-export" in settings.forms
         envs = get_envs(
             list(settings.toolkits), root=settings.envs_root, create=True, exporter=wants_exporter
@@ -74,14 +74,6 @@ def provision(config: pytest.Config) -> None:
     recorder = config.stash.get(RECORDER, None)
     if recorder is not None:
         recorder.describe_envs(envs)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _session(config: pytest.Config) -> RknnSession:
@@ -101,10 +93,7 @@ def _session(config: pytest.Config) -> RknnSession:
 
 def _cells(config: pytest.Config) -> list[CellSpec]:
     if CELLS not in config.stash:
-        try:
-            config.stash[CELLS] = build_cells(config.stash[SETTINGS])
-        except (SuiteError, ModelError) as exc:
-            raise pytest.UsageError(str(exc)) from None
+        config.stash[CELLS] = build_cells(config.stash[SETTINGS])
     return config.stash[CELLS]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from pytest_rknn.workers import WorkerPool
 
 HARNESS_VERSION = "1"
 CACHE_PREFIX = "pytest-rknn/cells/"
-TORCH_PYTHON_ENV = "PYTEST_RKNN_TORCH_PYTHON"
 
 
 @dataclass
@@ -71,22 +69,21 @@ class RknnSession:
     def recipe_hash(self, version: str) -> str:
         return self.env(version).recipe_hash()
 
-    def offer_torch(self) -> None:
-        """Point the torch-export form at the exporter environment, else at a toolkit env's torch.
-
-        A toolkit environment's torch has no onnxscript: it exports with ``torchscript`` only.
+    def torch_python(self) -> Path | None:
+        """Who runs the torch exporter: ``$PYTEST_RKNN_TORCH_PYTHON``, else the exporter
+        environment, else a toolkit environment's torch (no onnxscript: ``torchscript`` only).
         """
-        if os.environ.get(TORCH_PYTHON_ENV):
-            return
+        named = find_torch_python()
+        if named is not None:
+            return named
         exporter = exporter_env(self.settings.envs_root)
         if exporter.usable:
-            os.environ[TORCH_PYTHON_ENV] = str(exporter.python)
-            return
+            return exporter.python
         for version in self.settings.toolkit_names:
             env = self.env(version)
             if env.verify() == EnvState.OK:
-                os.environ[TORCH_PYTHON_ENV] = str(env.python)
-                return
+                return env.python
+        return None
 
     @property
     def pool(self) -> WorkerPool:
@@ -149,14 +146,14 @@ class RknnSession:
         All the run's torch-export variants go through one torch process the first time any
         of them is needed; models and exporter errors are kept in pytest's cache.
         """
-        self.offer_torch()
         try:
-            python = find_torch_python()
+            python = self.torch_python()
         except TorchExportError as exc:
             raise NotBuildable(str(exc)) from None
         if python is None:
             raise NotBuildable(
-                "no torch interpreter: set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch"
+                "no torch interpreter: run `pytest-rknn envs` (it builds the exporter "
+                "environment) or set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch"
             )
         stamp = f"{python}:{python.stat().st_mtime_ns}:{HARNESS_VERSION}"
         root = self.cache.mkdir("pytest-rknn-exports") if self.cache else self.workdir / "exports"

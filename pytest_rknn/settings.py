@@ -144,7 +144,7 @@ class Settings:
     limits: Limits
     envs_root: Path | None
     curated: bool
-    models: tuple[Path, ...] = ()
+    models: tuple[UserModel, ...] = ()
     variants: tuple[VariantSpec, ...] = ()
     use_cache: bool = True
     explore: bool = False
@@ -182,10 +182,9 @@ class Settings:
                     f"--rknn-model {text}: no such file; give an ONNX model path"
                 )
             try:
-                UserModel.load(path)
+                models.append(UserModel.load(path.resolve()))
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            models.append(path.resolve())
         baseline_text = str(_value(config, "baseline") or "")
         baseline = Path(baseline_text) if baseline_text else None
         if baseline is not None and not baseline.is_file():

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from pytest_rknn.cells import CellSpec
 from pytest_rknn.settings import Settings
-from pytest_rknn.subjects import Subject, UserModel, VariantSubject
+from pytest_rknn.subjects import Subject, VariantSubject
 from pytest_rknn.variants.curated import curated_cases
 from pytest_rknn.variants.strategies import draw_variants
-
-
-class SuiteError(ValueError):
-    """Settings that select no sensible set of cells; the message names the fix."""
 
 
 def subjects(settings: Settings) -> list[Subject]:
@@ -28,8 +24,7 @@ def subjects(settings: Settings) -> list[Subject]:
     found: dict[str, Subject] = {}
     for spec in specs:
         found.setdefault(spec.id, VariantSubject(spec))
-    for path in settings.models:
-        model = UserModel.load(path)
+    for model in settings.models:
         found.setdefault(model.id, model)
     return list(found.values())
 

@@ -8,17 +8,10 @@ import re
 import pytest
 
 from pytest_rknn.variants import SpecError, VariantSpec, curated_cases, draw_variants
+from pytest_rknn.variants.curated import BASE_SHAPE
 from pytest_rknn.variants.spec import FORMS
 
-BASE = {
-    "form": "torch-sdpa",
-    "batch": 1,
-    "num_heads": 8,
-    "num_kv_heads": 8,
-    "q_len": 64,
-    "kv_len": 64,
-    "head_dim": 64,
-}
+BASE = BASE_SHAPE
 
 
 def spec(**changes: object) -> VariantSpec:

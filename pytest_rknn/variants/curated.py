@@ -26,19 +26,20 @@ class CuratedCase:
         return self.spec.id
 
 
+BASE_SHAPE: dict[str, object] = {
+    "form": "torch-sdpa",
+    "batch": 1,
+    "num_heads": 8,
+    "num_kv_heads": 8,
+    "q_len": 64,
+    "kv_len": 64,
+    "head_dim": 64,
+}
+
+
 def _sdpa(**fields: object) -> VariantSpec:
     """The curated base shape (1 x 8 heads x 64 tokens x 64), torch-sdpa unless ``form`` says."""
-    base: dict[str, object] = {
-        "form": "torch-sdpa",
-        "batch": 1,
-        "num_heads": 8,
-        "num_kv_heads": 8,
-        "q_len": 64,
-        "kv_len": 64,
-        "head_dim": 64,
-    }
-    base.update(fields)
-    return VariantSpec(**base)  # type: ignore[arg-type]
+    return VariantSpec(**{**BASE_SHAPE, **fields})  # type: ignore[arg-type]
 
 
 SEED_REPORT = (
