@@ -87,13 +87,12 @@ def _record(cell: CellSpec, status: str, **fields: Any) -> dict[str, Any]:
 
 def _job(cell: CellSpec, model: Path, arrays: list[np.ndarray], outdir: Path) -> Job:
     mode = QUANT_MODES[cell.quant]
-    dataset = None
     job = Job.create(model, cell.platform, outdir, arrays, config=dict(mode.config))
     if mode.do_quantization:
+        # One calibration sample: the cell's own inputs, as .npy paths relative to the list.
         dataset = outdir / "dataset.txt"
         dataset.write_text(" ".join(Path(p).name for p in job.inputs) + "\n")
-        job.do_quantization = True
-        job.dataset = str(dataset)
+        job.do_quantization, job.dataset = True, str(dataset)
     return job
 
 
