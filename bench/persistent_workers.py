@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_rknn.protocol import Job, Limits
-from pytest_rknn.smoke import tiny_attention
-from pytest_rknn.workers import ToolkitWorker
+from pytest_rknn.envs.smoke import tiny_attention
+from pytest_rknn.toolkit.protocol import Job, Limits
+from pytest_rknn.toolkit.supervisor import ToolkitWorker
 
 
 def graphs(root: Path, n: int) -> list[Job]:
@@ -38,7 +38,7 @@ def run(python: Path, version: str, jobs: list[Job], root: Path, persistent: boo
         if not persistent:
             worker.stop()
         result = worker.run(job)
-        if result.status != "ok":
+        if not result.ok:
             raise SystemExit(f"conversion failed ({result.status}): {result.error}")
     worker.stop()
     return time.perf_counter() - start
@@ -53,7 +53,7 @@ def main() -> None:
     python = args.python
     if python is None:
         from pytest_rknn.envs import get_envs
-        from pytest_rknn.toolkits import parse_toolkits
+        from pytest_rknn.envs.recipes import parse_toolkits
 
         python = get_envs(parse_toolkits(args.toolkit))[0].python
     with tempfile.TemporaryDirectory(prefix="rknn-bench-") as tmp:

@@ -1,35 +1,47 @@
-"""pytest-rknn's pytest plugin: options, markers, fixtures and hooks (the host side).
+"""pytest-rknn's pytest plugin: options, markers, hooks and fixtures (the host side).
 
 Cells are ordinary pytest items: a test that asks for the ``rknn_cell`` fixture is parametrized
 over every (variant, platform, toolkit, quant) of the run, so ``-k``, ``--lf``, ``-x``, xdist,
-JUnit XML and IDEs work on them. Each finished cell travels to the controlling process on its
-report (``user_properties``), where the :class:`~pytest_rknn.recorder.Recorder` keeps the matrix.
-The public ``rknn`` fixture converts any ONNX model of a user's own test.
+JUnit XML and IDEs work on them. The controlling process provisions the toolkit environments the
+collected cells need before any of them runs (like junitxml, only the controller does this), and
+keeps the matrix (:class:`~pytest_rknn.recorder.Recorder`); each finished cell's record travels
+to it on its report (``user_properties``). The public ``rknn`` fixture converts any ONNX model in
+any project's tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import traceback
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from pytest_rknn.cells import FAILING, CellSpec, Outcome, run_cell
-from pytest_rknn.exploring import Explorer, ExploreTarget, explore_targets
+from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
+from pytest_rknn.pipeline.plan import CellSpec, build_cells
+from pytest_rknn.pipeline.run import Outcome, message, new_record, run_cell
+from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.recorder import Recorder, baseline_failures
-from pytest_rknn.session import RknnSession
+from pytest_rknn.results.status import Status
 from pytest_rknn.settings import Settings, add_options
-from pytest_rknn.suite import build_cells
-from pytest_rknn.tolerance import Bounds
+from pytest_rknn.verdict.tolerance import Bounds
 
 SETTINGS = pytest.StashKey[Settings]()
 SESSION = pytest.StashKey[RknnSession]()
+TOOLKITS = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Recorder]()
 CELLS = pytest.StashKey[list[CellSpec]]()
-RECORDS = pytest.StashKey[list[dict[str, Any]]]()
+RECORDS = pytest.StashKey[list[Any]]()
+PROVISIONED = pytest.StashKey[bool]()
 PROPERTY = "rknn_cell"
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_rknn import hooks
+
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,46 +60,96 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rknn_cell: a cell of the rknn compatibility matrix")
     settings = Settings.from_config(config)
     config.stash[SETTINGS] = settings
-    if not _is_xdist_worker(config):
+    if not _is_xdist_worker(config) and not config.option.collectonly:
         recorder = Recorder(config, settings, PROPERTY)
+        recorder.start()
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "rknn-recorder")
 
 
-def provision(config: pytest.Config) -> None:
-    """Create or verify the run's toolkit environments, with progress, before tests start.
+@pytest.hookimpl(trylast=True)
+def pytest_rknn_make_toolkits(config: pytest.Config, settings: Settings) -> Any:
+    from pytest_rknn.envs.registry import Toolkits
 
-    Called from a suite's conftest (see ``cases/conftest.py``) in its ``pytest_sessionstart``:
-    only the controlling process builds; xdist workers find the environments ready.
-    """
-    if _is_xdist_worker(config):
+    return Toolkits(settings.toolkits, settings.envs_root)
+
+
+def _toolkits(config: pytest.Config) -> Any:
+    if TOOLKITS not in config.stash:
+        settings = config.stash[SETTINGS]
+        config.stash[TOOLKITS] = config.hook.pytest_rknn_make_toolkits(
+            config=config, settings=settings
+        )
+    return config.stash[TOOLKITS]
+
+
+def _provision(config: pytest.Config, versions: Iterable[str], exporter: bool) -> None:
+    """Create or verify the environments of ``versions`` (controller only, once per run)."""
+    versions = list(dict.fromkeys(versions))
+    if config.stash.get(PROVISIONED, False) or not (versions or exporter):
         return
-    from pytest_rknn.envs import get_envs
+    config.stash[PROVISIONED] = True
+    from pytest_rknn.envs.provisioning import EnvError
 
-    settings = config.stash[SETTINGS]
+    toolkits = _toolkits(config)
     capman = config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        wants_exporter = not settings.forms or "torch-export" in settings.forms
-        envs = get_envs(
-            list(settings.toolkits), root=settings.envs_root, create=True, exporter=wants_exporter
-        )
+        try:
+            toolkits.provision(versions, exporter)
+        except EnvError as exc:
+            raise pytest.UsageError(str(exc)) from None
     recorder = config.stash.get(RECORDER, None)
     if recorder is not None:
-        recorder.describe_envs(envs)
+        recorder.describe_envs(toolkits.described)
+
+
+def _needs(targets: Iterable[CellSpec | ExploreTarget], settings: Settings) -> tuple[list, bool]:
+    versions, exporter = [], False
+    for target in targets:
+        versions.append(target.toolkit)
+        if isinstance(target, CellSpec):
+            exporter = exporter or target.needs_exporter
+        else:
+            exporter = exporter or "torch-export" in settings.forms
+    return versions, exporter
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if _is_xdist_worker(config) or config.option.collectonly:
+        return
+    targets = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec else {}
+        for name in ("rknn_cell", "rknn_explore"):
+            if isinstance(params.get(name), (CellSpec, ExploreTarget)):
+                targets.append(params[name])
+    _provision(config, *_needs(targets, config.stash[SETTINGS]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under xdist the controller collects nothing: it reads the cells from the node ids."""
+    config = node.config
+    settings = config.stash[SETTINGS]
+    known: dict[str, CellSpec | ExploreTarget] = {c.id: c for c in _cells(config)}
+    known.update({t.id: t for t in explore_targets(settings)})
+    params = (nodeid.partition("[")[2][:-1] for nodeid in ids)
+    _provision(config, *_needs([known[p] for p in params if p in known], settings))
 
 
 def _session(config: pytest.Config) -> RknnSession:
     if SESSION not in config.stash:
         factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
-        workdir = factory.mktemp("rknn", numbered=True)
-        session = RknnSession(config.stash[SETTINGS], workdir, getattr(config, "cache", None))
-        session.export_specs = [
-            c.subject.spec
-            for c in config.stash.get(CELLS, [])
-            if getattr(c.subject, "spec", None) is not None
-            and c.subject.spec.form == "torch-export"
-        ]
-        config.stash[SESSION] = session
+        settings = config.stash[SETTINGS]
+        config.stash[SESSION] = RknnSession.create(
+            settings,
+            factory.mktemp("rknn", numbered=True),
+            _toolkits(config),
+            getattr(config, "cache", None),
+            [c.subject.spec for c in config.stash.get(CELLS, []) if c.needs_exporter],
+        )
     return config.stash[SESSION]
 
 
@@ -103,12 +165,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("rknn_explore", targets, ids=[t.id for t in targets], indirect=True)
     if "rknn_cell" in metafunc.fixturenames:
         cells = _cells(metafunc.config)
-        metafunc.parametrize(
-            "rknn_cell",
-            cells,
-            ids=[c.id for c in cells],
-            indirect=True,
-        )
+        metafunc.parametrize("rknn_cell", cells, ids=[c.id for c in cells], indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -151,6 +208,24 @@ def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
     return bounds
 
 
+def run_guarded(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
+    """Run a cell and keep its record for the report; a harness bug becomes a ``crash``."""
+    bounds = _bounds(node, session.settings, cell.quant)
+    try:
+        outcome = run_cell(cell, session, bounds)
+    except Exception as exc:  # noqa: BLE001 - a wrong result is worse than none
+        record = new_record(
+            cell,
+            Status.CRASH,
+            reason=f"internal error in pytest-rknn: {type(exc).__name__}: {exc}",
+            signature="internal error",
+            log_excerpt=traceback.format_exc()[-4000:],
+        )
+        outcome = Outcome(record, message(record))
+    node.stash.setdefault(RECORDS, []).append(outcome.record)
+    return outcome
+
+
 class CellRunner:
     """What the ``rknn_cell`` fixture gives a test: run its cell and turn it into a verdict."""
 
@@ -162,22 +237,20 @@ class CellRunner:
 
     def run(self) -> Outcome:
         if self.outcome is None:
-            bounds = _bounds(self.node, self.session.settings, self.cell.quant)
-            self.outcome = run_cell(self.cell, self.session, bounds)
-            self.node.stash.setdefault(RECORDS, []).append(self.outcome.record)
+            self.outcome = run_guarded(self.cell, self.node, self.session)
         return self.outcome
 
     def check(self) -> Outcome:
         """Run the cell; skip if it cannot apply, fail unless it passed."""
-        outcome = self.run()
-        return verdict(outcome)
+        return verdict(self.run())
 
 
 def verdict(outcome: Outcome) -> Outcome:
-    status = outcome.status
-    if status == "unsupported":
-        pytest.skip(f"unsupported: {outcome.record['reason']}")
-    if status in FAILING or status == "env-error":
+    """Turn an outcome into the pytest outcome its status calls for."""
+    outcome_name = outcome.status.outcome
+    if outcome_name == "skipped":
+        pytest.skip(f"{outcome.status.value}: {outcome.record.reason}")
+    if outcome_name == "failed":
         pytest.fail(outcome.message, pytrace=False)
     return outcome
 
@@ -224,18 +297,17 @@ class Converter:
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
         """
-        from pytest_rknn.platforms import parse_platforms, parse_quant
-        from pytest_rknn.subjects import provided_model
+        from pytest_rknn.pipeline.subjects import provided_model
+        from pytest_rknn.pipeline.targets import PlatformError, parse_platforms, parse_quant
 
-        (platform,) = parse_platforms(platform)
-        (quant,) = parse_quant(quant)
+        try:
+            (platform,) = parse_platforms(platform)
+            (quant,) = parse_quant(quant)
+        except (PlatformError, ValueError) as exc:
+            raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
-        folder = self.session.workdir / "provided"
-        subject = provided_model(model, folder, inputs)
-        cell = CellSpec(subject, platform, version, quant)
-        outcome = run_cell(cell, self.session, _bounds(self.node, self.session.settings, quant))
-        self.node.stash.setdefault(RECORDS, []).append(outcome.record)
-        return outcome
+        subject = provided_model(model, self.session.workdir / "provided", inputs)
+        return run_guarded(CellSpec(subject, platform, version, quant), self.node, self.session)
 
 
 @pytest.fixture
@@ -250,7 +322,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     records = item.stash.get(RECORDS, [])
     if records and (report.when == "call" or report.outcome != "passed"):
         for record in records:
-            report.user_properties.append((PROPERTY, json.dumps(record, default=str)))
+            report.user_properties.append((PROPERTY, json.dumps(record.to_dict())))
         records.clear()
     return report
 

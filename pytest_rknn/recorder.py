@@ -1,9 +1,15 @@
 """The controller's matrix keeper: collects finished cells from reports and writes the matrix.
 
-Registered as a plugin in the controlling process only (like junitxml's ``LogXML``). Every cell
-that arrives on a report is appended to a journal beside the matrix (flushed and fsynced), and
-the matrix itself is rewritten atomically at most once a second and at the end of the session,
-so an interrupted run still leaves a valid matrix holding exactly the cells that finished.
+Registered as a plugin in the controlling process only (like junitxml's ``LogXML``). It holds
+the lock on the matrix path for the whole run (a second run on the same path is refused), saves
+the journal an earlier, killed run left there before starting its own, appends every cell that
+arrives on a report to the journal (flushed and fsynced; its first line is the run's metadata),
+and rewrites the matrix atomically at most once a second and at the end of the session.
+
+A write that fails (a full disk, a folder made read-only) never stops the run and never
+truncates the previous file: the cells stay in memory and in the journal, the end of the run
+names the path and the free space in one line, and the exit status is non-zero. The journal is
+removed only once the final matrix is written.
 """
 
 from __future__ import annotations
@@ -21,8 +27,17 @@ from typing import Any
 
 import pytest
 
-from pytest_rknn.matrix import Cell, Journal, Matrix, MatrixError, summary_text
+from pytest_rknn.results.cell import CellRecord
+from pytest_rknn.results.journal import (
+    Journal,
+    MatrixInUse,
+    RunLock,
+    free_space,
+    journal_path,
+)
+from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.settings import Settings
+from pytest_rknn.views.text import summary_text
 
 WRITE_INTERVAL = 1.0
 
@@ -48,18 +63,53 @@ class Recorder:
         self.settings = settings
         self.prop = prop
         self.path = Path(settings.matrix)
-        self.journal_path = self.path.with_name(self.path.name + ".journal")
+        self.journal_path = journal_path(self.path)
         self.matrix: Matrix | None = None
         self.journal: Journal | None = None
         self.envs: list[dict[str, Any]] = []
         self.started = _now()
         self.clock = time.perf_counter()
         self.last_write = 0.0
-        self.dirty = False
+        self.errors: dict[Path, str] = {}
+        self.notes: list[str] = []
+        self.lock = RunLock(self.path)
+
+    def start(self) -> None:
+        """Take the matrix path for this run and save what a killed earlier run left there."""
+        try:
+            self.lock.acquire(f"pid {os.getpid()} on {socket.gethostname()}, since {self.started}")
+        except MatrixInUse as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if self.journal_path.exists():
+            self._recover()
+
+    def _recover(self) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        kept = self.path.with_name(f"{self.path.stem}.interrupted-{stamp}{self.path.suffix}")
+        moved = kept.with_name(kept.name + ".journal")
+        try:
+            os.replace(self.journal_path, moved)
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"the journal {self.journal_path} of an interrupted run cannot be moved aside "
+                f"({exc.strerror}): merge it (`pytest-rknn merge {self.journal_path} -o "
+                f"{kept}`), then run again"
+            ) from None
+        try:
+            recovered = Matrix.from_journal(moved)
+            recovered.write(kept)
+        except (OSError, MatrixError) as exc:
+            self.notes.append(
+                f"an interrupted run's journal was kept as {moved} ({exc}); "
+                f"`pytest-rknn merge {moved} -o {kept}` rebuilds its matrix"
+            )
+            return
+        moved.unlink(missing_ok=True)
+        self.notes.append(f"recovered {len(recovered)} cells of an interrupted run into {kept}")
 
     @property
     def count(self) -> int:
-        return len(self.matrix.cells) if self.matrix is not None else 0
+        return len(self.matrix) if self.matrix is not None else 0
 
     def meta(self) -> dict[str, Any]:
         s = self.settings
@@ -85,28 +135,36 @@ class Recorder:
             "started": self.started,
         }
 
-    def describe_envs(self, envs: list[Any]) -> None:
-        self.envs = [env.describe() for env in envs]
+    def describe_envs(self, envs: list[dict[str, Any]]) -> None:
+        self.envs = envs
         if self.matrix is not None:
             self.matrix.meta["toolkit_envs"] = self.envs
 
-    def add(self, record: dict[str, Any]) -> None:
+    def _failed(self, path: Path, exc: OSError | MatrixError) -> None:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.errors[path] = f"{why} ({free_space(path)})"
+
+    def add(self, cell: CellRecord) -> None:
         if self.matrix is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.matrix = Matrix(meta=self.meta())
-            self.journal_path.unlink(missing_ok=True)
-            self.journal = Journal(self.journal_path)
-        cell = Cell.from_dict(record)
-        assert self.journal is not None
-        self.journal.append(cell)
+            try:
+                self.journal = Journal(self.journal_path, meta=self.matrix.meta)
+            except OSError as exc:
+                self._failed(self.journal_path, exc)
         self.matrix.add(cell)
-        self.dirty = True
+        if self.journal is not None:
+            try:
+                self.journal.append(cell)
+                self.errors.pop(self.journal_path, None)
+            except OSError as exc:
+                self._failed(self.journal_path, exc)
         if time.perf_counter() - self.last_write >= WRITE_INTERVAL:
             self.write()
 
-    def write(self, finished: bool = False, exitstatus: int | None = None) -> None:
+    def write(self, finished: bool = False, exitstatus: int | None = None) -> bool:
+        """Write the matrix; False (and the error kept for the end) when it cannot be."""
         if self.matrix is None:
-            return
+            return True
         meta = self.matrix.meta
         meta["wall_s"] = round(time.perf_counter() - self.clock, 3)
         meta["toolkit_s"] = round(
@@ -119,9 +177,14 @@ class Recorder:
                 pytest.ExitCode.INTERRUPTED,
                 pytest.ExitCode.INTERNAL_ERROR,
             )
-        self.matrix.write(self.path)
         self.last_write = time.perf_counter()
-        self.dirty = False
+        try:
+            self.matrix.write(self.path)
+        except (OSError, MatrixError) as exc:
+            self._failed(self.path, exc)
+            return False
+        self.errors.pop(self.path, None)
+        return True
 
     def summary(self) -> str:
         return summary_text(self.matrix) if self.matrix is not None else ""
@@ -130,40 +193,68 @@ class Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == self.prop:
-                self.add(json.loads(value) if isinstance(value, str) else value)
+                data = json.loads(value) if isinstance(value, str) else value
+                self.add(CellRecord.from_dict(data))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        try:
+            self._finish(int(exitstatus))
+        finally:
+            self.lock.release()
+        if self.errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _finish(self, exitstatus: int) -> None:
         if self.matrix is None:
             return
-        self.write(finished=True, exitstatus=int(exitstatus))
+        written = self.write(finished=True, exitstatus=exitstatus)
         if self.settings.html is not None:
-            from pytest_rknn.dashboard import write_dashboard
+            from pytest_rknn.views.dashboard import write_dashboard
 
-            write_dashboard(self.matrix, self.settings.html)
-        if self.journal is not None:
-            self.journal.close()
-        self.journal_path.unlink(missing_ok=True)
+            try:
+                write_dashboard(self.matrix, self.settings.html)
+            except OSError as exc:
+                self._failed(self.settings.html, exc)
+        if self.journal is None:
+            return
+        try:
+            self.journal.flush()
+        except OSError as exc:
+            self._failed(self.journal_path, exc)
+        self.journal.close()
+        if written:
+            self.journal_path.unlink(missing_ok=True)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.count:
-            return
-        terminalreporter.section("rknn compatibility matrix")
-        for line in self.summary().splitlines():
-            terminalreporter.write_line(line)
-        terminalreporter.write_line(f"matrix: {self.path} ({self.count} cells)")
-        if self.settings.html is not None:
-            terminalreporter.write_line(f"dashboard: {self.settings.html}")
+        for note in self.notes:
+            terminalreporter.write_line(f"pytest-rknn: {note}")
+        if self.count:
+            terminalreporter.section("rknn compatibility matrix")
+            for line in self.summary().splitlines():
+                terminalreporter.write_line(line)
+            terminalreporter.write_line(f"matrix: {self.path} ({self.count} cells)")
+            if self.settings.html is not None and self.settings.html not in self.errors:
+                terminalreporter.write_line(f"dashboard: {self.settings.html}")
+        for path, why in self.errors.items():
+            keeper = (
+                f"the journal {self.journal_path} keeps every finished cell"
+                if path != self.journal_path
+                else "the finished cells are only in the matrix"
+            )
+            terminalreporter.write_line(
+                f"pytest-rknn: could not write {path}: {why}; {keeper}", red=True
+            )
 
 
 def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:
-    """Cells that did not pass in an earlier matrix, by key, with what they showed."""
+    """Cells that failed in an earlier matrix, by key, with what they showed."""
     try:
         matrix = Matrix.load(path)
     except MatrixError as exc:
         raise pytest.UsageError(f"--rknn-baseline: {exc}") from None
-    failing = {}
-    for cell in matrix.cells:
-        if cell.status not in ("pass", "unsupported"):
-            failing[cell.key] = f"{cell.status} {cell.signature or ''}".strip()
-    return failing
+    return {
+        cell.key: f"{cell.status.value} {cell.signature or ''}".strip()
+        for cell in matrix.cells
+        if cell.status.failing
+    }

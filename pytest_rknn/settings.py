@@ -7,6 +7,7 @@ parsed values, and a bad value is a one-line ``pytest.UsageError`` that names th
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,15 @@ from typing import Any
 
 import pytest
 
-from pytest_rknn.platforms import DEFAULT_PLATFORMS, PlatformError, parse_platforms, parse_quant
-from pytest_rknn.protocol import Limits, parse_size
-from pytest_rknn.subjects import ModelError, UserModel
-from pytest_rknn.toolkits import ToolkitError, ToolkitRequest, parse_toolkits
+from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
+from pytest_rknn.pipeline.subjects import ModelError, UserModel
+from pytest_rknn.pipeline.targets import (
+    DEFAULT_PLATFORMS,
+    PlatformError,
+    parse_platforms,
+    parse_quant,
+)
+from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
 from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
 
 PROFILES = ("ci", "full")
@@ -127,6 +133,44 @@ def _writable(path: Path, flag: str) -> Path:
     return path
 
 
+def _limits(config: pytest.Config) -> Limits:
+    text = str(_value(config, "max_memory"))
+    try:
+        max_memory = parse_size(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--rknn-max-memory: {exc}") from None
+    if max_memory < MIN_MEMORY:
+        raise pytest.UsageError(
+            f"--rknn-max-memory {text!r} is below {MIN_MEMORY >> 20}M, too little to import a "
+            "toolkit: give e.g. 8G"
+        )
+    text = str(_value(config, "timeout"))
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise pytest.UsageError(
+            f"--rknn-timeout {text!r}: expected a finite number of seconds > 0, e.g. 300"
+        )
+    return Limits(timeout=timeout, max_memory=max_memory)
+
+
+def _distinct(matrix: Path, html: Path | None, baseline: Path | None) -> None:
+    """Refuse an output path that would overwrite another input or output of the run."""
+    named = [("--rknn-matrix", matrix), ("--rknn-html", html), ("--rknn-baseline", baseline)]
+    seen: dict[Path, str] = {}
+    for flag, path in named:
+        if path is None:
+            continue
+        resolved = path.expanduser().resolve()
+        if resolved in seen:
+            raise pytest.UsageError(
+                f"{flag} {path} is the same file as {seen[resolved]}: give each its own path"
+            )
+        seen[resolved] = flag
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -162,21 +206,14 @@ class Settings:
         profile = str(_value(config, "profile"))
         if profile not in PROFILES:
             raise pytest.UsageError(f"--rknn-profile {profile!r}: use one of {', '.join(PROFILES)}")
-        try:
-            max_memory = parse_size(str(_value(config, "max_memory")))
-        except ValueError as exc:
-            raise pytest.UsageError(f"--rknn-max-memory: {exc}") from None
-        try:
-            timeout = float(_value(config, "timeout"))
-        except ValueError:
-            timeout = -1.0
-        if timeout <= 0:
-            raise pytest.UsageError(
-                f"--rknn-timeout {_value(config, 'timeout')!r}: expected seconds > 0, e.g. 300"
-            )
+        limits = _limits(config)
         models = []
         for text in config.getoption("rknn_model"):
             path = Path(text).expanduser()
+            if path.is_dir():
+                raise pytest.UsageError(
+                    f"--rknn-model {text} is a folder: give the path of an .onnx file in it"
+                )
             if not path.is_file():
                 raise pytest.UsageError(
                     f"--rknn-model {text}: no such file; give an ONNX model path"
@@ -207,6 +244,10 @@ class Settings:
             raise pytest.UsageError(
                 f"rknn_explore_examples {explore_examples!r}: expected a whole number >= 1"
             )
+        matrix = _writable(Path(str(_value(config, "matrix"))), "--rknn-matrix")
+        html_text = str(_value(config, "html") or "")
+        html = _writable(Path(html_text), "--rknn-html") if html_text else None
+        _distinct(matrix, html, baseline)
         return cls(
             toolkits=toolkits,
             platforms=platforms,
@@ -215,12 +256,10 @@ class Settings:
             seed=_int(config, "seed"),
             profile=profile,
             forms=forms,
-            matrix=_writable(Path(str(_value(config, "matrix"))), "--rknn-matrix"),
-            html=_writable(Path(str(_value(config, "html"))), "--rknn-html")
-            if _value(config, "html")
-            else None,
+            matrix=matrix,
+            html=html,
             baseline=baseline,
-            limits=Limits(timeout=timeout, max_memory=max_memory),
+            limits=limits,
             envs_root=Path(envs_text).expanduser() if envs_text else None,
             curated=bool(_value(config, "curated")),
             models=tuple(models),

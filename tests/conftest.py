@@ -34,7 +34,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(item.get_closest_marker("toolkit") for item in session.items):
         return
     from pytest_rknn.envs import get_envs
-    from pytest_rknn.toolkits import parse_toolkits
+    from pytest_rknn.envs.recipes import parse_toolkits
 
     capman = session.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():
@@ -52,7 +52,7 @@ def toolkit_python() -> Callable[[str], Path]:
     provisioned here fails the test with the environment's own reason.
     """
     from pytest_rknn.envs import get_envs
-    from pytest_rknn.toolkits import parse_toolkits
+    from pytest_rknn.envs.recipes import parse_toolkits
 
     found: dict[str, Path] = {}
 

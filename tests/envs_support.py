@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_rknn.envs import ExporterEnv, ManagedEnv, ToolkitEnv, provision
-from pytest_rknn.toolkits import ToolkitRequest
+from pytest_rknn.envs.recipes import ToolkitRequest
 
 
 def partial_copy(env: ManagedEnv, root: Path) -> ManagedEnv:

@@ -7,8 +7,8 @@ import re
 
 from test_matrix import VARIANTS, make_cell, run_matrix, vid
 
-from pytest_rknn.dashboard import render
-from pytest_rknn.matrix import merge
+from pytest_rknn.results.compare import merge
+from pytest_rknn.views.dashboard import render
 
 
 def test_dashboard_shows_every_cell_with_its_status_and_signature() -> None:

@@ -13,16 +13,16 @@ import pytest
 from envs_support import cut_network
 from packaging.tags import sys_tags
 
-import pytest_rknn.envs as envs_module
+import pytest_rknn.envs.provisioning as envs_module
 from pytest_rknn.envs import EnvError, EnvState, ToolkitEnv, check_disk, default_root, get_envs
-from pytest_rknn.pipsteps import (
+from pytest_rknn.envs.install import (
     BuildError,
     failure_reason,
     pip_download,
     registry_failure,
     run_logged,
 )
-from pytest_rknn.toolkits import ToolkitRequest, TorchSpec
+from pytest_rknn.envs.recipes import ToolkitRequest, TorchSpec
 
 HERE_TAG = next(t for t in itertools.islice(sys_tags(), 40) if "manylinux" in t.platform)
 
@@ -109,7 +109,10 @@ def test_default_root_follows_the_environment_variable(
 def test_missing_and_interrupted_environments(tmp_path: Path) -> None:
     env = ToolkitEnv(ToolkitRequest("2.3.2"), tmp_path, TorchSpec())
     assert env.verify() is EnvState.MISSING
-    assert env.reason == "not created yet; run `pytest-rknn envs --toolkits 2.3.2`"
+    assert (
+        env.reason
+        == f"not created yet; run `pytest-rknn envs --rknn-envs {tmp_path} --toolkits 2.3.2`"
+    )
     assert env.python == tmp_path / "rknn-2.3.2-cp311" / "bin" / "python"
     env.path.mkdir()
     assert env.verify() is EnvState.INCOMPLETE

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from envs_support import cut_network
 
-import pytest_rknn.envs as envs_module
-from pytest_rknn.cli import SUBCOMMANDS, Subcommand, main, register
+import pytest_rknn.envs.provisioning as envs_module
+from pytest_rknn.cli.main import SUBCOMMANDS, Subcommand, main, register
 from pytest_rknn.envs import default_root, get_envs
-from pytest_rknn.toolkits import KNOWN_VERSIONS, ToolkitRequest
+from pytest_rknn.envs.recipes import KNOWN_VERSIONS, ToolkitRequest
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +42,11 @@ def test_check_lists_missing_environments_with_the_command_that_makes_them(
     assert code == 1
     for column in ("version", "interpreter", "torch", "onnx", "onnxruntime", "state"):
         assert column in out
-    assert "2.3.2: missing: not created yet; run `pytest-rknn envs --toolkits 2.3.2`" in out
-    assert "exporter: missing: not created yet; run `pytest-rknn envs --toolkits none`" in out
+    flag = f"--rknn-envs {tmp_path}"
+    assert f"2.3.2: missing: not created yet; run `pytest-rknn envs {flag} --toolkits 2.3.2`" in out
+    assert (
+        f"exporter: missing: not created yet; run `pytest-rknn envs {flag} --toolkits none`" in out
+    )
     assert "0 of 3 environments usable" in out
     assert not any(tmp_path.iterdir())
 

@@ -28,12 +28,20 @@ from pytest_rknn.envs import (
     get_envs,
     provision,
 )
-from pytest_rknn.toolkits import EXPORTER_RECIPE, ToolkitRequest, TorchSpec, exporter_requirements
+from pytest_rknn.envs.recipes import (
+    EXPORTER_RECIPE,
+    ToolkitRequest,
+    TorchSpec,
+    exporter_requirements,
+)
 from pytest_rknn.variants.spec import EXPORTERS, VariantSpec
 from pytest_rknn.variants.torch_export import ExportInfo, export_many
 
-HINT = "run `pytest-rknn envs --toolkits none`"
-REBUILD_HINT = "run `pytest-rknn envs --rebuild --toolkits none`"
+
+def hint(root: Path, rebuild: bool = False) -> str:
+    """The command an environment under ``root`` (not the default folder) names as its fix."""
+    flag = " --rebuild" if rebuild else ""
+    return f"run `pytest-rknn envs{flag} --rknn-envs {root} --toolkits none`"
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +61,7 @@ def test_requirements_are_the_tables_exact_pins() -> None:
 def test_missing_then_interrupted(tmp_path: Path) -> None:
     env = exporter_env(tmp_path)
     assert env.state is EnvState.MISSING
-    assert env.reason == f"not created yet; {HINT}"
+    assert env.reason == f"not created yet; {hint(tmp_path)}"
     assert env.python == tmp_path / "exporter-cp311" / "bin" / "python"
     assert env.lock_path == tmp_path / ".locks" / "exporter-cp311.lock"
     env.path.mkdir()
@@ -86,10 +94,12 @@ def test_a_marker_of_other_pins_is_stale(tmp_path: Path, monkeypatch: pytest.Mon
     env.path.mkdir()
     env.marker_path.write_text(json.dumps({"recipe_hash": env.recipe_hash(), "smoke": {}}))
     assert env.verify() is EnvState.BROKEN
-    assert env.reason.endswith(REBUILD_HINT)
+    assert env.reason.endswith(hint(tmp_path, rebuild=True))
     monkeypatch.setitem(EXPORTER_RECIPE, "pin", {**EXPORTER_RECIPE["pin"], "numpy": "==2.0.2"})
     assert env.verify() is EnvState.STALE
-    assert env.reason == f"built by another recipe (torch, pins or Python changed); {HINT}"
+    assert (
+        env.reason == f"built by another recipe (torch, pins or Python changed); {hint(tmp_path)}"
+    )
 
 
 def test_a_python_without_torch_fails_the_smoke_export(tmp_path: Path) -> None:
@@ -106,7 +116,7 @@ def test_a_python_without_torch_fails_the_smoke_export(tmp_path: Path) -> None:
     )
     assert env.verify() is EnvState.SMOKE_FAILED
     assert env.reason.startswith("smoke export failed: TorchExportError: ")
-    assert env.reason.endswith(REBUILD_HINT)
+    assert env.reason.endswith(hint(tmp_path, rebuild=True))
 
 
 def test_get_envs_lists_it_after_the_toolkits(tmp_path: Path) -> None:
@@ -127,7 +137,7 @@ def test_cli_check_shows_the_exporter_row(
     assert main(["envs", "--check", "--toolkits", "none", "--rknn-envs", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "onnxscript" in out
-    assert f"exporter: missing: not created yet; {HINT}" in out
+    assert f"exporter: missing: not created yet; {hint(tmp_path)}" in out
     assert "0 of 1 environments usable" in out
     argv = ["envs", "--check", "--json", "--toolkits", "2.3.2", "--rknn-envs", str(tmp_path)]
     assert main(argv) == 1

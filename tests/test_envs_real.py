@@ -15,7 +15,7 @@ import pytest
 from envs_support import partial_copy, provision_while_another_builds
 
 from pytest_rknn.envs import EnvState, ToolkitEnv, default_root, get_envs, provision
-from pytest_rknn.toolkits import KNOWN_VERSIONS, ToolkitRequest, TorchSpec
+from pytest_rknn.envs.recipes import KNOWN_VERSIONS, ToolkitRequest, TorchSpec
 
 pytestmark = pytest.mark.toolkit
 
@@ -73,7 +73,9 @@ def test_vanished_files_make_it_broken(real_envs: list[ToolkitEnv], tmp_path: Pa
     (copy.path / copy.marker["dist_info"]["rknn-toolkit2"]).unlink()
     assert copy.verify() is EnvState.BROKEN
     assert copy.reason.startswith("rknn-toolkit2 is no longer installed in it; ")
-    assert f"pytest-rknn envs --rebuild --toolkits {copy.version}" in copy.reason
+    assert f"pytest-rknn envs --rebuild --rknn-envs {copy.root} --toolkits {copy.version}" in (
+        copy.reason
+    )
     copy.python.unlink()
     assert copy.verify() is EnvState.BROKEN
     assert f"its interpreter {copy.python} is gone" in copy.reason

@@ -1,4 +1,4 @@
-"""Unit tests of pytest_rknn.toolkits: the --toolkits syntax, wheel checks, the recipe table and
+"""Unit tests of pytest_rknn.envs.recipes: the --toolkits syntax, wheel checks, the recipe table and
 the requirement lists it derives from real wheel metadata."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
 
 from pytest_rknn.envs import default_root
-from pytest_rknn.toolkits import (
+from pytest_rknn.envs.recipes import (
     DEFAULT_TORCH,
     KNOWN_VERSIONS,
     RECIPES,

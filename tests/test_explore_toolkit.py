@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rknn.matrix import Matrix
+from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.variants.spec import VariantSpec
 
 pytestmark = pytest.mark.toolkit
@@ -22,7 +22,7 @@ CASES = Path(__file__).resolve().parents[1] / "cases"
 
 
 def test_explore_shrinks_to_the_minimal_failing_variant(rknn_pytester: pytest.Pytester) -> None:
-    for name in ("conftest.py", "test_explore.py", "test_matrix.py"):
+    for name in ("test_explore.py", "test_matrix.py"):
         rknn_pytester.makepyfile(**{name.removesuffix(".py"): (CASES / name).read_text()})
     target = ["--rknn-toolkits=2.5.0", "--rknn-platforms=rk3588"]
     result = rknn_pytester.runpytest_subprocess(

@@ -15,21 +15,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from pytest_rknn import durable
-from pytest_rknn.matrix import (
-    Cell,
-    Journal,
-    Matrix,
-    MatrixError,
-    diff,
-    merge,
-    schema,
-    summary_text,
-    to_markdown,
-)
-from pytest_rknn.matrix_views import version_key
-from pytest_rknn.signatures import classify
-from pytest_rknn.tolerance import Bounds, compute_metrics
+from pytest_rknn.results import journal as durable
+from pytest_rknn.results.cell import CellRecord as Cell
+from pytest_rknn.results.compare import diff, merge
+from pytest_rknn.results.journal import Journal
+from pytest_rknn.results.matrix import Matrix, MatrixError, schema
+from pytest_rknn.verdict.signatures import classify
+from pytest_rknn.verdict.tolerance import Bounds, compute_metrics
+from pytest_rknn.views.markdown import to_markdown
+from pytest_rknn.views.tally import version_key
+from pytest_rknn.views.text import summary_text
 
 LOGS = Path(__file__).parent / "data" / "logs"
 VARIANTS = [
@@ -227,7 +222,8 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(
 
 WRITER = """
 import sys
-from pytest_rknn.matrix import Cell, Matrix
+from pytest_rknn.results.cell import CellRecord as Cell
+from pytest_rknn.results.matrix import Matrix
 path = sys.argv[1]
 m = Matrix(meta={"started": "2026-11-25T07:00:00+00:00"})
 i = 0
@@ -271,7 +267,7 @@ def test_load_errors_name_the_file_and_the_fix(m232: Matrix, tmp_path: Path) -> 
     assert "truncated" in message and "regenerate it" in message
 
     Journal(tmp_path / "matrix.json.journal").close()
-    with pytest.raises(MatrixError, match="rebuild it from the journal"):
+    with pytest.raises(MatrixError, match="rebuild it from its journal with `pytest-rknn merge"):
         Matrix.load(path)
 
     path.write_text("")

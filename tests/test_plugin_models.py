@@ -19,7 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pytest_rknn.envs import default_root
-from pytest_rknn.matrix import STATUSES, Matrix
+from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import STATUSES
 
 DATA = Path(__file__).parent / "data" / "plugin"
 # Resolved now: pytester points HOME at its own folder, which would hide the user cache.
@@ -53,8 +54,8 @@ def block():
 def test_user_block_on_rk3566(rknn):
     outcome = rknn.convert(block(), platform="rk3566", toolkit="2.3.2")
     assert outcome.status == "pass", outcome.message
-    assert outcome.record["metrics"]["output0"]["max_abs"] <= 0.05
-    assert outcome.record["signature"] is None
+    assert outcome.record.metrics["output0"]["max_abs"] <= 0.05
+    assert outcome.record.signature is None
     assert outcome.outputs[0].shape == (1, 4, 16)
 """
 

@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from pytest_rknn.envs import default_root
-from pytest_rknn.matrix import STATUSES, Matrix, MatrixError
+from pytest_rknn.results.matrix import Matrix, MatrixError
+from pytest_rknn.results.status import STATUSES
 from pytest_rknn.variants.spec import FORMS
 
 DATA = Path(__file__).parent / "data" / "plugin"

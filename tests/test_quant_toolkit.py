@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rknn.matrix import Matrix
+from pytest_rknn.results.matrix import Matrix
 
 pytestmark = pytest.mark.toolkit
 
@@ -20,7 +20,6 @@ CASES = Path(__file__).resolve().parents[1] / "cases"
 
 def test_int8_cells_convert_and_rv1106_fp16_is_unsupported(rknn_pytester: pytest.Pytester) -> None:
     rknn_pytester.makepyfile(
-        conftest=(CASES / "conftest.py").read_text(),
         test_rknn_cells=(CASES / "test_matrix.py").read_text(),
     )
     result = rknn_pytester.runpytest_subprocess(

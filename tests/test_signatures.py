@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rknn.logtext import clean_log, error_lines, log_excerpt, normalise, tracebacks
-from pytest_rknn.signatures import PATTERNS, classify
+from pytest_rknn.verdict.logtext import clean_log, error_lines, log_excerpt, normalise, tracebacks
+from pytest_rknn.verdict.signatures import PATTERNS, classify
 
 LOGS = Path(__file__).parent / "data" / "logs"
 

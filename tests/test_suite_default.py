@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rknn.matrix import STATUSES as ALL_STATUSES
-from pytest_rknn.matrix import Matrix
-from pytest_rknn.toolkits import KNOWN_VERSIONS
+from pytest_rknn.envs.recipes import KNOWN_VERSIONS
+from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import STATUSES as ALL_STATUSES
 from pytest_rknn.variants.spec import FORMS
 
 pytestmark = [pytest.mark.toolkit, pytest.mark.slow]

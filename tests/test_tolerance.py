@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_rknn.tolerance import (
+from pytest_rknn.verdict.tolerance import (
     Bounds,
     Metrics,
     check,

@@ -1,7 +1,8 @@
 """Worker protocol and fault handling, against the FAKE toolkit in tests/fake_toolkit.
 
-The fake stands in for rknn only here: it lets these tests make a worker crash, hang, hog memory
-or print protocol-looking noise on demand. Real-toolkit faults are in test_worker_toolkit.py.
+The fake stands in for rknn only here: it lets these tests make a worker crash, hang, hog memory,
+print protocol-looking noise, or write garbage, a foreign result, a result naming the wrong job
+or an endless line on its results channel. Real-toolkit faults are in test_worker_toolkit.py.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_rknn.protocol import Job, Limits, parse_size
-from pytest_rknn.workers import ToolkitWorker, WorkerPool, read_log
+from pytest_rknn.results.status import Status
+from pytest_rknn.toolkit import supervisor
+from pytest_rknn.toolkit.protocol import Job, Limits, parse_size
+from pytest_rknn.toolkit.supervisor import ToolkitWorker, WorkerPool, read_log
 
 FAKE = Path(__file__).with_name("fake_toolkit")
 
@@ -28,27 +31,38 @@ def fake_worker(tmp_path: Path, mode: str, **limits: float) -> ToolkitWorker:
     )
 
 
-def make_job(tmp_path: Path, name: str = "job") -> Job:
+def make_job(tmp_path: Path, name: str = "job", scale: float = 1.0) -> Job:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not really onnx; the fake only checks it exists")
-    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((1, 2, 3, 4), np.float32)]
+    arrays = [
+        np.arange(6, dtype=np.float32).reshape(2, 3) * scale,
+        np.ones((1, 2, 3, 4), np.float32),
+    ]
     return Job.create(model, "rk3588", tmp_path / name, arrays)
 
 
 def test_ok_job_round_trips_arrays_and_timings(tmp_path: Path) -> None:
     worker = fake_worker(tmp_path, "ok")
     try:
-        result = worker.run(make_job(tmp_path))
+        job = make_job(tmp_path)
+        result = worker.run(job)
     finally:
         worker.stop()
-    assert result.status == "ok", result
+    assert result.ok and result.status is None and result.id == job.id, result
     outputs = result.load_outputs()
     np.testing.assert_array_equal(outputs[0], np.arange(6, dtype=np.float32).reshape(2, 3) * 2)
     assert outputs[1].shape == (1, 2, 3, 4)
     assert set(result.timings) >= {"config", "load_onnx", "build", "export_rknn", "inference"}
     assert Path(result.artifact).read_bytes() == b"FAKE-RKNN"
+    assert Path(result.artifact).parent == Path(job.outdir)
     assert result.returncodes["build"] == 0
     assert result.peak_rss_mb and result.peak_rss_mb > 1
+
+
+def test_each_job_has_its_own_folder(tmp_path: Path) -> None:
+    first, second = make_job(tmp_path, "same"), make_job(tmp_path, "same")
+    assert first.id != second.id and first.outdir != second.outdir
+    assert all(Path(p).parent == Path(first.outdir) for p in first.inputs)
 
 
 def test_toolkit_noise_on_stdout_is_captured_not_parsed(tmp_path: Path) -> None:
@@ -57,21 +71,39 @@ def test_toolkit_noise_on_stdout_is_captured_not_parsed(tmp_path: Path) -> None:
         result = worker.run(make_job(tmp_path))
     finally:
         worker.stop()
-    assert result.status == "ok"
+    assert result.ok
     assert "this is toolkit noise" in result.log
     assert "C-level noise on fd 1" in result.log
     assert "C-level noise on fd 2" in result.log
 
 
+def test_worker_gets_an_allow_listed_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PYTEST_RKNN_TEST_SECRET", "do-not-leak")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    worker = fake_worker(tmp_path, "env")
+    try:
+        result = worker.run(make_job(tmp_path))
+    finally:
+        worker.stop()
+    names = next(line for line in result.log.splitlines() if line.startswith("ENV ")).split()
+    assert "PYTEST_RKNN_TEST_SECRET" not in names
+    assert {"PATH", "LC_ALL", "FAKE_RKNN_MODE", "PYTHONPATH"} <= set(names)
+    assert set(names) - {"ENV"} <= (
+        supervisor.PASSED_ENV
+        | {n for n in names if n.startswith("LC_")}
+        | {"FAKE_RKNN_MODE", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+    )
+
+
 @pytest.mark.parametrize(
     ("mode", "status", "error"),
     [
-        ("build-fail", "convert-fail", "build returned -1"),
-        ("raise", "convert-fail", "IndexError in build"),
-        ("runtime-fail", "runtime-fail", "init_runtime returned -1"),
+        ("build-fail", Status.CONVERT_FAIL, "build returned -1"),
+        ("raise", Status.CONVERT_FAIL, "IndexError in build"),
+        ("runtime-fail", Status.RUNTIME_FAIL, "init_runtime returned -1"),
     ],
 )
-def test_toolkit_failures_keep_the_worker(tmp_path: Path, mode: str, status: str, error: str):
+def test_toolkit_failures_keep_the_worker(tmp_path: Path, mode: str, status: Status, error: str):
     worker = fake_worker(tmp_path, mode)
     try:
         first = worker.run(make_job(tmp_path, "a"))
@@ -81,7 +113,7 @@ def test_toolkit_failures_keep_the_worker(tmp_path: Path, mode: str, status: str
     finally:
         worker.stop()
     assert (first.status, second.status) == (status, status)
-    assert error in first.error
+    assert first.outputs == [] and error in first.error
     if mode == "raise":
         assert "Traceback" in first.log and "IndexError" in first.log
 
@@ -89,35 +121,93 @@ def test_toolkit_failures_keep_the_worker(tmp_path: Path, mode: str, status: str
 @pytest.mark.parametrize(
     ("mode", "status", "limits"),
     [
-        ("crash", "crash", {}),
-        ("hang", "timeout", {"timeout": 2.0}),
-        ("hog", "oom", {"max_memory": parse_size("600M")}),
+        ("crash", Status.CRASH, {}),
+        ("hang", Status.TIMEOUT, {"timeout": 2.0}),
+        ("hog", Status.OOM, {"max_memory": parse_size("600M")}),
     ],
 )
 def test_worker_faults_are_statuses_and_the_next_job_gets_a_fresh_worker(
-    tmp_path: Path, mode: str, status: str, limits: dict
+    tmp_path: Path, mode: str, status: Status, limits: dict
 ) -> None:
     worker = fake_worker(tmp_path, mode, **limits)
     try:
         result = worker.run(make_job(tmp_path, "a"))
-        assert result.status == status, result
+        assert result.status is status, result
         assert not worker.alive
         worker.extra_env["FAKE_RKNN_MODE"] = "ok"
         after = worker.run(make_job(tmp_path, "b"))
     finally:
         worker.stop()
-    assert after.status == "ok"
+    assert after.ok
     assert worker.starts == 2
-    if status == "crash":
+    if status is Status.CRASH:
         assert "SIGSEGV" in result.error
-    if status == "oom":
+    if status is Status.OOM:
         assert result.peak_rss_mb >= 600
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("garbage", "a line that is not JSON"),
+        ("extra-line", "got a result for job 'someone-else' while waiting for"),
+        ("forged-id", "does not name that job inside"),
+        ("huge-line", "a message of over"),
+    ],
+)
+def test_a_bad_line_on_the_results_channel_costs_the_worker_not_a_result(
+    tmp_path: Path, mode: str, reason: str
+) -> None:
+    """Every job after the bad line gets its own answer: nothing shifts by one."""
+    worker = fake_worker(tmp_path, mode)
+    try:
+        bad_job = make_job(tmp_path, "bad")
+        bad = worker.run(bad_job)
+        worker.extra_env["FAKE_RKNN_MODE"] = "ok"
+        jobs = [make_job(tmp_path, f"next{i}", scale=i + 2.0) for i in range(3)]
+        after = [worker.run(job) for job in jobs]
+    finally:
+        worker.stop()
+    assert bad.status is Status.CRASH and bad.id == bad_job.id
+    assert reason in bad.error and "worker replaced" in bad.error
+    assert bad.outputs == []
+    for i, (job, result) in enumerate(zip(jobs, after, strict=True)):
+        assert result.ok and result.id == job.id
+        first = result.load_outputs()[0]
+        np.testing.assert_array_equal(first, np.arange(6).reshape(2, 3) * (i + 2.0) * 2)
+    assert worker.starts == 2
+
+
+def test_a_line_nobody_asked_for_replaces_the_worker_before_the_next_job(tmp_path: Path) -> None:
+    worker = fake_worker(tmp_path, "late-line")
+    try:
+        first = worker.run(make_job(tmp_path, "a"))
+        worker.extra_env["FAKE_RKNN_MODE"] = "ok"
+        import time
+
+        time.sleep(0.6)
+        job = make_job(tmp_path, "b", scale=5.0)
+        second = worker.run(job)
+    finally:
+        worker.stop()
+    assert first.ok
+    assert second.ok and second.id == job.id
+    np.testing.assert_array_equal(second.load_outputs()[0], np.arange(6).reshape(2, 3) * 10.0)
+    assert worker.starts == 2
+
+
+def test_a_worker_of_another_protocol_is_an_env_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(supervisor, "PROTOCOL", 99)
+    worker = fake_worker(tmp_path, "ok")
+    result = worker.run(make_job(tmp_path))
+    assert result.status is Status.ENV_ERROR
+    assert "host speaks protocol 99" in result.error
 
 
 def test_broken_environment_is_env_error_with_the_fix(tmp_path: Path) -> None:
     worker = fake_worker(tmp_path, "import-error")
     result = worker.run(make_job(tmp_path))
-    assert result.status == "env-error"
+    assert result.status is Status.ENV_ERROR
     assert "fake toolkit told to fail its import" in result.error
     assert "pytest-rknn envs --rebuild --toolkits fake" in result.error
 
@@ -125,12 +215,13 @@ def test_broken_environment_is_env_error_with_the_fix(tmp_path: Path) -> None:
 def test_missing_interpreter_is_env_error(tmp_path: Path) -> None:
     worker = ToolkitWorker(python=tmp_path / "nope" / "python", version="9.9", workdir=tmp_path)
     result = worker.run(make_job(tmp_path))
-    assert result.status == "env-error"
+    assert result.status is Status.ENV_ERROR
     assert "--rebuild --toolkits 9.9" in result.error
 
 
 def test_pool_names_unknown_versions(tmp_path: Path) -> None:
-    pool = WorkerPool({"2.3.2": Path(sys.executable)}, tmp_path)
+    pool = WorkerPool(tmp_path)
+    pool.add("2.3.2", Path(sys.executable))
     with (
         pool,
         pytest.raises(KeyError, match=r"no toolkit environment for 2\.0\.0 \(have: 2\.3\.2\)"),
@@ -156,3 +247,9 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="use a number with K, M, G or T"):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_limits_refuse_non_finite_or_non_positive_timeouts(value: float) -> None:
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        Limits(timeout=value)

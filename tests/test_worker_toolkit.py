@@ -15,9 +15,9 @@ import numpy as np
 import psutil
 import pytest
 
-from pytest_rknn.protocol import Job, Limits, parse_size
-from pytest_rknn.smoke import tiny_attention
-from pytest_rknn.workers import ToolkitWorker
+from pytest_rknn.envs.smoke import tiny_attention
+from pytest_rknn.toolkit.protocol import Job, Limits, parse_size
+from pytest_rknn.toolkit.supervisor import ToolkitWorker
 
 pytestmark = pytest.mark.toolkit
 
@@ -42,7 +42,7 @@ def test_sigkill_mid_job_is_crash_and_the_next_job_succeeds(tmp_path, toolkit_py
         worker.stop()
     assert result.status == "crash" and "SIGKILL" in result.error
     assert "rknn building" in result.log or "OpFusing" in result.log or result.log
-    assert after.status == "ok", after.error
+    assert after.ok, after.error
     assert worker.starts == 2
 
 
@@ -57,7 +57,7 @@ def test_job_past_its_timeout_is_timeout_and_the_next_job_succeeds(tmp_path, too
         worker.stop()
     assert result.status == "timeout", result
     assert "no result within 0.5 s" in result.error
-    assert after.status == "ok", after.error
+    assert after.ok, after.error
 
 
 def test_build_past_the_memory_cap_is_oom(tmp_path, toolkit_python):
@@ -72,7 +72,7 @@ def test_build_past_the_memory_cap_is_oom(tmp_path, toolkit_python):
         worker.stop()
     assert result.status == "oom", result
     assert 1200 <= result.peak_rss_mb < 2000
-    assert after.status == "ok"
+    assert after.ok
 
 
 @pytest.mark.slow

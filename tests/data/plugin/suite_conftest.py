@@ -1,20 +1,15 @@
-"""A pytester suite's conftest: provision the toolkit environments (like cases/conftest.py).
+"""A pytester suite's conftest: appends the node id of every finished item to ``finished.txt``.
 
-It also appends the node id of every item that finished (its call report, or a setup that did
-not pass) to ``finished.txt``, after pytest-rknn's recorder has taken the report (trylast).
+It runs after pytest-rknn's recorder has taken the report (trylast): a finished item (its call
+report, or a setup that did not pass) is one whose cell the matrix must hold. The plugin itself
+provisions the toolkit environments; nothing here asks it to.
 """
 
 from pathlib import Path
 
 import pytest
 
-from pytest_rknn.plugin import provision
-
 FINISHED = Path(__file__).with_name("finished.txt")
-
-
-def pytest_sessionstart(session):
-    provision(session.config)
 
 
 @pytest.hookimpl(trylast=True)

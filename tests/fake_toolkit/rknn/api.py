@@ -1,14 +1,27 @@
-"""FAKE ``rknn.api.RKNN``: behaves as ``FAKE_RKNN_MODE`` says, to exercise the worker's faults.
+"""FAKE ``rknn.api.RKNN`` for tests of the worker protocol, the fault handling and the pipeline.
 
-Modes: ok (echo inputs back as outputs), noise (print to Python stdout and the C-level fd 1),
-build-fail (build returns -1 after a traceback-like log), raise (build raises IndexError),
-crash (the process kills itself during build), hang (build sleeps), hog (build allocates memory),
-runtime-fail (init_runtime returns -1).
+It is not rknn-toolkit2 and never stands in for it in a real matrix. ``FAKE_RKNN_MODE`` says how
+it behaves; ``FAKE_RKNN_MODE=by-platform:rk3566=simulate,rk3588=build-fail`` picks a mode per
+target platform.
+
+Modes:
+- ok: outputs are the inputs doubled (protocol round trips);
+- simulate: outputs computed by onnxruntime from the model (a "converted" model that is right);
+- noise: print protocol-looking text to Python stdout and the C-level fds 1 and 2;
+- env: print the worker's environment variable names into the log;
+- build-fail: build returns -1 after a REGTASK line; raise: build raises IndexError;
+- runtime-fail: init_runtime returns -1;
+- crash: the process kills itself during build; hang: build sleeps; hog: build allocates memory;
+- garbage, extra-line, huge-line, forged-id: write to the worker's results channel from inside
+  the toolkit (a line that is not JSON, a result for another job, a line with no end, a result
+  naming another job id) before the real answer.
 """
 
+import json
 import os
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,23 +31,47 @@ if MODE == "import-error":
     raise ImportError("fake toolkit told to fail its import")
 
 
+def _results_fd():
+    argv = sys.argv
+    return int(argv[argv.index("--results") + 1])
+
+
+def _channel(data: bytes) -> None:
+    fd = _results_fd()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _mode(platform):
+    mode = os.environ.get("FAKE_RKNN_MODE", "ok")
+    if mode.startswith("by-platform:"):
+        table = dict(item.split("=", 1) for item in mode.split(":", 1)[1].split(","))
+        return table.get(platform, "ok")
+    return mode
+
+
 class RKNN:
     def __init__(self, verbose=False):
         self.platform = None
+        self.model = None
 
     def config(self, target_platform=None, **kwargs):
         self.platform = target_platform
         return 0
 
     def load_onnx(self, model, **kwargs):
+        self.model = model
         return 0 if os.path.exists(model) else -1
 
     def build(self, do_quantization=True, dataset=None, **kwargs):
-        mode = os.environ.get("FAKE_RKNN_MODE", "ok")
+        mode = _mode(self.platform)
         if mode == "noise":
             print('{"op": "result", "result": "this is toolkit noise, not protocol"}')
             os.write(1, b"E RKNN: C-level noise on fd 1\n")
             os.write(2, b"E RKNN: C-level noise on fd 2\n")
+        elif mode == "env":
+            print("ENV " + " ".join(sorted(os.environ)))
         elif mode == "build-fail":
             print("E RKNN: [00:00:00.000] REGTASK: The bit width of field value exceeds the limit")
             return -1
@@ -50,6 +87,22 @@ class RKNN:
             while True:
                 hog.append(np.ones(64 << 20, dtype=np.uint8))
                 time.sleep(0.01)
+        elif mode == "garbage":
+            _channel(b"this line is not JSON\n")
+        elif mode == "extra-line":
+            other = {"id": "someone-else", "failed_phase": None, "outputs": []}
+            line = {"op": "result", "id": "someone-else", "result": other}
+            _channel((json.dumps(line) + "\n").encode())
+        elif mode == "forged-id":
+            job = os.path.basename(os.path.dirname(os.readlink("/proc/self/fd/1")))
+            forged = {"id": job + "-forged", "failed_phase": None, "outputs": []}
+            _channel((json.dumps({"op": "result", "id": job, "result": forged}) + "\n").encode())
+        elif mode == "huge-line":
+            _channel(b"[" * (6 << 20))
+        elif mode == "late-line":
+            timer = threading.Timer(0.2, _channel, args=(b'{"op": "pong"}\n',))
+            timer.daemon = True
+            timer.start()
         return 0
 
     def export_rknn(self, path, **kwargs):
@@ -58,9 +111,19 @@ class RKNN:
         return 0
 
     def init_runtime(self, target=None, **kwargs):
-        return -1 if os.environ.get("FAKE_RKNN_MODE") == "runtime-fail" else 0
+        return -1 if _mode(self.platform) == "runtime-fail" else 0
 
     def inference(self, inputs, data_format=None, **kwargs):
+        if _mode(self.platform) == "simulate":
+            import onnx
+            import onnxruntime
+
+            model = onnx.load(self.model)
+            names = [i.name for i in model.graph.input]
+            session = onnxruntime.InferenceSession(
+                model.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+            return session.run(None, dict(zip(names, inputs, strict=True)))
         return [np.asarray(a) * 2 for a in inputs]
 
     def release(self):

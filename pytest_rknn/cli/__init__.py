@@ -1,0 +1,5 @@
+"""The ``pytest-rknn`` command: ``envs`` (environments), ``merge`` and ``diff`` (matrices)."""
+
+from pytest_rknn.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,101 @@
+"""``--rknn-explore``: search the variant space for a failing variant and shrink it.
+
+One pytest item per (platform, toolkit, quant) target. Hypothesis draws variants; each is
+converted as a real cell (so every try lands in the matrix too); a variant "fails" when its cell
+ends in a failing status. The item fails with the minimal failing variant, its status and
+signature, and the command that re-runs exactly that cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from pytest_rknn.pipeline.plan import CellSpec
+from pytest_rknn.pipeline.run import Outcome, run_cell
+from pytest_rknn.pipeline.session import RknnSession
+from pytest_rknn.pipeline.subjects import VariantSubject
+from pytest_rknn.settings import Settings
+from pytest_rknn.variants.explore import find_minimal
+from pytest_rknn.variants.spec import VariantSpec
+from pytest_rknn.variants.strategies import HOST_FORMS
+from pytest_rknn.verdict.tolerance import Bounds
+
+
+@dataclass(frozen=True)
+class ExploreTarget:
+    platform: str
+    toolkit: str
+    quant: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.platform}-{self.toolkit}-{self.quant}"
+
+
+def explore_targets(settings: Settings) -> list[ExploreTarget]:
+    return [
+        ExploreTarget(platform, toolkit, quant)
+        for toolkit in settings.toolkit_names
+        for platform in settings.platforms
+        for quant in settings.quant
+    ]
+
+
+class Explorer:
+    """What the ``rknn_explore`` fixture gives a test: run the search for one target."""
+
+    def __init__(
+        self, target: ExploreTarget, session: RknnSession, bounds: Bounds, records: list
+    ) -> None:
+        self.target = target
+        self.session = session
+        self.bounds = bounds
+        self.records = records
+        self.tried: dict[str, Outcome] = {}
+
+    def outcome(self, spec: VariantSpec) -> Outcome:
+        if spec.id not in self.tried:
+            cell = CellSpec(VariantSubject(spec), *self._coords())
+            outcome = run_cell(cell, self.session, self.bounds)
+            self.tried[spec.id] = outcome
+            self.records.append(outcome.record)
+        return self.tried[spec.id]
+
+    def _coords(self) -> tuple[str, str, str]:
+        return (self.target.platform, self.target.toolkit, self.target.quant)
+
+    def search(self) -> VariantSpec | None:
+        settings = self.session.settings
+        python, why = self.session.python_for(self.target.toolkit)
+        if python is None:
+            pytest.fail(f"env-error: {why}", pytrace=False)
+        return find_minimal(
+            lambda spec: self.outcome(spec).status.failing,
+            profile=settings.profile,
+            seed=settings.seed,
+            max_examples=settings.explore_examples,
+            forms=settings.forms or HOST_FORMS,
+        )
+
+    def check(self) -> VariantSpec | None:
+        """Search; fail with the minimal failing variant and how to re-run it, if one exists."""
+        found = self.search()
+        tried = len(self.tried)
+        if found is None:
+            return None
+        record = self.tried[found.id].record
+        t = self.target
+        rerun = (
+            f"pytest cases/ --rknn-variant {found.id} --rknn-no-curated --rknn-examples 0 "
+            f"--rknn-toolkits {t.toolkit} --rknn-platforms {t.platform} --rknn-quant {t.quant}"
+        )
+        pytest.fail(
+            f"minimal failing variant for {t.id} after {tried} conversions: {found.id}\n"
+            f"  status: {record.status.value}; signature: {record.signature}\n"
+            f"  spec: {found.to_dict()}\n"
+            f"  re-run it: {rerun}",
+            pytrace=False,
+        )
+        return found

@@ -1,0 +1,163 @@
+"""What a cell is made of on the host: its ONNX file, its inputs and its reference outputs.
+
+:class:`Materials` makes each once per subject and process and remembers failures: a model that
+cannot be built here (:class:`~pytest_rknn.variants.forms.NotBuildable`, e.g. no torch
+interpreter for the ``torch-export`` form), inputs larger than the memory the run allows, a
+reference that cannot be computed (:class:`HostError`). All torch-export variants of a run go
+through one torch process the first time any of them is needed; exported models and exporter
+errors are kept in pytest's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from pytest_rknn.pipeline.subjects import Subject
+from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.variants.spec import VariantSpec
+from pytest_rknn.variants.torch_export import TorchExportError, export_many
+
+EXPORT_VERSION = "1"
+
+
+class HostError(RuntimeError):
+    """The host cannot make a cell's inputs or reference; the message says why."""
+
+
+@dataclass
+class BuiltModel:
+    path: Path
+    model: onnx.ModelProto
+    sha256: str
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+@dataclass
+class Materials:
+    """Models, inputs and references of one process's cells, each made once per subject.
+
+    ``torch_python`` finds the interpreter that runs the torch exporter (None: there is none);
+    ``max_bytes`` bounds what making one subject's inputs and reference may allocate.
+    """
+
+    workdir: Path
+    seed: int
+    max_bytes: int
+    torch_python: Callable[[], Path | None]
+    export_root: Path
+    export_specs: list[VariantSpec] = field(default_factory=list)
+    _models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
+    _inputs: dict[str, dict[str, np.ndarray] | HostError] = field(default_factory=dict)
+    _references: dict[str, list[np.ndarray] | HostError] = field(default_factory=dict)
+
+    def model(self, subject: Subject) -> BuiltModel:
+        """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
+        cached = self._models.get(subject.id)
+        if cached is None:
+            try:
+                spec = getattr(subject, "spec", None)
+                if spec is not None and spec.form == "torch-export":
+                    model = self._torch_export(spec)
+                else:
+                    model = subject.build()
+                data = model.SerializeToString()
+                path = self.workdir / "models" / f"{subject.id}.onnx"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                cached = BuiltModel(path, model, hashlib.sha256(data).hexdigest())
+            except NotBuildable as exc:
+                cached = exc
+            self._models[subject.id] = cached
+        if isinstance(cached, Exception):
+            raise cached
+        return cached
+
+    def inputs(self, subject: Subject) -> dict[str, np.ndarray]:
+        """The subject's inputs for the run's seed; HostError when they would not fit."""
+        memo = getattr(subject, "given", None) is None
+        found = self._inputs.get(subject.id) if memo else None
+        if found is None:
+            need = subject.host_bytes()
+            if need > self.max_bytes:
+                found = HostError(
+                    f"the inputs and reference of {subject.id} need about {_gib(need)} on the "
+                    f"host, over --rknn-max-memory ({_gib(self.max_bytes)}): raise it or use "
+                    "smaller shapes"
+                )
+            else:
+                try:
+                    found = subject.inputs(self.seed)
+                except MemoryError:
+                    found = HostError(f"out of memory making the inputs of {subject.id}")
+            if memo:
+                self._inputs[subject.id] = found
+        if isinstance(found, HostError):
+            raise found
+        return found
+
+    def reference(
+        self, subject: Subject, model: onnx.ModelProto, inputs: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """The subject's reference outputs for ``inputs``; HostError when they cannot be had."""
+        memo = getattr(subject, "given", None) is None
+        found = self._references.get(subject.id) if memo else None
+        if found is None:
+            try:
+                found = [np.asarray(r) for r in subject.reference(model, inputs)]
+            except MemoryError:
+                found = HostError(f"out of memory computing the reference of {subject.id}")
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                found = HostError(f"the reference run failed: {type(exc).__name__}: {first}")
+            if memo:
+                self._references[subject.id] = found
+        if isinstance(found, HostError):
+            raise found
+        return found
+
+    def _torch_export(self, spec: VariantSpec) -> onnx.ModelProto:
+        try:
+            python = self.torch_python()
+        except TorchExportError as exc:
+            raise NotBuildable(str(exc)) from None
+        if python is None:
+            raise NotBuildable(
+                "no torch interpreter: run `pytest-rknn envs` (it builds the exporter "
+                "environment) or set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch"
+            )
+        stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}"
+        folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
+        model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
+        for _attempt in range(2):
+            if not (model_path.exists() or error.exists()):
+                self._export_batch(spec, folder, python)
+            if error.exists():
+                raise NotBuildable(error.read_text())
+            try:
+                return onnx.load(str(model_path))
+            except Exception:  # noqa: BLE001 - a damaged cached export: export it again
+                model_path.unlink(missing_ok=True)
+        raise NotBuildable(f"the torch export of {spec.id} wrote no loadable model")
+
+    def _export_batch(self, spec: VariantSpec, folder: Path, python: Path) -> None:
+        def done(s: VariantSpec) -> bool:
+            return (folder / f"{s.id}.onnx").exists() or (folder / f"{s.id}.error").exists()
+
+        todo = [s for s in dict.fromkeys([spec, *self.export_specs]) if not done(s)]
+        jobs = [(s, folder / f"{s.id}.onnx", s.exporter) for s in todo]
+        try:
+            results = export_many(jobs, python)
+        except TorchExportError as exc:
+            raise NotBuildable(str(exc)) from None
+        for s, result in zip(todo, results, strict=True):
+            if isinstance(result, TorchExportError):
+                (folder / f"{s.id}.error").write_text(str(result))

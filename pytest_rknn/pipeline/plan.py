@@ -1,0 +1,64 @@
+"""Which cells a run has: curated and drawn variants and user models, crossed with the targets.
+
+The list is a pure function of the settings (same seed, same cells, in the same order, in every
+process), which is what lets pytest-xdist's workers agree with each other on the collection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytest_rknn.pipeline.subjects import Subject, VariantSubject
+from pytest_rknn.settings import Settings
+from pytest_rknn.variants.curated import curated_cases
+from pytest_rknn.variants.strategies import draw_variants
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Where a subject is converted: the coordinates of one matrix cell."""
+
+    subject: Subject
+    platform: str
+    toolkit: str
+    quant: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.subject.id}-{self.platform}-{self.toolkit}-{self.quant}"
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.subject.id, self.platform, self.toolkit, self.quant)
+
+    @property
+    def needs_exporter(self) -> bool:
+        """Whether building the subject's model runs the torch exporter."""
+        spec = getattr(self.subject, "spec", None)
+        return spec is not None and spec.form == "torch-export"
+
+
+def subjects(settings: Settings) -> list[Subject]:
+    """Curated variants, then drawn ones, then user models; each id once."""
+    forms = settings.forms or None
+    specs = list(settings.variants)
+    if settings.curated:
+        specs += [c.spec for c in curated_cases() if forms is None or c.spec.form in forms]
+    if settings.examples:
+        specs += draw_variants(settings.examples, settings.seed, settings.profile, forms=forms)
+    found: dict[str, Subject] = {}
+    for spec in specs:
+        found.setdefault(spec.id, VariantSubject(spec))
+    for model in settings.models:
+        found.setdefault(model.id, model)
+    return list(found.values())
+
+
+def build_cells(settings: Settings) -> list[CellSpec]:
+    return [
+        CellSpec(subject, platform, toolkit, quant)
+        for subject in subjects(settings)
+        for toolkit in settings.toolkit_names
+        for platform in settings.platforms
+        for quant in settings.quant
+    ]

@@ -1,0 +1,203 @@
+"""How one cell runs: from its coordinates to its record, through the toolkit worker.
+
+:func:`run_cell` makes (or recalls) the subject's model, inputs and reference, takes the
+toolkit's answer from the cache when everything that went into the job is unchanged or else from
+a worker, has the verdict made (:mod:`~pytest_rknn.verdict.judge`) and returns the cell's
+:class:`~pytest_rknn.results.cell.CellRecord` with the text a failing pytest item shows. A toolkit
+fault is a status, never an exception; so is a host that cannot make the inputs or reference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pytest_rknn.pipeline.cache import Conversion, array_digest, conversion_key
+from pytest_rknn.pipeline.materials import BuiltModel, HostError
+from pytest_rknn.pipeline.plan import CellSpec
+from pytest_rknn.pipeline.session import RknnSession
+from pytest_rknn.pipeline.targets import QUANT_MODES, unsupported_reason
+from pytest_rknn.results.cell import CellRecord
+from pytest_rknn.results.status import Status
+from pytest_rknn.toolkit.protocol import Job, JobResult
+from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
+from pytest_rknn.verdict.logtext import log_excerpt
+from pytest_rknn.verdict.tolerance import Bounds
+
+
+@dataclass
+class Outcome:
+    """A finished cell: its record, the text a failing pytest item shows, and its outputs."""
+
+    record: CellRecord
+    message: str = ""
+    outputs: list[np.ndarray] | None = None
+
+    @property
+    def status(self) -> Status:
+        return self.record.status
+
+
+def new_record(cell: CellSpec, status: Status, **fields: object) -> CellRecord:
+    """A record of ``cell`` (its identity always from the cell itself)."""
+    return CellRecord(
+        variant_id=cell.subject.id,
+        platform=cell.platform,
+        toolkit=cell.toolkit,
+        quant=cell.quant,
+        status=status,
+        variant=cell.subject.to_dict(),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def message(record: CellRecord, report: str = "") -> str:
+    """What a failing or skipped item shows: status and signature, reason, report, log."""
+    lines = [f"{record.status.value}: {record.signature or record.reason or ''}".rstrip()]
+    if record.reason and record.reason != record.signature:
+        lines.append(f"reason: {record.reason}")
+    if report:
+        lines.append(report)
+    if record.log_excerpt and record.status is not Status.TOLERANCE_FAIL:
+        lines += ["toolkit log (excerpt):", record.log_excerpt]
+    return "\n".join(lines)
+
+
+def _short(cell: CellSpec, status: Status, reason: str, signature: str | None) -> Outcome:
+    record = new_record(cell, status, reason=reason, signature=signature)
+    return Outcome(record, message(record))
+
+
+def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+    """Run (or recall) one cell; never raises for a toolkit fault."""
+    started = time.perf_counter()
+    reason = unsupported_reason(cell.platform, cell.quant)
+    if reason:
+        return _short(cell, Status.UNSUPPORTED, reason, "unsupported")
+    materials = session.materials
+    try:
+        built = materials.model(cell.subject)
+    except NotBuildable as exc:
+        return _short(cell, Status.UNSUPPORTED, f"not buildable here: {exc}", "not buildable")
+    try:
+        inputs = materials.inputs(cell.subject)
+    except HostError as exc:
+        return _short(cell, Status.REFERENCE_ERROR, str(exc), "inputs not computable")
+    names = [i.name for i in built.model.graph.input if i.name in inputs]
+    arrays = [inputs[n] for n in names]
+
+    conversion, key = None, None
+    identity = session.toolkits.identity(cell.toolkit)
+    if identity is not None:
+        key = _key(cell, built, names, arrays, identity)
+        conversion = session.cache.get(key)
+    if conversion is None:
+        python, why = session.python_for(cell.toolkit)
+        if python is None:
+            return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
+        job = _job(cell, built.path, arrays, session.workdir / "jobs")
+        conversion = _conversion(session.pool.run(cell.toolkit, job))
+        if key is None:
+            identity = session.toolkits.identity(cell.toolkit)
+            key = _key(cell, built, names, arrays, identity) if identity is not None else None
+        if key is not None:
+            session.cache.put(key, conversion)
+
+    verdict = _verdict(cell, session, built, inputs, conversion, bounds)
+    record = new_record(
+        cell,
+        verdict.status,
+        signature=verdict.signature,
+        reason=verdict.reason,
+        metrics=verdict.metrics,
+        bounds=bounds.to_dict() if conversion.status is None else None,
+        timings={**conversion.timings, "cell": round(time.perf_counter() - started, 6)},
+        peak_rss_mb=conversion.peak_rss_mb,
+        cached=conversion.cached,
+        log_excerpt=conversion.log_excerpt if verdict.status is not Status.PASS else "",
+        artifact=conversion.artifact,
+        job_id=conversion.job_id,
+    )
+    return Outcome(record, message(record, verdict.report), conversion.outputs)
+
+
+def _verdict(
+    cell: CellSpec,
+    session: RknnSession,
+    built: BuiltModel,
+    inputs: dict[str, np.ndarray],
+    conversion: Conversion,
+    bounds: Bounds,
+) -> Verdict:
+    if conversion.status is not None:
+        return Verdict(conversion.status, conversion.signature, conversion.error)
+    try:
+        reference = session.materials.reference(cell.subject, built.model, inputs)
+    except HostError as exc:
+        return Verdict(
+            Status.REFERENCE_ERROR,
+            "reference not computable",
+            f"converted and simulated, but {exc}",
+        )
+    return judge_outputs(reference, conversion.outputs or [], bounds)
+
+
+def _conversion(result: JobResult) -> Conversion:
+    """The toolkit's answer in the pipeline's terms: outputs to judge, or a failure's verdict."""
+    status = result.status
+    outputs = None
+    if status is None:
+        try:
+            outputs = result.load_outputs()
+        except (OSError, ValueError) as exc:
+            status = Status.CRASH
+            result.error = f"the worker's outputs cannot be read: {exc}"
+    signature = judge_failure(status, result.log, result.error).signature if status else None
+    return Conversion(
+        job_id=result.id,
+        status=status,
+        outputs=outputs,
+        error=result.error,
+        signature=signature,
+        log_excerpt=log_excerpt(result.log),
+        timings=dict(result.timings),
+        returncodes=dict(result.returncodes),
+        peak_rss_mb=result.peak_rss_mb,
+        toolkit=result.toolkit,
+        artifact=result.artifact,
+    )
+
+
+def _key(
+    cell: CellSpec,
+    built: BuiltModel,
+    names: list[str],
+    arrays: list[np.ndarray],
+    identity: dict[str, object],
+) -> str:
+    mode = QUANT_MODES[cell.quant]
+    return conversion_key(
+        model=built.sha256,
+        inputs=[(n, array_digest(a)) for n, a in zip(names, arrays, strict=True)],
+        platform=cell.platform,
+        quant=cell.quant,
+        config=dict(mode.config),
+        do_quantization=mode.do_quantization,
+        toolkit=cell.toolkit,
+        environment=identity,
+    )
+
+
+def _job(cell: CellSpec, model: Path, arrays: list[np.ndarray], jobs: Path) -> Job:
+    mode = QUANT_MODES[cell.quant]
+    job = Job.create(model, cell.platform, jobs, arrays, config=dict(mode.config))
+    if mode.do_quantization:
+        # One calibration sample: the cell's own inputs, as .npy paths relative to the list.
+        dataset = Path(job.outdir) / "dataset.txt"
+        dataset.write_text(" ".join(Path(p).name for p in job.inputs) + "\n")
+        job.do_quantization, job.dataset = True, str(dataset)
+    return job

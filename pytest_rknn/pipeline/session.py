@@ -1,0 +1,64 @@
+"""The per-process state of a run: settings, toolkit environments, workers, materials, cache.
+
+Each pytest process (the only one, or each xdist worker) has one :class:`RknnSession`, made on
+the first cell it runs and closed at the end of the session (its workers stopped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_rknn.envs.registry import Toolkits
+from pytest_rknn.pipeline.cache import ConversionCache
+from pytest_rknn.pipeline.materials import Materials
+from pytest_rknn.settings import Settings
+from pytest_rknn.toolkit.supervisor import WorkerPool
+from pytest_rknn.variants.spec import VariantSpec
+
+
+@dataclass
+class RknnSession:
+    """What one pytest process needs to run cells."""
+
+    settings: Settings
+    workdir: Path
+    toolkits: Toolkits
+    cache: ConversionCache
+    materials: Materials = field(init=False)
+    pool: WorkerPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = WorkerPool(self.workdir, self.settings.limits)
+        self.materials = Materials(
+            workdir=self.workdir,
+            seed=self.settings.seed,
+            max_bytes=self.settings.limits.max_memory,
+            torch_python=self.toolkits.torch_python,
+            export_root=self.cache.folder("pytest-rknn-exports") or self.workdir / "exports",
+        )
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        workdir: Path,
+        toolkits: Toolkits,
+        pytest_cache: Any | None,
+        export_specs: list[VariantSpec],
+    ) -> RknnSession:
+        cache = ConversionCache(pytest_cache, enabled=settings.use_cache)
+        session = cls(settings, workdir, toolkits, cache)
+        session.materials.export_specs = export_specs
+        return session
+
+    def python_for(self, version: str) -> tuple[Path | None, str | None]:
+        """The interpreter of a usable environment (registered with the pool), or why not."""
+        python, why = self.toolkits.python(version)
+        if python is not None:
+            self.pool.add(version, python, self.toolkits.worker_env(version))
+        return python, why
+
+    def close(self) -> None:
+        self.pool.close()

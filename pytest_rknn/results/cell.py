@@ -1,0 +1,126 @@
+"""The record of one finished cell, from the worker's answer to the matrix.
+
+A cell is one (variant, platform, toolkit version, quantization mode) with its outcome. One
+:class:`CellRecord` is made where the cell's verdict is made and is the same object in the
+pytest item, the recorder, the matrix and the views; it becomes a plain dict only where it
+crosses a process boundary (the xdist report, the journal, the matrix file, the cache) and is
+checked when it comes back (:meth:`CellRecord.from_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from pytest_rknn.results.status import Status
+
+Key = tuple[str, str, str, str]
+KEY_FIELDS = ("variant_id", "platform", "toolkit", "quant")
+
+
+def now() -> str:
+    """The current time as the matrix writes it (UTC, ISO 8601, milliseconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def instant(timestamp: str | None) -> datetime:
+    """A matrix timestamp as an aware datetime (the earliest possible one for ``None``)."""
+    if not timestamp:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class CellRecord:
+    """One cell of the matrix: a variant converted for one platform by one toolkit version.
+
+    ``job_id`` names the worker job whose answer the cell holds (None when no job ran: an
+    unsupported cell, a broken environment); ``bounds`` are the tolerance bounds the metrics were
+    judged against. ``extra`` is room for fields a later version adds.
+    """
+
+    variant_id: str
+    platform: str
+    toolkit: str
+    quant: str
+    status: Status
+    variant: dict[str, Any] = field(default_factory=dict)
+    signature: str | None = None
+    reason: str | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bounds: dict[str, float | None] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    cached: bool = False
+    log_excerpt: str | None = None
+    artifact: str | None = None
+    job_id: str | None = None
+    finished: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.status = (
+            Status.parse(self.status) if not isinstance(self.status, Status) else (self.status)
+        )
+
+    @property
+    def key(self) -> Key:
+        """(variant_id, platform, toolkit, quant): what identifies a cell across runs."""
+        return (self.variant_id, self.platform, self.toolkit, self.quant)
+
+    @property
+    def id(self) -> str:
+        """The cell's pytest id: ``<variant>-<platform>-<toolkit>-<quant>``."""
+        return "-".join(self.key)
+
+    @property
+    def failed(self) -> bool:
+        return self.status.failing
+
+    def to_dict(self) -> dict[str, Any]:
+        """The cell as it appears in the document (non-finite timings become null)."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["timings"] = {k: _finite_or_none(v) for k, v in self.timings.items()}
+        data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
+        if not data["extra"]:
+            del data["extra"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CellRecord:
+        """A cell from its document form; unknown fields or a bad status raise ``ValueError``."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a cell must be a JSON object, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(
+                f"cell has unknown field(s) {unknown}: known fields are {', '.join(known)}"
+                " (put anything else under 'extra')"
+            )
+        missing = [k for k in (*KEY_FIELDS, "status") if not data.get(k)]
+        if missing:
+            raise ValueError(f"cell lacks {', '.join(missing)}: every cell needs all of its key")
+        bad = [k for k in KEY_FIELDS if not isinstance(data[k], str)]
+        if bad:
+            raise ValueError(f"cell key field(s) {', '.join(bad)} must be strings")
+        values = dict(data)
+        try:
+            values["status"] = Status.parse(str(data["status"]))
+        except ValueError as exc:
+            raise ValueError(f"cell {exc}") from None
+        for name in ("variant", "metrics", "timings", "extra"):
+            if values.get(name) is None:
+                values.pop(name, None)
+        return cls(**values)

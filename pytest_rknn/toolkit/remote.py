@@ -1,0 +1,234 @@
+"""The toolkit-side worker: runs inside one rknn-toolkit2 environment, converts jobs one by one.
+
+This file is executed as a script by a toolkit environment's interpreter (``python remote.py
+--jobs FD --results FD``); it is never imported by the host. It imports only the standard
+library, numpy and rknn. Jobs and results travel as JSON lines over two inherited pipe file
+descriptors, never over stdout: the toolkit prints there (Python and C++ alike), and each job's
+stdout/stderr are redirected at the file-descriptor level into that job's log file.
+
+The conversation (checked on the host by ``protocol.py``): ``hello`` -> ``ready`` (the same
+protocol number and nonce), then ``job`` -> ``result`` naming the job's id, until ``exit``.
+A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
+result names the call that failed (``failed_phase``), or none. What that means for the cell is
+decided on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+PROTOCOL = 2
+
+
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+class _Redirect:
+    """Point fds 1 and 2 (and so every C++ and Python write) at a log file for one job."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> _Redirect:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+
+
+def run_job(job: dict, rknn_cls: type) -> dict:
+    import numpy as np
+
+    result: dict = {
+        "id": job["id"],
+        "failed_phase": None,
+        "returncodes": {},
+        "timings": {},
+        "outputs": [],
+        "artifact": None,
+        "error": None,
+    }
+    outdir = job["outdir"]
+    os.makedirs(outdir, exist_ok=True)
+    _reset_hwm()
+    rknn = None
+    phase = "create"
+
+    def step(name: str, fn, *args, **kwargs):
+        nonlocal phase
+        phase = name
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            result["timings"][name] = round(time.perf_counter() - start, 6)
+
+    def failed(name: str, ret: object) -> bool:
+        result["returncodes"][name] = ret if isinstance(ret, int) else 0
+        if ret not in (0, None):
+            result["failed_phase"] = name
+            result["error"] = f"{name} returned {ret}"
+            return True
+        return False
+
+    try:
+        rknn = step("create", rknn_cls, verbose=bool(job.get("verbose", False)))
+        config = dict(job.get("config") or {})
+        config["target_platform"] = job["platform"]
+        if failed("config", step("config", rknn.config, **config)):
+            return result
+        if failed("load_onnx", step("load_onnx", rknn.load_onnx, model=job["onnx"])):
+            return result
+        ret = step(
+            "build",
+            rknn.build,
+            do_quantization=bool(job.get("do_quantization", False)),
+            dataset=job.get("dataset"),
+        )
+        if failed("build", ret):
+            return result
+        artifact = os.path.join(outdir, "model.rknn")
+        if failed("export_rknn", step("export_rknn", rknn.export_rknn, artifact)):
+            return result
+        result["artifact"] = artifact
+        if not job.get("simulate", True):
+            return result
+        if failed("init_runtime", step("init_runtime", rknn.init_runtime)):
+            return result
+        arrays = [np.load(p, allow_pickle=False) for p in job.get("inputs", [])]
+        # inference() reads 4-D arrays as NHWC unless told otherwise; ours are in the model's
+        # layout. The toolkit wants one format string per input whatever its rank.
+        outputs = step(
+            "inference", rknn.inference, inputs=arrays, data_format=["nchw"] * len(arrays)
+        )
+        if outputs is None:
+            failed("inference", -1)
+            return result
+        result["returncodes"]["inference"] = 0
+        for i, out in enumerate(outputs):
+            path = os.path.join(outdir, f"output{i}.npy")
+            np.save(path, np.asarray(out))
+            result["outputs"].append(path)
+    except BaseException as exc:  # noqa: BLE001 - every toolkit failure becomes a result
+        result["failed_phase"] = phase
+        # The toolkit re-raises with a whole traceback as the message; the log keeps it all.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        result["error"] = f"{type(exc).__name__} in {phase}: {lines[-1] if lines else ''}"
+        result["outputs"] = []
+        traceback.print_exc()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+    finally:
+        if rknn is not None:
+            try:
+                rknn.release()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+        result["peak_rss_mb"] = _vm_hwm_mb()
+    return result
+
+
+def _read(jobs) -> dict | None:
+    line = jobs.readline()
+    if not line:
+        return None
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError(f"not a message: {line[:80]!r}")
+    return message
+
+
+def serve(jobs_fd: int, results_fd: int) -> int:
+    jobs = os.fdopen(jobs_fd, "r", encoding="utf-8")
+    results = os.fdopen(results_fd, "w", encoding="utf-8")
+
+    def send(message: dict) -> None:
+        results.write(json.dumps(message) + "\n")
+        results.flush()
+
+    hello = _read(jobs)
+    if hello is None or hello.get("op") != "hello":
+        print(f"remote: expected hello, got {hello!r}", file=sys.stderr)
+        return 2
+    ready = {"op": "ready", "protocol": PROTOCOL, "nonce": hello.get("nonce"), "pid": os.getpid()}
+    if hello.get("protocol") != PROTOCOL:
+        send({**ready, "ok": False, "error": f"host speaks protocol {hello.get('protocol')!r}"})
+        return 2
+    start = time.perf_counter()
+    try:
+        from rknn.api import RKNN
+    except BaseException as exc:  # noqa: BLE001 - reported to the host as env-error
+        send({**ready, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        traceback.print_exc()
+        return 3
+    try:
+        from importlib.metadata import version
+
+        toolkit = version("rknn-toolkit2")
+    except Exception:  # noqa: BLE001
+        toolkit = None
+    send(
+        {
+            **ready,
+            "ok": True,
+            "toolkit": toolkit,
+            "python": sys.version.split()[0],
+            "import_s": round(time.perf_counter() - start, 3),
+        }
+    )
+    while True:
+        message = _read(jobs)
+        if message is None or message.get("op") == "exit":
+            return 0
+        if message.get("op") != "job" or not isinstance(message.get("job"), dict):
+            print(f"remote: unexpected message {str(message)[:200]}", file=sys.stderr)
+            return 2
+        job = message["job"]
+        with _Redirect(job["log"]):
+            result = run_job(job, RKNN)
+        send({"op": "result", "id": job["id"], "result": result})
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, required=True, help="fd to read JSON-line jobs from")
+    parser.add_argument("--results", type=int, required=True, help="fd to write results to")
+    args = parser.parse_args(argv)
+    return serve(args.jobs, args.results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""Spawning and supervising toolkit workers: one long-lived process per toolkit environment.
+
+The host side of ``remote.py``: a :class:`ToolkitWorker` starts the worker script with an
+environment's interpreter and a minimal environment (:data:`PASSED_ENV`), shakes hands with it,
+hands it jobs over a pipe, and watches it while it works. A worker that exits, passes its memory
+cap or its timeout, or breaks the protocol (see :mod:`~pytest_rknn.toolkit.protocol`) is killed
+with its whole process group; the job comes back as ``crash``, ``oom`` or ``timeout`` with the
+reason, and the next job gets a fresh worker. A worker that cannot even start (the toolkit does
+not import) yields ``env-error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pytest_rknn.results.status import Status
+from pytest_rknn.toolkit.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL,
+    Job,
+    JobResult,
+    Limits,
+    ProtocolError,
+    check_ready,
+    check_result,
+)
+
+REMOTE = Path(__file__).with_name("remote.py")
+LOG_HEAD = 16 * 1024
+LOG_TAIL = 192 * 1024
+
+
+class WorkerStartError(RuntimeError):
+    """The worker process did not come up: the toolkit environment is broken."""
+
+
+# Host variables a worker inherits; anything else (tokens, the host's PYTHONPATH, ...) stays out.
+PASSED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "LD_LIBRARY_PATH",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+PASSED_ENV_PREFIXES = ("LC_",)
+
+
+@dataclass
+class _Fault:
+    status: Status
+    detail: str
+
+
+def read_log(path: str | Path, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> str:
+    """The toolkit's log for a job, its middle cut out when it is long."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return ""
+    if len(data) > head + tail:
+        cut = len(data) - head - tail
+        data = data[:head] + f"\n[... {cut} bytes cut ...]\n".encode() + data[-tail:]
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    try:
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+    except psutil.Error:
+        return 0
+
+
+def worker_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a worker: the allow-listed host variables, ours, and ``extra``."""
+    env = {
+        k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ToolkitWorker:
+    """One worker process running in one toolkit environment's interpreter."""
+
+    python: Path
+    version: str
+    workdir: Path
+    limits: Limits = field(default_factory=Limits)
+    max_jobs: int = 200
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    starts: int = 0
+    jobs_done: int = 0
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self._jobs_w: int | None = None
+        self._results_r: int | None = None
+        self._buffer = b""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def startup_log(self) -> Path:
+        return self.workdir / f"worker-{self.version}-{self.starts}.log"
+
+    def start(self) -> dict[str, Any]:
+        """Start the worker and wait for its ``ready`` message; raise WorkerStartError if none."""
+        self.stop()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        jobs_r, jobs_w = os.pipe()
+        results_r, results_w = os.pipe()
+        with open(self.startup_log, "wb") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    [str(self.python), str(REMOTE), "--jobs", str(jobs_r)]
+                    + ["--results", str(results_w)],
+                    pass_fds=(jobs_r, results_w),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=worker_env(self.extra_env),
+                )
+            except OSError as exc:
+                for fd in (jobs_r, jobs_w, results_r, results_w):
+                    os.close(fd)
+                raise WorkerStartError(
+                    f"cannot start toolkit {self.version} worker with {self.python}: {exc}; "
+                    f"rebuild it with `pytest-rknn envs --rebuild --toolkits {self.version}`"
+                ) from exc
+        os.close(jobs_r)
+        os.close(results_w)
+        self._jobs_w, self._results_r, self._buffer = jobs_w, results_r, b""
+        self.jobs_done = 0
+        nonce = uuid.uuid4().hex
+        self._send({"op": "hello", "protocol": PROTOCOL, "nonce": nonce})
+        message = self._await(self.limits.startup_timeout)
+        detail = None
+        if isinstance(message, _Fault):
+            detail = message.detail
+        else:
+            try:
+                check_ready(message, nonce)
+            except ProtocolError as exc:
+                detail = str(exc)
+            else:
+                if not message.get("ok"):
+                    detail = str(message.get("error"))
+        if detail is not None:
+            tail = read_log(self.startup_log, head=0, tail=2000).strip().splitlines()[-1:]
+            self.stop()
+            raise WorkerStartError(
+                f"toolkit {self.version} worker failed to start ({detail}"
+                + (f"; last log line: {tail[0]}" if tail else "")
+                + f"); rebuild it with `pytest-rknn envs --rebuild --toolkits {self.version}`"
+            )
+        self.info = message
+        return message
+
+    def run(self, job: Job) -> JobResult:
+        """Run one job; toolkit faults come back as statuses, never as exceptions."""
+        if self.alive and self._out_of_sync():
+            self.kill()
+        if not self.alive or self.jobs_done >= self.max_jobs:
+            try:
+                self.start()
+            except WorkerStartError as exc:
+                return JobResult(
+                    id=job.id, fault=Status.ENV_ERROR, toolkit=self.version, error=str(exc)
+                )
+        Path(job.outdir).mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self._send({"op": "job", "id": job.id, "job": job.to_wire()})
+        message = self._await(self.limits.timeout)
+        wall = round(time.perf_counter() - started, 6)
+        log = read_log(job.log)
+        if not isinstance(message, _Fault):
+            try:
+                result = check_result(message, job)
+            except ProtocolError as exc:
+                message = _Fault(Status.CRASH, f"protocol violation: {exc}; worker replaced")
+        if isinstance(message, _Fault):
+            self.kill()
+            return JobResult(
+                id=job.id,
+                fault=message.status,
+                toolkit=self.version,
+                error=message.detail,
+                timings={"wall": wall},
+                peak_rss_mb=round(self._peak / 2**20, 1),
+                log=log,
+                log_path=job.log,
+            )
+        self.jobs_done += 1
+        result.toolkit = self.info.get("toolkit") or self.version
+        result.log = log
+        result.log_path = job.log
+        result.timings["wall"] = wall
+        if result.peak_rss_mb is None:
+            result.peak_rss_mb = round(self._peak / 2**20, 1)
+        return result
+
+    def _out_of_sync(self) -> bool:
+        """Whether the worker said something nobody asked for (then it is not trusted)."""
+        if self._buffer:
+            return True
+        assert self._results_r is not None
+        return bool(select.select([self._results_r], [], [], 0)[0])
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._jobs_w is not None
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._jobs_w, (json.dumps(message) + "\n").encode())
+
+    def _await(self, timeout: float) -> dict[str, Any] | _Fault:
+        """Wait for the next message, watching the worker's memory and life while waiting."""
+        assert self.proc is not None and self._results_r is not None
+        deadline = time.monotonic() + timeout
+        self._peak = 0
+        try:
+            process = psutil.Process(self.proc.pid)
+        except psutil.Error:
+            process = None
+        while True:
+            if b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                return _parse(line)
+            if len(self._buffer) > MAX_MESSAGE_BYTES:
+                return _Fault(
+                    Status.CRASH,
+                    f"protocol violation: a message of over {MAX_MESSAGE_BYTES} bytes; "
+                    "worker replaced",
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _Fault(Status.TIMEOUT, f"no result within {timeout:g} s; worker killed")
+            ready, _, _ = select.select(
+                [self._results_r], [], [], min(self.limits.poll_interval, remaining)
+            )
+            if ready:
+                chunk = os.read(self._results_r, 1 << 16)
+                if chunk:
+                    self._buffer += chunk
+                    continue
+                try:
+                    code = self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    return _Fault(Status.CRASH, "worker closed its result channel mid-job")
+                return _Fault(Status.CRASH, _describe_exit(code))
+            if self.proc.poll() is not None:
+                while select.select([self._results_r], [], [], 0)[0]:
+                    chunk = os.read(self._results_r, 1 << 16)
+                    if not chunk:
+                        break
+                    self._buffer += chunk
+                if b"\n" in self._buffer:
+                    continue
+                return _Fault(Status.CRASH, _describe_exit(self.proc.returncode))
+            if process is not None:
+                rss = _tree_rss(process)
+                self._peak = max(self._peak, rss)
+                if rss > self.limits.max_memory:
+                    return _Fault(
+                        Status.OOM,
+                        f"worker memory {rss / 2**30:.1f} GiB passed the cap of "
+                        f"{self.limits.max_memory / 2**30:.1f} GiB; worker killed",
+                    )
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._close_pipes()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Ask the worker to exit, then make sure it did."""
+        if self.proc is not None and self.proc.poll() is None and self._jobs_w is not None:
+            self._send({"op": "exit"})
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+        self.kill()
+        self.proc = None
+
+    def _close_pipes(self) -> None:
+        for name in ("_jobs_w", "_results_r"):
+            fd = getattr(self, name)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, None)
+
+
+def _parse(line: bytes) -> dict[str, Any] | _Fault:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        shown = line[:80].decode("utf-8", "replace")
+        return _Fault(
+            Status.CRASH,
+            f"protocol violation: a line that is not JSON ({shown!r}); worker replaced",
+        )
+    if not isinstance(message, dict):
+        return _Fault(Status.CRASH, "protocol violation: a message that is not an object")
+    return message
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker died with {name}"
+    return f"worker exited with code {code} in the middle of a job"
+
+
+@dataclass
+class WorkerPool:
+    """Workers by toolkit version, started on first use and replaced after a fault."""
+
+    workdir: Path
+    limits: Limits = field(default_factory=Limits)
+    workers: dict[str, ToolkitWorker] = field(default_factory=dict)
+
+    def add(self, version: str, python: Path, extra_env: dict[str, str] | None = None) -> None:
+        """Say which interpreter runs ``version`` (a worker starts on its first job)."""
+        held = self.workers.get(version)
+        if held is not None and held.python == Path(python):
+            return
+        if held is not None:
+            held.stop()
+        self.workers[version] = ToolkitWorker(
+            python=Path(python),
+            version=version,
+            workdir=Path(self.workdir) / "workers",
+            limits=self.limits,
+            extra_env=dict(extra_env or {}),
+        )
+
+    def run(self, version: str, job: Job) -> JobResult:
+        worker = self.workers.get(version)
+        if worker is None:
+            known = ", ".join(sorted(self.workers)) or "none"
+            raise KeyError(f"no toolkit environment for {version} (have: {known})")
+        return worker.run(job)
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.workers.clear()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,61 @@
+"""Where a cell's verdict is made: from the toolkit's answer and the reference to a status.
+
+:func:`judge_outputs` holds the simulator's outputs against the reference under the cell's
+bounds (``pass`` or ``tolerance-fail``, with every metric); :func:`judge_failure` turns an answer
+without outputs (a toolkit call that failed, or a worker that died) into its status and error
+signature. Both return a :class:`Verdict`; the pipeline puts it into the cell's record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pytest_rknn.results.status import Status
+from pytest_rknn.verdict import signatures
+from pytest_rknn.verdict.tolerance import (
+    Bounds,
+    check,
+    compute_metrics,
+    format_report,
+    violation_signature,
+)
+
+
+@dataclass
+class Verdict:
+    """A status with what explains it: signature, reason, metrics and the tolerance report."""
+
+    status: Status
+    signature: str | None = None
+    reason: str | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: str = ""
+
+
+def judge_outputs(
+    reference: list[np.ndarray], outputs: list[np.ndarray], bounds: Bounds
+) -> Verdict:
+    """``pass`` when every output is within ``bounds`` of its reference, else tolerance-fail."""
+    if len(outputs) != len(reference):
+        text = f"the simulator returned {len(outputs)} outputs, the reference has {len(reference)}"
+        return Verdict(Status.TOLERANCE_FAIL, "tolerance: output count", text, report=text)
+    metrics = {
+        f"output{i}": compute_metrics(ref, np.asarray(out))
+        for i, (ref, out) in enumerate(zip(reference, outputs, strict=True))
+    }
+    violations = check(metrics, bounds)
+    report = format_report(metrics, bounds)
+    data = {name: m.to_dict() for name, m in metrics.items()}
+    if not violations:
+        return Verdict(Status.PASS, metrics=data, report=report)
+    signature = violation_signature(violations)
+    reason = "; ".join(v.message for v in violations[:3])
+    return Verdict(Status.TOLERANCE_FAIL, signature, reason, data, report)
+
+
+def judge_failure(status: Status, log: str, error: str | None) -> Verdict:
+    """The verdict of an answer that has no outputs to judge (``status`` is already known)."""
+    return Verdict(status, signatures.classify(log, error, status), error)

@@ -1,0 +1,1 @@
+"""Views of a matrix: ``text`` (terminal), ``markdown``, ``dashboard`` (HTML); ``tally`` counts."""

@@ -1,0 +1,88 @@
+"""Counting a matrix for its views: pass/ran per platform and toolkit, and top signatures.
+
+The helpers read only the cells' ``platform``, ``toolkit``, ``quant``, ``status`` (a
+:class:`~pytest_rknn.results.status.Status`), ``signature`` and ``variant_id``, so they work on
+any iterable of records (``Matrix.cells``). What counts as failing or as ran comes from the
+status vocabulary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from pytest_rknn.results.cell import CellRecord
+from pytest_rknn.results.status import Status
+
+
+def cells_of(matrix: Any) -> list[CellRecord]:
+    """The cells of a matrix, or the iterable of cells itself."""
+    return list(matrix.cells if hasattr(matrix, "cells") else matrix)
+
+
+def failing_cells(matrix: Any) -> list[CellRecord]:
+    return [c for c in cells_of(matrix) if c.status.failing]
+
+
+def version_key(label: str) -> tuple[Any, ...]:
+    """Sort key putting ``2.2.0 < 2.3.0 < 2.10.0`` and non-version labels after them."""
+    parts = re.findall(r"\d+|[A-Za-z]+", label)
+    if not parts or not parts[0].isdigit():
+        return (1, label)
+    return (0, *[(0, int(p)) if p.isdigit() else (1, p) for p in parts])
+
+
+def grid(
+    cells: list[CellRecord],
+) -> tuple[list[str], list[str], dict[tuple[str, str], Counter[Status]]]:
+    """Row names (platform, with the quant mode when there are several), toolkit columns, and
+    the status counts of each (row, column)."""
+    quants = sorted({c.quant for c in cells})
+    rows = sorted({(c.platform, c.quant) for c in cells})
+    row_names = [p if len(quants) == 1 else f"{p} {q}" for p, q in rows]
+    columns = sorted({c.toolkit for c in cells}, key=version_key)
+    counts: dict[tuple[str, str], Counter[Status]] = {}
+    for cell in cells:
+        name = cell.platform if len(quants) == 1 else f"{cell.platform} {cell.quant}"
+        counts.setdefault((name, cell.toolkit), Counter())[cell.status] += 1
+    return row_names, columns, counts
+
+
+def pass_ran(counter: Counter[Status] | None) -> str:
+    """``passed/ran`` of one grid entry, ``-`` when empty, ``unsupported`` when none ran."""
+    if not counter:
+        return "-"
+    ran = sum(n for status, n in counter.items() if status.ran)
+    if ran == 0:
+        return Status.UNSUPPORTED.value
+    return f"{counter[Status.PASS]}/{ran}"
+
+
+def status_line(cells: list[CellRecord]) -> str:
+    """``248 cells: 192 pass, 56 fail (convert-fail 56), 8 unsupported``."""
+    counts = Counter(c.status for c in cells)
+    failing = {s: n for s, n in counts.items() if s.failing}
+    noun = "cell" if len(cells) == 1 else "cells"
+    text = f"{len(cells)} {noun}: {counts[Status.PASS]} pass, {sum(failing.values())} fail"
+    if failing:
+        text += " (" + ", ".join(f"{s.value} {n}" for s, n in sorted(failing.items())) + ")"
+    skipped = sum(n for s, n in counts.items() if not s.ran)
+    if skipped:
+        text += f", {skipped} unsupported"
+    return text
+
+
+def top_signatures(matrix: Any, limit: int = 8) -> list[tuple[str, int, list[str]]]:
+    """The most common signatures of failing cells: (signature, count, where it occurs)."""
+    groups: dict[str, list[CellRecord]] = {}
+    for cell in failing_cells(matrix):
+        groups.setdefault(cell.signature or cell.status.value, []).append(cell)
+    ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[:limit]
+    result = []
+    for signature, members in ranked:
+        places = sorted(
+            {(c.platform, c.toolkit) for c in members}, key=lambda p: (p[0], version_key(p[1]))
+        )
+        result.append((signature, len(members), [f"{p}/{t}" for p, t in places]))
+    return result
