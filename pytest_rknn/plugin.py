@@ -35,6 +35,7 @@ RECORDER = pytest.StashKey[Recorder]()
 CELLS = pytest.StashKey[list[CellSpec]]()
 RECORDS = pytest.StashKey[list[Any]]()
 PROVISIONED = pytest.StashKey[bool]()
+COLLECTED = pytest.StashKey[bool]()
 PROPERTY = "rknn_cell"
 
 
@@ -114,9 +115,20 @@ def _needs(targets: Iterable[CellSpec | ExploreTarget], settings: Settings) -> t
     return versions, exporter
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_collection_modifyitems")
+def pytest_rknn_note_collected(config: pytest.Config) -> Iterator[None]:
+    """Note that collection got through (pytest calls collection_finish even when not)."""
+    result = yield
+    config.stash[COLLECTED] = True
+    return result
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if _is_xdist_worker(config) or config.option.collectonly:
+        return
+    broken = session.testsfailed and not config.option.continue_on_collection_errors
+    if not config.stash.get(COLLECTED, False) or broken:
         return
     targets = []
     for item in session.items:
@@ -168,6 +180,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("rknn_cell", cells, ids=[c.id for c in cells], indirect=True)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[SETTINGS]
     _select_mode(config, items, settings.explore)

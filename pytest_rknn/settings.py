@@ -158,7 +158,7 @@ def _limits(config: pytest.Config) -> Limits:
 
 def _distinct(matrix: Path, html: Path | None, baseline: Path | None) -> None:
     """Refuse an output path that would overwrite another input or output of the run."""
-    named = [("--rknn-matrix", matrix), ("--rknn-html", html), ("--rknn-baseline", baseline)]
+    named = [("--rknn-baseline", baseline), ("--rknn-matrix", matrix), ("--rknn-html", html)]
     seen: dict[Path, str] = {}
     for flag, path in named:
         if path is None:

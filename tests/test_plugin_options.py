@@ -76,6 +76,14 @@ BAD_VALUES = [
     ("--rknn-matrix=.", ["--rknn-matrix . is a folder", "give a file path"]),
     ("--rknn-html=/proc/none/m.html", ["--rknn-html /proc/none/m.html", "cannot create"]),
     ("--rknn-variant=sdpa-b1", ["--rknn-variant", "is not a variant id"]),
+    ("--rknn-timeout=nan", ["--rknn-timeout 'nan'", "finite number of seconds > 0"]),
+    ("--rknn-timeout=inf", ["--rknn-timeout 'inf'", "finite number of seconds > 0"]),
+    ("--rknn-max-memory=100M", ["--rknn-max-memory '100M' is below 256M", "e.g. 8G"]),
+    (
+        "--rknn-html=rknn-matrix.json",
+        ["--rknn-html rknn-matrix.json", "same file as --rknn-matrix"],
+    ),
+    ("--rknn-model=.", ["--rknn-model . is a folder", "an .onnx file in it"]),
 ]
 
 
@@ -87,6 +95,16 @@ def test_bad_value_is_a_one_line_usage_error(
     line = usage_error(result)
     for words in fix:
         assert words in line
+
+
+def test_html_over_the_baseline_is_refused(cells: pytest.Pytester, tmp_path) -> None:
+    from pytest_rknn.results.matrix import Matrix
+
+    Matrix(meta={}).write(cells.path / "old.json")
+    line = usage_error(
+        cells.runpytest_inprocess(*BASE, "--rknn-baseline=old.json", "--rknn-html=old.json")
+    )
+    assert "same file as --rknn-baseline" in line
 
 
 def test_malformed_model_file_is_a_usage_error(cells: pytest.Pytester) -> None:

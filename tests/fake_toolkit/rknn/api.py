@@ -1,8 +1,8 @@
 """FAKE ``rknn.api.RKNN`` for tests of the worker protocol, the fault handling and the pipeline.
 
 It is not rknn-toolkit2 and never stands in for it in a real matrix. ``FAKE_RKNN_MODE`` says how
-it behaves; ``FAKE_RKNN_MODE=by-platform:rk3566=simulate,rk3588=build-fail`` picks a mode per
-target platform.
+it behaves; ``FAKE_RKNN_MODE=by-platform:rk3588=build-fail`` picks a mode per target platform
+(``simulate`` for the platforms it does not name).
 
 Modes:
 - ok: outputs are the inputs doubled (protocol round trips);
@@ -47,7 +47,7 @@ def _mode(platform):
     mode = os.environ.get("FAKE_RKNN_MODE", "ok")
     if mode.startswith("by-platform:"):
         table = dict(item.split("=", 1) for item in mode.split(":", 1)[1].split(","))
-        return table.get(platform, "ok")
+        return table.get(platform, "simulate")
     return mode
 
 

@@ -1,0 +1,207 @@
+"""The whole pipeline in seconds: plugin -> cells -> worker protocol -> matrix, FAKE toolkit.
+
+Each test runs a pytester suite in a subprocess with ``-p fake_toolkits``: every toolkit version
+is this interpreter running the FAKE ``rknn`` of ``tests/fake_toolkit`` (``simulate`` computes
+the right answer with onnxruntime; other modes fail on purpose). Only the toolkit is fake: the
+workers, the protocol, the verdicts, the cache, the recorder and the matrix are the real ones.
+Real-toolkit runs of the same pipeline are in test_plugin_runs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import Status
+
+FAKE_DIR = Path(__file__).with_name("fake_toolkit")
+CELLS = """
+def test_cell(rknn_cell):
+    outcome = rknn_cell.check()
+    assert outcome.status == "pass", outcome.message
+"""
+# Two toolkits, two platforms, two small drawn manual variants: 8 cells.
+BASE = (
+    "-p",
+    "fake_toolkits",
+    "--rknn-toolkits=2.3.2,2.5.0",
+    "--rknn-platforms=rk3566,rk3588",
+    "--rknn-forms=manual",
+    "--rknn-examples=2",
+    "--rknn-no-curated",
+    "--rknn-matrix=m.json",
+)
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    path = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(FAKE_DIR), path) if p))
+    monkeypatch.setenv("FAKE_RKNN_MODE", "simulate")
+    monkeypatch.delenv("FAKE_RKNN_MODES", raising=False)
+    monkeypatch.delenv("FAKE_RKNN_BROKEN", raising=False)
+    pytester.makepyfile(test_rknn_cells=CELLS)
+    return pytester
+
+
+def run(suite: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return suite.runpytest_subprocess(*BASE, *args)
+
+
+def cells(suite: pytest.Pytester, name: str = "m.json") -> dict[tuple[str, ...], object]:
+    matrix = Matrix.load(suite.path / name)
+    return {cell.key: cell for cell in matrix.cells}
+
+
+def item_ids(result: pytest.RunResult) -> set[str]:
+    found = set()
+    for line in result.outlines:
+        if "test_cell[" in line and (" PASSED" in line or " FAILED" in line or " SKIPPED" in line):
+            found.add(line.split("test_cell[", 1)[1].split("]", 1)[0])
+    return found
+
+
+def test_cells_run_through_the_real_workers_into_the_matrix(suite: pytest.Pytester) -> None:
+    result = run(suite, "-v")
+    result.assert_outcomes(passed=8)
+    found = cells(suite)
+    assert len(found) == 8
+    assert {"-".join(key) for key in found} == item_ids(result)
+    job_ids = [cell.job_id for cell in found.values()]
+    assert all(job_ids) and len(set(job_ids)) == 8, "each cell holds its own job's answer"
+    for cell in found.values():
+        assert cell.status is Status.PASS and not cell.cached
+        assert cell.metrics["output0"]["cosine"] > 0.9999
+        assert cell.bounds is not None
+    meta = json.loads((suite.path / "m.json").read_text())["meta"]
+    assert {env["kind"] for env in meta["toolkit_envs"]} == {"FAKE toolkit"}
+    assert not (suite.path / "m.json.journal").exists()
+
+
+def test_a_warm_run_reuses_answers_and_judges_them_again(suite: pytest.Pytester) -> None:
+    run(suite).assert_outcomes(passed=8)
+    cold = cells(suite)
+    result = run(suite, "--rknn-matrix=warm.json")
+    result.assert_outcomes(passed=8)
+    warm = cells(suite, "warm.json")
+    assert set(warm) == set(cold)
+    for key, cell in warm.items():
+        assert cell.cached and cell.status is cold[key].status
+        assert cell.job_id == cold[key].job_id
+    tight = run(suite, "--rknn-matrix=tight.json", "-o", "rknn_bounds_fp16=max_rel_l2=0")
+    tight.assert_outcomes(failed=8)
+    for cell in cells(suite, "tight.json").values():
+        assert cell.cached and cell.status is Status.TOLERANCE_FAIL
+        assert cell.bounds["max_rel_l2"] == 0 and cell.signature == "tolerance: rel_l2"
+
+
+def test_no_cache_neither_reads_nor_writes(suite: pytest.Pytester) -> None:
+    run(suite, "--rknn-no-cache").assert_outcomes(passed=8)
+    assert not list((suite.path / ".pytest_cache").rglob("conversions"))
+    run(suite).assert_outcomes(passed=8)
+    run(suite, "--rknn-no-cache", "--rknn-matrix=again.json").assert_outcomes(passed=8)
+    assert not any(cell.cached for cell in cells(suite, "again.json").values())
+
+
+def test_failures_are_statuses_with_signatures(suite: pytest.Pytester, monkeypatch) -> None:
+    monkeypatch.setenv(
+        "FAKE_RKNN_MODES", "2.3.2=by-platform:rk3566=build-fail,rk3588=crash;2.5.0=runtime-fail"
+    )
+    result = run(suite)
+    result.assert_outcomes(failed=8)
+    found = cells(suite)
+    statuses = {(k[1], k[2]): c.status for k, c in found.items()}
+    assert statuses == {
+        ("rk3566", "2.3.2"): Status.CONVERT_FAIL,
+        ("rk3588", "2.3.2"): Status.CRASH,
+        ("rk3566", "2.5.0"): Status.RUNTIME_FAIL,
+        ("rk3588", "2.5.0"): Status.RUNTIME_FAIL,
+    }
+    sigs = {c.status: c.signature for c in found.values()}
+    assert sigs[Status.CONVERT_FAIL] == "REGTASK bit width exceeds limit"
+    assert sigs[Status.CRASH] == "worker died with SIGSEGV"
+    again = run(suite, "--rknn-matrix=again.json")
+    again.assert_outcomes(failed=8)
+    for key, cell in cells(suite, "again.json").items():
+        assert cell.cached is (cell.status is not Status.CRASH), key
+
+
+def test_a_broken_environment_is_env_error_with_its_reason(suite, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_RKNN_BROKEN", "2.5.0")
+    result = run(suite)
+    result.assert_outcomes(passed=4, failed=4)
+    for key, cell in cells(suite).items():
+        if key[2] == "2.5.0":
+            assert cell.status is Status.ENV_ERROR
+            assert "FAKE_RKNN_BROKEN" in cell.reason and cell.job_id is None
+
+
+def test_xdist_gives_every_cell_once_with_the_serial_statuses(suite, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_RKNN_MODES", "2.5.0=by-platform:rk3588=build-fail")
+    run(suite, "--rknn-no-cache", "--rknn-matrix=serial.json")
+    result = run(suite, "--rknn-no-cache", "-n", "2", "--rknn-matrix=parallel.json")
+    result.assert_outcomes(passed=6, failed=2)
+    serial, parallel = cells(suite, "serial.json"), cells(suite, "parallel.json")
+    assert {k: c.status for k, c in parallel.items()} == {k: c.status for k, c in serial.items()}
+    assert len({c.job_id for c in parallel.values()}) == 8
+    meta = json.loads((suite.path / "parallel.json").read_text())["meta"]
+    assert [env["version"] for env in meta["toolkit_envs"]] == ["2.3.2", "2.5.0"], (
+        "the xdist controller provisions the collected cells' toolkits"
+    )
+
+
+def _model(path: Path, op: str = "Relu", domain: str = "", dims=(1, 4, 8)) -> Path:
+    node = helper.make_node(op, ["x"], ["y"], domain=domain)
+    graph = helper.make_graph(
+        [node],
+        "user",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims))],
+    )
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), path)
+    return path
+
+
+def test_identical_models_under_two_names_stay_two_cells(suite: pytest.Pytester) -> None:
+    first = _model(suite.path / "encoder_a.onnx")
+    (suite.path / "encoder_b.onnx").write_bytes(first.read_bytes())
+    args = ("--rknn-examples=0", "--rknn-toolkits=2.3.2", "--rknn-platforms=rk3588")
+    models = ("--rknn-model=encoder_a.onnx", "--rknn-model=encoder_b.onnx")
+    run(suite, *args, *models).assert_outcomes(passed=2)
+    run(suite, *args, *models, "--rknn-matrix=warm.json").assert_outcomes(passed=2)
+    for name in ("m.json", "warm.json"):
+        found = list(cells(suite, name).values())
+        assert len(found) == 2
+        paths = sorted(Path(c.variant["path"]).name for c in found)
+        assert paths == ["encoder_a.onnx", "encoder_b.onnx"]
+        for cell in found:
+            assert Path(cell.variant["path"]).stem.replace("_", "") in cell.variant_id.replace(
+                "_", ""
+            )
+    assert all(c.cached for c in cells(suite, "warm.json").values())
+
+
+def test_a_reference_that_cannot_be_computed_keeps_the_conversion(
+    suite: pytest.Pytester, monkeypatch
+) -> None:
+    monkeypatch.setenv("FAKE_RKNN_MODE", "ok")
+    _model(suite.path / "custom.onnx", op="Mystery", domain="com.example")
+    _model(suite.path / "huge.onnx", dims=(1, 100000, 100000))
+    args = ("--rknn-examples=0", "--rknn-toolkits=2.3.2", "--rknn-platforms=rk3588")
+    result = run(suite, *args, "--rknn-model=custom.onnx", "--rknn-model=huge.onnx")
+    result.assert_outcomes(failed=2)
+    by_model = {Path(c.variant["path"]).stem: c for c in cells(suite).values()}
+    custom, huge = by_model["custom"], by_model["huge"]
+    assert custom.status is Status.REFERENCE_ERROR
+    assert "the reference run failed" in custom.reason and "Mystery" in custom.reason
+    assert custom.job_id and custom.timings.get("build") is not None, "the conversion is kept"
+    assert huge.status is Status.REFERENCE_ERROR
+    assert "over --rknn-max-memory" in huge.reason and huge.job_id is None
+    assert "INTERNALERROR" not in "\n".join(result.outlines + result.errlines)
