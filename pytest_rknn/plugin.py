@@ -63,7 +63,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = settings
     if not _is_xdist_worker(config) and not config.option.collectonly:
         recorder = Recorder(config, settings, PROPERTY)
-        recorder.start()
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "rknn-recorder")
 
@@ -84,13 +83,22 @@ def _toolkits(config: pytest.Config) -> Any:
     return config.stash[TOOLKITS]
 
 
-def _provision(config: pytest.Config, versions: Iterable[str], exporter: bool) -> None:
-    """Create or verify the environments of ``versions`` (controller only, once per run)."""
+def _prepare(config: pytest.Config, versions: Iterable[str], exporter: bool) -> None:
+    """Before the first cell (controller only, once per run): take the matrix path, then
+    create or verify the environments of ``versions``."""
     versions = list(dict.fromkeys(versions))
     if config.stash.get(PROVISIONED, False) or not (versions or exporter):
         return
     config.stash[PROVISIONED] = True
     from pytest_rknn.envs.provisioning import EnvError
+    from pytest_rknn.results.journal import MatrixInUse
+
+    recorder = config.stash.get(RECORDER, None)
+    if recorder is not None:
+        try:
+            recorder.claim()
+        except MatrixInUse as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     toolkits = _toolkits(config)
     capman = config.pluginmanager.getplugin("capturemanager")
@@ -99,7 +107,6 @@ def _provision(config: pytest.Config, versions: Iterable[str], exporter: bool) -
             toolkits.provision(versions, exporter)
         except EnvError as exc:
             raise pytest.UsageError(str(exc)) from None
-    recorder = config.stash.get(RECORDER, None)
     if recorder is not None:
         recorder.describe_envs(toolkits.described)
 
@@ -137,7 +144,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for name in ("rknn_cell", "rknn_explore"):
             if isinstance(params.get(name), (CellSpec, ExploreTarget)):
                 targets.append(params[name])
-    _provision(config, *_needs(targets, config.stash[SETTINGS]))
+    _prepare(config, *_needs(targets, config.stash[SETTINGS]))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -148,7 +155,7 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     known: dict[str, CellSpec | ExploreTarget] = {c.id: c for c in _cells(config)}
     known.update({t.id: t for t in explore_targets(settings)})
     params = (nodeid.partition("[")[2][:-1] for nodeid in ids)
-    _provision(config, *_needs([known[p] for p in params if p in known], settings))
+    _prepare(config, *_needs([known[p] for p in params if p in known], settings))
 
 
 def _session(config: pytest.Config) -> RknnSession:

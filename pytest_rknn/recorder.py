@@ -73,13 +73,19 @@ class Recorder:
         self.errors: dict[Path, str] = {}
         self.notes: list[str] = []
         self.lock = RunLock(self.path)
+        self.claimed = False
+        self.refused: str | None = None
 
-    def start(self) -> None:
-        """Take the matrix path for this run and save what a killed earlier run left there."""
-        try:
-            self.lock.acquire(f"pid {os.getpid()} on {socket.gethostname()}, since {self.started}")
-        except MatrixInUse as exc:
-            raise pytest.UsageError(str(exc)) from None
+    def claim(self) -> None:
+        """Take the matrix path for this run and save what a killed earlier run left there.
+
+        Called before the first cell runs (by the plugin, once it knows the run has cells);
+        raises :class:`~pytest_rknn.results.journal.MatrixInUse` when another run holds it.
+        """
+        if self.claimed:
+            return
+        self.lock.acquire(f"pid {os.getpid()} on {socket.gethostname()}, since {self.started}")
+        self.claimed = True
         if self.journal_path.exists():
             self._recover()
 
@@ -145,10 +151,17 @@ class Recorder:
         self.errors[path] = f"{why} ({free_space(path)})"
 
     def add(self, cell: CellRecord) -> None:
+        if not self.claimed and self.refused is None:
+            try:
+                self.claim()
+            except (MatrixInUse, pytest.UsageError) as exc:
+                self.refused = str(exc)
+                self.errors[self.path] = f"not written: {exc}"
         if self.matrix is None:
             self.matrix = Matrix(meta=self.meta())
             try:
-                self.journal = Journal(self.journal_path, meta=self.matrix.meta)
+                if self.refused is None:
+                    self.journal = Journal(self.journal_path, meta=self.matrix.meta)
             except OSError as exc:
                 self._failed(self.journal_path, exc)
         self.matrix.add(cell)
@@ -178,6 +191,8 @@ class Recorder:
                 pytest.ExitCode.INTERNAL_ERROR,
             )
         self.last_write = time.perf_counter()
+        if self.refused is not None:
+            return False
         try:
             self.matrix.write(self.path)
         except (OSError, MatrixError) as exc:

@@ -111,7 +111,6 @@ class ConversionCache:
 
     def __init__(self, cache: Any | None, enabled: bool = True) -> None:
         self.cache = cache if enabled else None
-        self.ignored = 0
 
     def folder(self, name: str) -> Path | None:
         """A folder of pytest's cache for other reusable files (None: nothing is kept)."""
@@ -129,12 +128,9 @@ class ConversionCache:
         if entry is None:
             return None
         try:
-            conversion = self._read(key, entry)
+            return self._read(key, entry)
         except (OSError, ValueError, TypeError, KeyError):
-            conversion = None
-        if conversion is None:
-            self.ignored += 1
-        return conversion
+            return None
 
     def _read(self, key: str, entry: Any) -> Conversion | None:
         if not isinstance(entry, dict) or entry.get("schema") != ENTRY_SCHEMA:
