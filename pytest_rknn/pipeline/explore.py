@@ -9,6 +9,7 @@ signature, and the command that re-runs exactly that cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,11 +17,13 @@ from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.run import Outcome, run_cell
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.subjects import VariantSubject
-from pytest_rknn.settings import Settings
 from pytest_rknn.variants.explore import find_minimal
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.strategies import HOST_FORMS
 from pytest_rknn.verdict.tolerance import Bounds
+
+if TYPE_CHECKING:
+    from pytest_rknn.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ process), which is what lets pytest-xdist's workers agree with each other on the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pytest_rknn.pipeline.subjects import Subject, VariantSubject
-from pytest_rknn.settings import Settings
 from pytest_rknn.variants.curated import curated_cases
 from pytest_rknn.variants.strategies import draw_variants
+
+if TYPE_CHECKING:
+    from pytest_rknn.settings import Settings
 
 
 @dataclass(frozen=True)

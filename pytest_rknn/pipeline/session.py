@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_rknn.envs.registry import Toolkits
 from pytest_rknn.pipeline.cache import ConversionCache
 from pytest_rknn.pipeline.materials import Materials
-from pytest_rknn.settings import Settings
 from pytest_rknn.toolkit.supervisor import WorkerPool
 from pytest_rknn.variants.spec import VariantSpec
+
+if TYPE_CHECKING:
+    from pytest_rknn.settings import Settings
 
 
 @dataclass
