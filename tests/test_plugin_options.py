@@ -107,6 +107,15 @@ def test_html_over_the_baseline_is_refused(cells: pytest.Pytester, tmp_path) -> 
     assert "same file as --rknn-baseline" in line
 
 
+def test_an_environments_folder_that_cannot_be_written_is_one_line(
+    cells: pytest.Pytester,
+) -> None:
+    """Out of space (or any write error) before building environments: no INTERNALERROR."""
+    line = usage_error(cells.runpytest_inprocess(*BASE, "--rknn-envs=/proc/rknn-envs"))
+    assert "cannot write the environments folder /proc/rknn-envs" in line
+    assert "point --rknn-envs" in line
+
+
 def test_malformed_model_file_is_a_usage_error(cells: pytest.Pytester) -> None:
     (cells.path / "x.onnx").write_bytes(b"\x08\x07garbage\x00\xff not a protobuf")
     line = usage_error(cells.runpytest_inprocess(*BASE, "--rknn-model=x.onnx"))
