@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,10 +20,9 @@ import pytest
 
 from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec, build_cells
-from pytest_rknn.pipeline.run import Outcome, message, new_record, run_cell
+from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.recorder import Recorder, baseline_failures
-from pytest_rknn.results.status import Status
 from pytest_rknn.settings import Settings, add_options
 from pytest_rknn.verdict.tolerance import Bounds
 
@@ -228,20 +226,9 @@ def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
     return bounds
 
 
-def run_guarded(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
-    """Run a cell and keep its record for the report; a harness bug becomes a ``crash``."""
-    bounds = _bounds(node, session.settings, cell.quant)
-    try:
-        outcome = run_cell(cell, session, bounds)
-    except Exception as exc:  # noqa: BLE001 - a wrong result is worse than none
-        record = new_record(
-            cell,
-            Status.CRASH,
-            reason=f"internal error in pytest-rknn: {type(exc).__name__}: {exc}",
-            signature="internal error",
-            log_excerpt=traceback.format_exc()[-4000:],
-        )
-        outcome = Outcome(record, message(record))
+def _run(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
+    """Run a cell under the node's bounds and keep its record for the node's report."""
+    outcome = run_guarded(cell, session, _bounds(node, session.settings, cell.quant))
     node.stash.setdefault(RECORDS, []).append(outcome.record)
     return outcome
 
@@ -257,7 +244,7 @@ class CellRunner:
 
     def run(self) -> Outcome:
         if self.outcome is None:
-            self.outcome = run_guarded(self.cell, self.node, self.session)
+            self.outcome = _run(self.cell, self.node, self.session)
         return self.outcome
 
     def check(self) -> Outcome:
@@ -327,7 +314,7 @@ class Converter:
             raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
         subject = provided_model(model, self.session.workdir / "provided", inputs)
-        return run_guarded(CellSpec(subject, platform, version, quant), self.node, self.session)
+        return _run(CellSpec(subject, platform, version, quant), self.node, self.session)
 
 
 @pytest.fixture

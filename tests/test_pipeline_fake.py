@@ -205,3 +205,27 @@ def test_a_reference_that_cannot_be_computed_keeps_the_conversion(
     assert huge.status is Status.REFERENCE_ERROR
     assert "over --rknn-max-memory" in huge.reason and huge.job_id is None
     assert "INTERNALERROR" not in "\n".join(result.outlines + result.errlines)
+
+
+def test_a_harness_bug_is_a_crash_cell_not_a_lost_one(suite: pytest.Pytester) -> None:
+    suite.makeconftest(
+        """
+import pytest_rknn.pipeline.run as run
+
+
+def broken(reference, outputs, bounds):
+    raise RuntimeError("judge exploded")
+
+
+run.judge_outputs = broken
+"""
+    )
+    result = run(suite, "--rknn-toolkits=2.3.2")
+    result.assert_outcomes(failed=4)
+    for cell in cells(suite).values():
+        assert cell.status is Status.CRASH and cell.signature == "internal error"
+        assert "RuntimeError: judge exploded" in cell.reason
+        assert "Traceback" in cell.log_excerpt
+    (suite.path / "conftest.py").unlink()
+    run(suite, "--rknn-toolkits=2.3.2", "--rknn-matrix=fixed.json").assert_outcomes(passed=4)
+    assert all(c.status is Status.PASS and c.cached for c in cells(suite, "fixed.json").values())

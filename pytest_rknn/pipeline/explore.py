@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_rknn.pipeline.plan import CellSpec
-from pytest_rknn.pipeline.run import Outcome, run_cell
+from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.subjects import VariantSubject
 from pytest_rknn.variants.explore import find_minimal
@@ -61,7 +61,7 @@ class Explorer:
     def outcome(self, spec: VariantSpec) -> Outcome:
         if spec.id not in self.tried:
             cell = CellSpec(VariantSubject(spec), *self._coords())
-            outcome = run_cell(cell, self.session, self.bounds)
+            outcome = run_guarded(cell, self.session, self.bounds)
             self.tried[spec.id] = outcome
             self.records.append(outcome.record)
         return self.tried[spec.id]

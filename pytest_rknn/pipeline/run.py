@@ -10,6 +10,7 @@ fault is a status, never an exception; so is a host that cannot make the inputs 
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,22 @@ def message(record: CellRecord, report: str = "") -> str:
 def _short(cell: CellSpec, status: Status, reason: str, signature: str | None) -> Outcome:
     record = new_record(cell, status, reason=reason, signature=signature)
     return Outcome(record, message(record))
+
+
+def run_guarded(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+    """:func:`run_cell`, with a harness bug recorded as ``crash`` (a wrong result is worse
+    than none): the cell still lands in the matrix, with the traceback in its log excerpt."""
+    try:
+        return run_cell(cell, session, bounds)
+    except Exception as exc:  # noqa: BLE001
+        record = new_record(
+            cell,
+            Status.CRASH,
+            reason=f"internal error in pytest-rknn: {type(exc).__name__}: {exc}",
+            signature="internal error",
+            log_excerpt=traceback.format_exc()[-4000:],
+        )
+        return Outcome(record, message(record))
 
 
 def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
