@@ -28,6 +28,7 @@ class Toolkits:
         self.requests = {r.version: r for r in requests}
         self.root = root
         self._envs: dict[str, ToolkitEnv] = {}
+        self._identities: dict[str, dict[str, Any]] = {}
         self.described: list[dict[str, Any]] = []
 
     def request(self, version: str) -> ToolkitRequest:
@@ -61,11 +62,14 @@ class Toolkits:
         return env.python, None
 
     def identity(self, version: str) -> dict[str, Any] | None:
-        """The identity of a usable environment (None when it is not usable)."""
-        env = self.env(version)
-        if env.verify() != EnvState.OK:
-            return None
-        return env.identity()
+        """The identity of a usable environment (None when it is not usable); checked once
+        per process, as the environment does not change under a run."""
+        if version not in self._identities:
+            env = self.env(version)
+            if env.verify() != EnvState.OK:
+                return None
+            self._identities[version] = env.identity()
+        return self._identities[version]
 
     def worker_env(self, version: str) -> dict[str, str]:
         """Variables a worker of ``version`` needs beyond the allow-listed host ones."""
