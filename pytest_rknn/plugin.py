@@ -218,11 +218,14 @@ def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
         bounds = Bounds.for_mode(quant)
         if settings.bounds.get(family):
             bounds = Bounds.from_ini(settings.bounds[family], base=bounds)
-        marker = node.get_closest_marker("rknn")
-        if marker is not None and marker.kwargs:
-            bounds = bounds.replace(**marker.kwargs)
     except ValueError as exc:
         raise pytest.UsageError(f"rknn tolerance bounds: {exc}") from None
+    marker = node.get_closest_marker("rknn")
+    if marker is not None and marker.kwargs:
+        try:
+            bounds = bounds.replace(**marker.kwargs)
+        except ValueError as exc:
+            pytest.fail(f"@pytest.mark.rknn on {node.name}: {exc}", pytrace=False)
     return bounds
 
 

@@ -248,18 +248,25 @@ class Recorder:
             terminalreporter.section("rknn compatibility matrix")
             for line in self.summary().splitlines():
                 terminalreporter.write_line(line)
-            terminalreporter.write_line(f"matrix: {self.path} ({self.count} cells)")
+            written = "" if self.path in self.errors else f" ({self.count} cells)"
+            terminalreporter.write_line(
+                f"matrix: {self.path}{written or ' not written (see below)'}"
+            )
             if self.settings.html is not None and self.settings.html not in self.errors:
                 terminalreporter.write_line(f"dashboard: {self.settings.html}")
         for path, why in self.errors.items():
-            keeper = (
-                f"the journal {self.journal_path} keeps every finished cell"
-                if path != self.journal_path
-                else "the finished cells are only in the matrix"
-            )
             terminalreporter.write_line(
-                f"pytest-rknn: could not write {path}: {why}; {keeper}", red=True
+                f"pytest-rknn: could not write {path}: {why}; {self._keeper(path)}", red=True
             )
+
+    def _keeper(self, path: Path) -> str:
+        """Which file holds every finished cell, now that ``path`` could not be written."""
+        if path != self.path and self.path not in self.errors:
+            return f"the matrix {self.path} holds every finished cell"
+        journal_whole = self.journal is not None and self.journal_path not in self.errors
+        if path != self.journal_path and journal_whole:
+            return f"the journal {self.journal_path} keeps every finished cell"
+        return "no file holds every finished cell"
 
 
 def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:

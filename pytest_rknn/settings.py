@@ -25,6 +25,7 @@ from pytest_rknn.pipeline.targets import (
 )
 from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
 from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
+from pytest_rknn.verdict.tolerance import Bounds
 
 PROFILES = ("ci", "full")
 
@@ -171,6 +172,20 @@ def _distinct(matrix: Path, html: Path | None, baseline: Path | None) -> None:
         seen[resolved] = flag
 
 
+def _bounds(config: pytest.Config) -> dict[str, str]:
+    """The ini tolerance bounds by family, checked now (not in every cell): nan, inf, -1, an
+    unknown name are a usage error."""
+    bounds = {}
+    for family in ("fp16", "int8"):
+        text = str(config.getini(f"rknn_bounds_{family}") or "")
+        try:
+            Bounds.from_ini(text, base=Bounds.for_mode(family))
+        except ValueError as exc:
+            raise pytest.UsageError(f"rknn_bounds_{family} {text!r}: {exc}") from None
+        bounds[family] = text
+    return bounds
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -267,10 +282,7 @@ class Settings:
             explore_examples=int(explore_examples),
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
-            bounds={
-                "fp16": str(config.getini("rknn_bounds_fp16") or ""),
-                "int8": str(config.getini("rknn_bounds_int8") or ""),
-            },
+            bounds=_bounds(config),
         )
 
     @property

@@ -493,3 +493,12 @@ def test_large_matrix_writes_and_loads_in_reasonable_time(tmp_path: Path) -> Non
     loaded = Matrix.load(tmp_path / "big.json")
     assert len(loaded) == 1000 and loaded.get(("manual-q999", "rk3588", "2.3.2", "fp16"))
     assert time.perf_counter() - started < 10
+
+
+def test_a_file_with_nan_literals_is_not_a_matrix(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(
+        '{"schema": "pytest-rknn/matrix", "version": 1, "meta": {"x": NaN}, "cells": []}'
+    )
+    with pytest.raises(MatrixError, match="holds NaN, which is not JSON"):
+        Matrix.load(path)

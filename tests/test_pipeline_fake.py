@@ -229,3 +229,20 @@ run.judge_outputs = broken
     (suite.path / "conftest.py").unlink()
     run(suite, "--rknn-toolkits=2.3.2", "--rknn-matrix=fixed.json").assert_outcomes(passed=4)
     assert all(c.status is Status.PASS and c.cached for c in cells(suite, "fixed.json").values())
+
+
+def test_a_bad_bound_on_a_marker_fails_that_test_in_one_line(suite: pytest.Pytester) -> None:
+    suite.makepyfile(
+        test_rknn_cells="""
+import pytest
+
+
+@pytest.mark.rknn(max_abs=float("nan"))
+def test_cell(rknn_cell):
+    rknn_cell.check()
+"""
+    )
+    result = run(suite, "--rknn-toolkits=2.3.2", "--rknn-platforms=rk3588")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*@pytest.mark.rknn on test_cell*max_abs=nan*finite number*"])
+    assert "Traceback" not in result.stdout.str()

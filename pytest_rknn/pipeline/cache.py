@@ -94,6 +94,10 @@ def _is_number_map(value: Any, kinds: tuple[type, ...]) -> bool:
     )
 
 
+# The statuses a stored answer may decide by itself (a toolkit call returned an error). A
+# verdict (pass, tolerance-fail, unsupported) is made anew on every run, never read from here.
+ANSWER_STATUSES = frozenset({Status.CONVERT_FAIL, Status.RUNTIME_FAIL})
+
 _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "job_id": (str,),
     "status": (str, type(None)),
@@ -124,7 +128,10 @@ class ConversionCache:
         """The stored conversion for ``key``, or None (nothing stored, or not trustworthy)."""
         if self.cache is None:
             return None
-        entry = self.cache.get(CACHE_PREFIX + key, None)
+        try:
+            entry = self.cache.get(CACHE_PREFIX + key, None)
+        except RecursionError:  # JSON nested too deeply for the parser: not an entry of ours
+            return None
         if entry is None:
             return None
         try:
@@ -146,7 +153,7 @@ class ConversionCache:
         ):
             return None
         status = Status.parse(entry["status"]) if entry["status"] is not None else None
-        if status is not None and not status.cacheable:
+        if status is not None and status not in ANSWER_STATUSES:
             return None
         outputs = None
         if status is None:

@@ -163,7 +163,7 @@ def read_journal(path: Path) -> tuple[dict[str, Any], list[tuple[int, Any]], lis
             continue
         try:
             record = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             skipped.append(f"line {number}: {str(exc)[:120]}")
             continue
         if isinstance(record, dict) and "cell" in record:

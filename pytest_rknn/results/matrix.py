@@ -111,6 +111,14 @@ def validate(data: Any, source: str, cells: bool = True) -> None:
         )
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
 class Matrix:
     """The cells of one run (or of several merged runs) and the run's metadata."""
 
@@ -211,7 +219,7 @@ class Matrix:
         except (OSError, UnicodeDecodeError) as exc:
             raise MatrixError(f"matrix file {path} cannot be read ({exc}): check it") from None
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             hint = "; the file looks truncated" if not text.rstrip().endswith("}") else ""
             journal = path.with_name(path.name + ".journal")
@@ -223,6 +231,15 @@ class Matrix:
             raise MatrixError(
                 f"matrix file {path} is not valid JSON ({exc.msg} at line {exc.lineno} "
                 f"column {exc.colno}{hint}): {fix}"
+            ) from None
+        except _NotJson as exc:
+            raise MatrixError(
+                f"matrix file {path} holds {exc}, which is not JSON (a matrix writes nan and inf "
+                "as strings): regenerate it with a new run"
+            ) from None
+        except RecursionError:
+            raise MatrixError(
+                f"matrix file {path} nests too deeply to be a matrix: regenerate it with a new run"
             ) from None
         return cls.from_dict(data, source=f"matrix file {path}")
 

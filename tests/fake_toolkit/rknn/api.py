@@ -12,9 +12,21 @@ Modes:
 - build-fail: build returns -1 after a REGTASK line; raise: build raises IndexError;
 - runtime-fail: init_runtime returns -1;
 - crash: the process kills itself during build; hang: build sleeps; hog: build allocates memory;
+- slow: build sleeps ``FAKE_RKNN_DELAY`` seconds (default 0.5), then as simulate (so that a run
+  can be interrupted halfway);
 - garbage, extra-line, huge-line, forged-id: write to the worker's results channel from inside
   the toolkit (a line that is not JSON, a result for another job, a line with no end, a result
-  naming another job id) before the real answer.
+  naming another job id) before the real answer; late-line: an unasked-for line on that channel
+  0.2 s after build (usually after the answer).
+
+``MODE+simulate`` (e.g. ``late-line+simulate``) behaves as MODE in ``build`` and as simulate in
+``inference``.
+
+In every mode, ``build`` first drops a file named ``<time>-<pid>-<platform>-<mode>`` into the
+folder ``FAKE_RKNN_MARKS`` names, if any (tests wait for it to know a job is under way, and which
+process runs it), and ``export_rknn`` writes ``FAKE-identity.json`` (the platform and model the
+job was given) beside the artifact, so that a test can tell which job's folder a result came
+from.
 """
 
 import json
@@ -65,7 +77,12 @@ class RKNN:
         return 0 if os.path.exists(model) else -1
 
     def build(self, do_quantization=True, dataset=None, **kwargs):
-        mode = _mode(self.platform)
+        mode = _mode(self.platform).split("+")[0]
+        marks = os.environ.get("FAKE_RKNN_MARKS")
+        if marks:
+            name = f"{time.time_ns()}-{os.getpid()}-{self.platform}-{mode}"
+            with open(os.path.join(marks, name), "w") as fh:
+                fh.write(str(self.model))
         if mode == "noise":
             print('{"op": "result", "result": "this is toolkit noise, not protocol"}')
             os.write(1, b"E RKNN: C-level noise on fd 1\n")
@@ -82,6 +99,8 @@ class RKNN:
             os.kill(os.getpid(), signal.SIGSEGV)
         elif mode == "hang":
             time.sleep(3600)
+        elif mode == "slow":
+            time.sleep(float(os.environ.get("FAKE_RKNN_DELAY", "0.5")))
         elif mode == "hog":
             hog = []
             while True:
@@ -108,13 +127,18 @@ class RKNN:
     def export_rknn(self, path, **kwargs):
         with open(path, "wb") as fh:
             fh.write(b"FAKE-RKNN")
+        identity = os.path.join(os.path.dirname(path), "FAKE-identity.json")
+        with open(identity + ".tmp", "w") as fh:
+            json.dump({"platform": self.platform, "model": str(self.model)}, fh)
+        os.replace(identity + ".tmp", identity)
         return 0
 
     def init_runtime(self, target=None, **kwargs):
         return -1 if _mode(self.platform) == "runtime-fail" else 0
 
     def inference(self, inputs, data_format=None, **kwargs):
-        if _mode(self.platform) == "simulate":
+        mode = _mode(self.platform)
+        if mode in ("simulate", "slow") or mode.endswith("+simulate"):
             import onnx
             import onnxruntime
 
