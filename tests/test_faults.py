@@ -38,13 +38,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from fake_support import FAKE_DIR, use_fake
+from fake_support import SELECTION as FAKE_SELECTION
 
 from pytest_rknn.results.cell import KEY_FIELDS, CellRecord
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
 from pytest_rknn.variants.spec import VariantSpec
 
-FAKE_DIR = Path(__file__).with_name("fake_toolkit")
 CELLS = (Path(__file__).parent / "data" / "plugin" / "suite_cells.py").read_text()
 # Like tests/data/plugin/suite_conftest.py, with the log file per run (runs overlap here).
 CONFTEST = '''
@@ -61,16 +62,7 @@ def pytest_runtest_logreport(report):
             log.write(report.nodeid + "\\n")
 '''
 # Two toolkits, two platforms, two drawn manual variants: 8 cells (--rknn-examples=3: 12).
-SELECTION = (
-    "-p",
-    "fake_toolkits",
-    "--rknn-toolkits=2.3.2,2.5.0",
-    "--rknn-platforms=rk3566,rk3588",
-    "--rknn-forms=manual",
-    "--rknn-examples=2",
-    "--rknn-no-curated",
-    "--rknn-timeout=60",
-)
+SELECTION = (*FAKE_SELECTION, "--rknn-timeout=60")
 WAIT = 60.0
 
 
@@ -102,11 +94,7 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    path = os.environ.get("PYTHONPATH", "")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(FAKE_DIR), path) if p))
-    monkeypatch.setenv("FAKE_RKNN_MODE", "simulate")
-    for name in ("FAKE_RKNN_MODES", "FAKE_RKNN_BROKEN", "FAKE_RKNN_DELAY"):
-        monkeypatch.delenv(name, raising=False)
+    use_fake(monkeypatch)
     marks = pytester.path / "marks"
     marks.mkdir()
     monkeypatch.setenv("FAKE_RKNN_MARKS", str(marks))
@@ -382,8 +370,16 @@ def test_a_worker_killed_mid_job_is_a_crash_and_the_next_cells_are_fine(suite) -
 
 
 def _halfway(suite: pytest.Pytester, *args: str, jobs: int = 4) -> Run:
-    """A slow run, caught while the FAKE toolkit is building its ``jobs``-th job."""
-    pending = start(suite, "--rknn-matrix=m.json", *args, FAKE_RKNN_MODE="slow")
+    """A slow run, caught while the FAKE toolkit holds its ``jobs``-th job (and every later
+    one) until the file ``gate`` in the suite exists."""
+    pending = start(
+        suite,
+        "--rknn-matrix=m.json",
+        *args,
+        FAKE_RKNN_MODE="slow",
+        FAKE_RKNN_GATE=str(suite.path / "gate"),
+        FAKE_RKNN_GATE_AT=str(jobs),
+    )
     wait_until(lambda: len(marks(suite)) >= jobs, pending, f"job {jobs} started")
     return pending
 
@@ -448,6 +444,7 @@ def test_a_second_writer_is_refused_and_the_first_run_is_unharmed(suite) -> None
     first = _halfway(suite, jobs=1)
     second = run(suite, "--rknn-matrix=m.json")
     TALLY.faults += 1
+    (suite.path / "gate").touch()
     first.wait()
     assert second.ret == pytest.ExitCode.USAGE_ERROR, second.out[-2000:] + second.err
     errors = [line for line in (second.out + second.err).splitlines() if "ERROR:" in line]

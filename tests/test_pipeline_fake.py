@@ -10,42 +10,27 @@ Real-toolkit runs of the same pipeline are in test_plugin_runs.py.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import onnx
 import pytest
+from fake_support import SELECTION, use_fake
 from onnx import TensorProto, helper
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
 
-FAKE_DIR = Path(__file__).with_name("fake_toolkit")
 CELLS = """
 def test_cell(rknn_cell):
     outcome = rknn_cell.check()
     assert outcome.status == "pass", outcome.message
 """
-# Two toolkits, two platforms, two small drawn manual variants: 8 cells.
-BASE = (
-    "-p",
-    "fake_toolkits",
-    "--rknn-toolkits=2.3.2,2.5.0",
-    "--rknn-platforms=rk3566,rk3588",
-    "--rknn-forms=manual",
-    "--rknn-examples=2",
-    "--rknn-no-curated",
-    "--rknn-matrix=m.json",
-)
+BASE = (*SELECTION, "--rknn-matrix=m.json")
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    path = os.environ.get("PYTHONPATH", "")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(FAKE_DIR), path) if p))
-    monkeypatch.setenv("FAKE_RKNN_MODE", "simulate")
-    monkeypatch.delenv("FAKE_RKNN_MODES", raising=False)
-    monkeypatch.delenv("FAKE_RKNN_BROKEN", raising=False)
+    use_fake(monkeypatch)
     pytester.makepyfile(test_rknn_cells=CELLS)
     return pytester
 

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -56,8 +57,8 @@ class Materials:
     export_root: Path
     export_specs: list[VariantSpec] = field(default_factory=list)
     _models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
-    _inputs: dict[str, dict[str, np.ndarray] | HostError] = field(default_factory=dict)
-    _references: dict[str, list[np.ndarray] | HostError] = field(default_factory=dict)
+    _inputs: dict[str, Any] = field(default_factory=dict)
+    _references: dict[str, Any] = field(default_factory=dict)
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
@@ -83,46 +84,54 @@ class Materials:
 
     def inputs(self, subject: Subject) -> dict[str, np.ndarray]:
         """The subject's inputs for the run's seed; HostError when they would not fit."""
-        memo = getattr(subject, "given", None) is None
-        found = self._inputs.get(subject.id) if memo else None
-        if found is None:
-            need = subject.host_bytes()
-            if need > self.max_bytes:
-                found = HostError(
-                    f"the inputs and reference of {subject.id} need about {_gib(need)} on the "
-                    f"host, over --rknn-max-memory ({_gib(self.max_bytes)}): raise it or use "
-                    "smaller shapes"
-                )
-            else:
-                try:
-                    found = subject.inputs(self.seed)
-                except MemoryError:
-                    found = HostError(f"out of memory making the inputs of {subject.id}")
-            if memo:
-                self._inputs[subject.id] = found
-        if isinstance(found, HostError):
-            raise found
-        return found
+        return self._once(self._inputs, subject, lambda: self._make_inputs(subject))
 
     def reference(
         self, subject: Subject, model: onnx.ModelProto, inputs: dict[str, np.ndarray]
     ) -> list[np.ndarray]:
         """The subject's reference outputs for ``inputs``; HostError when they cannot be had."""
+        return self._once(
+            self._references, subject, lambda: self._make_reference(subject, model, inputs)
+        )
+
+    @staticmethod
+    def _once(store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:
+        """``make()`` once per subject (every time for inputs given by a test), HostError
+        remembered and raised like the value is returned."""
         memo = getattr(subject, "given", None) is None
-        found = self._references.get(subject.id) if memo else None
+        found = store.get(subject.id) if memo else None
         if found is None:
-            try:
-                found = [np.asarray(r) for r in subject.reference(model, inputs)]
-            except MemoryError:
-                found = HostError(f"out of memory computing the reference of {subject.id}")
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                found = HostError(f"the reference run failed: {type(exc).__name__}: {first}")
+            found = make()
             if memo:
-                self._references[subject.id] = found
+                store[subject.id] = found
         if isinstance(found, HostError):
             raise found
         return found
+
+    def _make_inputs(self, subject: Subject) -> dict[str, np.ndarray] | HostError:
+        need = subject.host_bytes()
+        if need > self.max_bytes:
+            return HostError(
+                f"the inputs and reference of {subject.id} need about {_gib(need)} on the "
+                f"host, over --rknn-max-memory ({_gib(self.max_bytes)}): raise it or use "
+                "smaller shapes"
+            )
+        try:
+            return subject.inputs(self.seed)
+        except MemoryError:
+            return HostError(f"out of memory making the inputs of {subject.id}")
+
+    @staticmethod
+    def _make_reference(
+        subject: Subject, model: onnx.ModelProto, inputs: dict[str, np.ndarray]
+    ) -> list[np.ndarray] | HostError:
+        try:
+            return [np.asarray(r) for r in subject.reference(model, inputs)]
+        except MemoryError:
+            return HostError(f"out of memory computing the reference of {subject.id}")
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            return HostError(f"the reference run failed: {type(exc).__name__}: {first}")
 
     def _torch_export(self, spec: VariantSpec) -> onnx.ModelProto:
         try:

@@ -24,7 +24,9 @@ Modes:
 
 In every mode, ``build`` first drops a file named ``<time>-<pid>-<platform>-<mode>`` into the
 folder ``FAKE_RKNN_MARKS`` names, if any (tests wait for it to know a job is under way, and which
-process runs it), and ``export_rknn`` writes ``FAKE-identity.json`` (the platform and model the
+process runs it; with ``FAKE_RKNN_GATE`` set, the job that makes ``FAKE_RKNN_GATE_AT`` marks
+and every later one then wait until the file ``FAKE_RKNN_GATE`` names exists), and
+``export_rknn`` writes ``FAKE-identity.json`` (the platform and model the
 job was given) beside the artifact, so that a test can tell which job's folder a result came
 from.
 """
@@ -83,6 +85,10 @@ class RKNN:
             name = f"{time.time_ns()}-{os.getpid()}-{self.platform}-{mode}"
             with open(os.path.join(marks, name), "w") as fh:
                 fh.write(str(self.model))
+            gate = os.environ.get("FAKE_RKNN_GATE")
+            if gate and len(os.listdir(marks)) >= int(os.environ.get("FAKE_RKNN_GATE_AT", "1")):
+                while not os.path.exists(gate):
+                    time.sleep(0.02)
         if mode == "noise":
             print('{"op": "result", "result": "this is toolkit noise, not protocol"}')
             os.write(1, b"E RKNN: C-level noise on fd 1\n")

@@ -1,0 +1,34 @@
+"""What the tests that run pytester suites on the FAKE toolkit share (``tests/fake_toolkit``).
+
+:data:`SELECTION` is the run's cells: two toolkits, two platforms, two small drawn ``manual``
+variants (8 cells), with the FAKE toolkit plugin loaded. :func:`use_fake` sets the environment a
+suite's pytest processes need: the FAKE toolkit on ``PYTHONPATH``, every version in ``simulate``
+mode (right answers, through onnxruntime), no per-version mode, nothing broken.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FAKE_DIR = Path(__file__).with_name("fake_toolkit")
+SELECTION = (
+    "-p",
+    "fake_toolkits",
+    "--rknn-toolkits=2.3.2,2.5.0",
+    "--rknn-platforms=rk3566,rk3588",
+    "--rknn-forms=manual",
+    "--rknn-examples=2",
+    "--rknn-no-curated",
+)
+
+
+def use_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(FAKE_DIR), path) if p))
+    monkeypatch.setenv("FAKE_RKNN_MODE", "simulate")
+    names = ("MODES", "BROKEN", "DELAY", "GATE", "GATE_AT", "MARKS")
+    for name in (f"FAKE_RKNN_{n}" for n in names):
+        monkeypatch.delenv(name, raising=False)
