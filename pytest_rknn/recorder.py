@@ -105,13 +105,20 @@ class Recorder:
             recovered = Matrix.from_journal(moved)
             recovered.write(kept)
         except (OSError, MatrixError) as exc:
-            self.notes.append(
+            self._note(
                 f"an interrupted run's journal was kept as {moved} ({exc}); "
                 f"`pytest-rknn merge {moved} -o {kept}` rebuilds its matrix"
             )
             return
         moved.unlink(missing_ok=True)
-        self.notes.append(f"recovered {len(recovered)} cells of an interrupted run into {kept}")
+        self._note(f"recovered {len(recovered)} cells of an interrupted run into {kept}")
+
+    def _note(self, text: str) -> None:
+        """Say it now (and again at the end of the run)."""
+        self.notes.append(text)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"pytest-rknn: {text}")
 
     @property
     def count(self) -> int:
@@ -204,8 +211,9 @@ class Recorder:
     def summary(self) -> str:
         return summary_text(self.matrix) if self.matrix is not None else ""
 
-    @pytest.hookimpl
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Record first: an interrupt while the terminal prints the report loses no cell."""
         for name, value in report.user_properties:
             if name == self.prop:
                 data = json.loads(value) if isinstance(value, str) else value
@@ -248,10 +256,13 @@ class Recorder:
             terminalreporter.section("rknn compatibility matrix")
             for line in self.summary().splitlines():
                 terminalreporter.write_line(line)
-            written = "" if self.path in self.errors else f" ({self.count} cells)"
-            terminalreporter.write_line(
-                f"matrix: {self.path}{written or ' not written (see below)'}"
-            )
+            if self.path in self.errors:
+                shown = " not written (see below)"
+            elif self.matrix is not None and self.matrix.meta.get("complete") is False:
+                shown = f" ({self.count} cells; incomplete: the run was interrupted)"
+            else:
+                shown = f" ({self.count} cells)"
+            terminalreporter.write_line(f"matrix: {self.path}{shown}")
             if self.settings.html is not None and self.settings.html not in self.errors:
                 terminalreporter.write_line(f"dashboard: {self.settings.html}")
         for path, why in self.errors.items():

@@ -157,6 +157,19 @@ def _limits(config: pytest.Config) -> Limits:
     return Limits(timeout=timeout, max_memory=max_memory)
 
 
+def _page(path: Path) -> Path:
+    """``path`` if the dashboard may go there: nothing there yet, or an earlier page."""
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as handle:
+            head = handle.read(512).lstrip().lower()
+        if not head.startswith((b"<!doctype html", b"<html")):
+            raise pytest.UsageError(
+                f"--rknn-html {path} exists and is not an HTML page (a matrix?): give the "
+                "dashboard its own path, e.g. rknn-matrix.html"
+            )
+    return path
+
+
 def _distinct(matrix: Path, html: Path | None, baseline: Path | None) -> None:
     """Refuse an output path that would overwrite another input or output of the run."""
     named = [("--rknn-baseline", baseline), ("--rknn-matrix", matrix), ("--rknn-html", html)]
@@ -263,6 +276,8 @@ class Settings:
         html_text = str(_value(config, "html") or "")
         html = _writable(Path(html_text), "--rknn-html") if html_text else None
         _distinct(matrix, html, baseline)
+        if html is not None:
+            _page(html)
         return cls(
             toolkits=toolkits,
             platforms=platforms,

@@ -430,6 +430,7 @@ def test_sigint_halfway_writes_the_finished_cells_as_an_incomplete_matrix(suite)
     interrupted.wait(30)
     TALLY.faults += 1
     assert interrupted.ret == pytest.ExitCode.INTERRUPTED, interrupted.out[-2000:]
+    assert "(3 cells; incomplete: the run was interrupted)" in interrupted.out
     assert "INTERNALERROR" not in interrupted.out + interrupted.err
     finished = interrupted.finished
     assert len(finished) == 3, finished

@@ -168,7 +168,7 @@ def test_merge_combines_per_toolkit_matrices_and_names_a_corrupt_one(
         for cell in part.cells:
             assert merged.get(cell.key).status == cell.status
     assert len(merged.meta["merged_from"]) == 2
-    result.stdout.fnmatch_lines(["merged 2 matrices, 4 cells -> merged.json"])
+    result.stdout.fnmatch_lines(["merged 2 matrix file(s): 4 cell(s) -> merged.json"])
 
     clean = rknn_pytester.run(
         PYTEST_RKNN, "merge", *[f"matrices/matrix-{v}.json" for v in parts], "-o", "clean.json"

@@ -116,6 +116,15 @@ def test_an_environments_folder_that_cannot_be_written_is_one_line(
     assert "point --rknn-envs" in line
 
 
+def test_html_over_an_earlier_matrix_is_refused(cells: pytest.Pytester) -> None:
+    from pytest_rknn.results.matrix import Matrix
+
+    Matrix(meta={}).write(cells.path / "old.json")
+    line = usage_error(cells.runpytest_inprocess(*BASE, "--rknn-html=old.json"))
+    assert "--rknn-html old.json exists and is not an HTML page" in line
+    assert (cells.path / "old.json").read_text().startswith("{")
+
+
 def test_malformed_model_file_is_a_usage_error(cells: pytest.Pytester) -> None:
     (cells.path / "x.onnx").write_bytes(b"\x08\x07garbage\x00\xff not a protobuf")
     line = usage_error(cells.runpytest_inprocess(*BASE, "--rknn-model=x.onnx"))

@@ -85,7 +85,11 @@ def _run_merge(args: argparse.Namespace) -> int:
         )
         return 2
     print(summary_text(merged))
-    print(f"merged {len(matrices)} matrices, {len(merged.cells)} cells -> {args.output}")
+    journals = sum(1 for m in matrices if "journal" in m.meta)
+    read = f"{len(matrices) - journals} matrix file(s)" + (
+        f" and {journals} journal(s)" if journals else ""
+    )
+    print(f"merged {read}: {len(merged)} cell(s) -> {args.output}")
     return 1 if bad else 0
 
 

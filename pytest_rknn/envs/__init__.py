@@ -2,7 +2,7 @@
 
 ``base`` (what every managed environment shares), ``toolkit`` and ``exporter`` (the two kinds),
 ``recipes`` (which versions exist and what each needs), ``install`` (pip and venv steps),
-``smoke`` (the conversion that proves a toolkit environment) and ``provision`` (build them).
+``smoke`` (the conversion that proves a toolkit environment) and ``provisioning`` (build them).
 """
 
 from pytest_rknn.envs.base import (

@@ -1,8 +1,8 @@
 """What every managed environment shares: its states, its marker, and the build steps.
 
 Owns :class:`EnvState`, and :class:`ManagedEnv`, the base of the toolkit environments
-(:class:`~pytest_rknn.envs.ToolkitEnv`) and the exporter environment
-(:class:`~pytest_rknn.exporter_env.ExporterEnv`): where one lives under the cache root, its
+(:class:`~pytest_rknn.envs.toolkit.ToolkitEnv`) and the exporter environment
+(:class:`~pytest_rknn.envs.exporter.ExporterEnv`): where one lives under the cache root, its
 recipe hash, the marker file a successful build ends with, the fast marker-only
 :meth:`~ManagedEnv.verify`, :meth:`~ManagedEnv.describe`, and :meth:`~ManagedEnv.create`
 (fresh venv, pip install, package check, smoke run under the machine-wide smoke lock). A

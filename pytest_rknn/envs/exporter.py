@@ -1,8 +1,8 @@
 """The exporter environment: torch with what its torch.export-based ONNX exporter needs.
 
-Owns :class:`ExporterEnv`, a :class:`~pytest_rknn.envbase.ManagedEnv` next to the toolkit
+Owns :class:`ExporterEnv`, a :class:`~pytest_rknn.envs.base.ManagedEnv` next to the toolkit
 environments (``<root>/exporter-cp311``) holding torch (the same :class:`TorchSpec`) and the
-pins of :data:`~pytest_rknn.toolkits.EXPORTER_RECIPE` (onnxscript, onnx-ir, ml_dtypes, onnx,
+pins of :data:`~pytest_rknn.envs.recipes.EXPORTER_RECIPE` (onnxscript, onnx-ir, ml_dtypes, onnx,
 numpy). Toolkit environments keep the toolkits' own pins; this one is the interpreter for the
 ``torch-export`` form (``PYTEST_RKNN_TORCH_PYTHON``). Its smoke run exports one small spec
 with every exporter through :func:`~pytest_rknn.variants.torch_export.export_many` and

@@ -8,6 +8,7 @@ marker and stats a few paths, so it never imports the toolkit or torch, nor runs
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -103,10 +104,14 @@ def provision(
     try:
         (root_path / ".locks").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        fix = (
+            "free some space or point --rknn-envs / {} at another disk"
+            if exc.errno == errno.ENOSPC
+            else "point --rknn-envs / {} at a folder you can write"
+        ).format(ENVS_ENV)
         raise EnvError(
             f"cannot write the environments folder {root_path} ({exc.strerror}; "
-            f"{free_space(root_path)}): free some space or point --rknn-envs / {ENVS_ENV} "
-            "at another disk"
+            f"{free_space(root_path)}): {fix}"
         ) from None
     check_disk(root_path, sum(1 for env in todo if env.builds_venv))
     console = console or Console(stderr=True)

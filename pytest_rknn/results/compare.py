@@ -26,8 +26,12 @@ class Change:
     def describe(self) -> str:
         """One line for a person: ``regression  id @ rk3588 / 2.3.2 / fp16: pass -> crash``."""
         variant, platform, toolkit, quant = self.key
-        before = f"{self.old_status}" + (f" ({self.old_signature})" if self.old_signature else "")
-        after = f"{self.new_status}" + (f" ({self.new_signature})" if self.new_signature else "")
+        before = f"{self.old_status or 'absent'}" + (
+            f" ({self.old_signature})" if self.old_signature else ""
+        )
+        after = f"{self.new_status or 'absent'}" + (
+            f" ({self.new_signature})" if self.new_signature else ""
+        )
         return f"{self.kind:<10} {variant} @ {platform} / {toolkit} / {quant}: {before} -> {after}"
 
 

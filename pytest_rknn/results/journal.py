@@ -181,7 +181,7 @@ class MatrixInUse(RuntimeError):
 
 
 class RunLock:
-    """An exclusive lock on a matrix path for one run (``<matrix>.lock``, released on exit).
+    """An exclusive lock on a matrix path for one run (``.<matrix>.lock``, released on exit).
 
     The lock is an ``fcntl`` lock (``filelock``), so a killed run never leaves it held; the
     file beside it names the process that holds it, for the message the second run shows.
@@ -189,8 +189,8 @@ class RunLock:
 
     def __init__(self, matrix: Path) -> None:
         self.matrix = Path(matrix)
-        self.path = self.matrix.with_name(self.matrix.name + ".lock")
-        self.owner = self.matrix.with_name(self.matrix.name + ".lock.owner")
+        self.path = self.matrix.with_name(f".{self.matrix.name}.lock")
+        self.owner = self.matrix.with_name(f".{self.matrix.name}.lock.owner")
         self._lock = FileLock(self.path)
 
     def acquire(self, description: str) -> None:

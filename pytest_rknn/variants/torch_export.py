@@ -8,7 +8,7 @@ Exporters and what they need (measured with torch 2.13.0+cpu, onnx 1.18.0):
 - ``torchscript``: ``dynamo=False``, opset 17, IR 8: torch alone.
 - ``dynamo``: ``dynamo=True`` (torch.export), opset 17, IR 10: also needs ``onnxscript``,
   which the project's exporter environment has (``pytest-rknn envs`` builds it; the pins are
-  ``toolkits.EXPORTER_RECIPE``). Toolkit environments have torch but no onnxscript.
+  ``envs.recipes.EXPORTER_RECIPE``). Toolkit environments have torch but no onnxscript.
 - ``dynamo-opset23``: as ``dynamo`` at opset 23, where torch emits one ``Attention`` node.
 """
 
