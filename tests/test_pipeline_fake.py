@@ -231,3 +231,28 @@ def test_cell(rknn_cell):
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*@pytest.mark.rknn on test_cell*max_abs=nan*finite number*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_a_stored_judgement_that_is_not_one_is_made_again(suite: pytest.Pytester) -> None:
+    """Judgements are stored per (outputs, reference, bounds): the FAKE toolkit gives every
+    target the same outputs, so six variants make six of them."""
+    six = ("--rknn-examples=6", "--rknn-toolkits=2.3.2", "--rknn-platforms=rk3588")
+    run(suite, *six).assert_outcomes(passed=6)
+    folder = suite.path / ".pytest_cache" / "v" / "pytest-rknn" / "verdicts"
+    entries = sorted(folder.iterdir())
+    assert len(entries) == 6
+    damage = [
+        lambda e: "{not json",
+        lambda e: json.dumps({**e, "status": "crash"}),
+        lambda e: json.dumps({**e, "metrics": {}}),
+        lambda e: json.dumps({**e, "signature": "tolerance: rel_l2"}),
+        lambda e: json.dumps({**e, "metrics": {"output0": {"shape": "big"}}}),
+        lambda e: json.dumps({**e, "key": "another"}),
+    ]
+    for path, change in zip(entries, damage, strict=False):
+        path.write_text(change(json.loads(path.read_text())))
+    run(suite, *six, "--rknn-matrix=again.json").assert_outcomes(passed=6)
+    for cell in cells(suite, "again.json").values():
+        assert cell.status is Status.PASS and cell.metrics["output0"]["cosine"] > 0.9999
+        assert cell.signature is None
+    assert all(json.loads(p.read_text())["status"] == "pass" for p in folder.iterdir())

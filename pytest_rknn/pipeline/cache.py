@@ -1,12 +1,16 @@
-"""What is reused between runs: the toolkit's answer to a conversion, never a cell's verdict.
+"""What is reused between runs: the toolkit's answers, the host's references and judgements.
 
 A :class:`Conversion` is what one worker job produced (outputs, or the status and signature of
-the failure, timings, the log excerpt). :class:`ConversionCache` keeps it in pytest's cache
-under a key made of everything that went into the job (:func:`conversion_key`): the model's
-bytes, the inputs, the toolkit environment's identity, the platform, the quantization mode
-and every toolkit option, and the code that ran the job and read its log. The cell's record
-(its identity, its verdict against the current reference and bounds) is made anew on every run,
-so a hit can never carry another cell's id or another model's path.
+the failure, timings, the log excerpt). :class:`ResultCache` keeps it in pytest's cache under a
+key made of everything that went into the job (:func:`conversion_key`): the model's bytes, the
+inputs, the toolkit environment's identity, the platform, the quantization mode and every toolkit
+option, and the code that ran the job and read its log. It also keeps reference outputs, keyed
+by the subject, the model's bytes, the inputs, the reference code and the host's numpy and
+onnxruntime (:func:`reference_key`), and the judgement of a conversion's outputs against a
+reference under given bounds (:func:`verdict_key`: the outputs' hashes, the reference's key and
+the bounds). The cell's record
+(its identity, with the verdict) is made anew on every run, so a hit can never carry another
+cell's id or another model's path.
 
 Only statuses the vocabulary marks cacheable are stored; ``--rknn-no-cache`` neither reads nor
 writes. An entry that is not exactly what this module writes (wrong schema, a field of the
@@ -27,22 +31,33 @@ from typing import Any
 
 import numpy as np
 
+from pytest_rknn.results.matrix import cell_error
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.judge import Verdict
 
 ENTRY_SCHEMA = "pytest-rknn/conversion"
 ENTRY_VERSION = 1
 CACHE_PREFIX = "pytest-rknn/conversions/"
+VERDICT_PREFIX = "pytest-rknn/verdicts/"
+VERDICT_SCHEMA = "pytest-rknn/verdict"
+# A stored judgement can only say that outputs were (or were not) within their bounds.
+JUDGED = frozenset({Status.PASS, Status.TOLERANCE_FAIL})
+REFERENCE_PREFIX = "pytest-rknn/references/"
+REFERENCE_SCHEMA = "pytest-rknn/reference"
 OUTPUTS_DIR = "pytest-rknn-outputs"
+REFERENCES_DIR = "pytest-rknn-references"
 # The code whose change changes a cached answer: the worker script and the log readers.
 _CODE = ("toolkit/remote.py", "verdict/signatures.py", "verdict/logtext.py")
+# ... and a cached reference: the float64 attention and the user models' onnxruntime run.
+_REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")
 
 
-@lru_cache(maxsize=1)
-def code_digest() -> str:
-    """A hash of the code that ran the job and turned its log into a signature."""
+@lru_cache(maxsize=2)
+def code_digest(names: tuple[str, ...] = _CODE) -> str:
+    """A hash of the code that made a cached value."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for name in _CODE:
+    for name in names:
         digest.update((root / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -53,12 +68,34 @@ def array_digest(array: np.ndarray) -> str:
     return hashlib.sha256(head + data.tobytes()).hexdigest()[:32]
 
 
+def _key(**parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
 def conversion_key(**parts: Any) -> str:
     """A stable hash of everything a conversion depends on (plus the code digest)."""
-    text = json.dumps(
-        {"entry": ENTRY_VERSION, "code": code_digest(), **parts}, sort_keys=True, default=str
+    return _key(entry=ENTRY_VERSION, code=code_digest(), **parts)
+
+
+@lru_cache(maxsize=1)
+def _host_versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def verdict_key(outputs: list[str], reference: str, bounds: dict[str, Any]) -> str:
+    """The key of a judgement: which outputs (their files' sha256), against which reference,
+    under which bounds."""
+    return _key(entry=ENTRY_VERSION, outputs=outputs, reference=reference, bounds=bounds)
+
+
+def reference_key(**parts: Any) -> str:
+    """A stable hash of everything a reference depends on (plus code and host versions)."""
+    return _key(
+        entry=ENTRY_VERSION, code=code_digest(_REFERENCE_CODE), host=_host_versions(), **parts
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 @dataclass
@@ -67,6 +104,7 @@ class Conversion:
 
     ``status`` is None when the model converted and simulated (``outputs`` are to be judged);
     otherwise it is the status the answer decides by itself, with its ``signature``.
+    ``stored_outputs`` are the sha256 of the outputs' files in the cache (None: not stored).
     """
 
     job_id: str
@@ -81,6 +119,7 @@ class Conversion:
     toolkit: str | None = None
     artifact: str | None = None
     cached: bool = False
+    stored_outputs: list[str] | None = None
 
     @property
     def cacheable(self) -> bool:
@@ -110,8 +149,8 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-class ConversionCache:
-    """Conversions in pytest's cache (``cache`` None: nothing is kept)."""
+class ResultCache:
+    """Conversions and references in pytest's cache (``cache`` None: nothing is kept)."""
 
     def __init__(self, cache: Any | None, enabled: bool = True) -> None:
         self.cache = cache if enabled else None
@@ -120,18 +159,75 @@ class ConversionCache:
         """A folder of pytest's cache for other reusable files (None: nothing is kept)."""
         return Path(self.cache.mkdir(name)) if self.cache is not None else None
 
-    def _folder(self, key: str) -> Path:
+    def _folder(self, key: str, kind: str = OUTPUTS_DIR) -> Path:
         assert self.cache is not None
-        return Path(self.cache.mkdir(OUTPUTS_DIR)) / key
+        return Path(self.cache.mkdir(kind)) / key
+
+    def _entry(self, name: str) -> Any:
+        try:
+            return self.cache.get(name, None) if self.cache is not None else None
+        except RecursionError:  # JSON nested too deeply for the parser: not an entry of ours
+            return None
+
+    def get_reference(self, key: str) -> list[np.ndarray] | None:
+        """The stored reference outputs for ``key``, or None."""
+        entry = self._entry(REFERENCE_PREFIX + key)
+        if not isinstance(entry, dict) or entry.get("schema") != REFERENCE_SCHEMA:
+            return None
+        if entry.get("version") != ENTRY_VERSION or entry.get("key") != key:
+            return None
+        try:
+            return _read_arrays(self._folder(key, REFERENCES_DIR), entry.get("outputs"))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def get_verdict(self, key: str) -> Verdict | None:
+        """The stored judgement for ``key``, or None (nothing stored, or not trustworthy)."""
+        entry = self._entry(VERDICT_PREFIX + key)
+        if not isinstance(entry, dict) or entry.get("schema") != VERDICT_SCHEMA:
+            return None
+        if entry.get("version") != ENTRY_VERSION or entry.get("key") != key:
+            return None
+        if entry.get("status") not in {s.value for s in JUDGED}:
+            return None
+        if not isinstance(entry.get("report"), str) or not entry.get("metrics"):
+            return None
+        if (entry["status"] == Status.PASS.value) != (entry.get("signature") is None):
+            return None
+        # What goes into a cell must fit the matrix schema; any other field is ignored.
+        probe = {"variant_id": "v", "variant": {"form": "f"}, "platform": "p", "toolkit": "t"}
+        probe.update({k: entry.get(k) for k in ("status", "signature", "reason", "metrics")})
+        if cell_error({**probe, "quant": "q"}) is not None:
+            return None
+        return Verdict(
+            Status.parse(entry["status"]),
+            entry["signature"],
+            entry["reason"],
+            entry["metrics"],
+            entry["report"],
+        )
+
+    def put_verdict(self, key: str, verdict: Verdict) -> None:
+        if self.cache is None or verdict.status not in JUDGED:
+            return
+        entry = {"schema": VERDICT_SCHEMA, "version": ENTRY_VERSION, "key": key}
+        entry.update(status=verdict.status.value, signature=verdict.signature)
+        entry.update(reason=verdict.reason, metrics=verdict.metrics, report=verdict.report)
+        self.cache.set(VERDICT_PREFIX + key, entry)
+
+    def put_reference(self, key: str, outputs: list[np.ndarray]) -> None:
+        if self.cache is None:
+            return
+        try:
+            digests = _write_arrays(self._folder(key, REFERENCES_DIR), outputs)
+        except OSError:
+            return
+        entry = {"schema": REFERENCE_SCHEMA, "version": ENTRY_VERSION, "key": key}
+        self.cache.set(REFERENCE_PREFIX + key, {**entry, "outputs": digests})
 
     def get(self, key: str) -> Conversion | None:
         """The stored conversion for ``key``, or None (nothing stored, or not trustworthy)."""
-        if self.cache is None:
-            return None
-        try:
-            entry = self.cache.get(CACHE_PREFIX + key, None)
-        except RecursionError:  # JSON nested too deeply for the parser: not an entry of ours
-            return None
+        entry = self._entry(CACHE_PREFIX + key)
         if entry is None:
             return None
         try:
@@ -157,13 +253,7 @@ class ConversionCache:
             return None
         outputs = None
         if status is None:
-            outputs = []
-            folder = self._folder(key)
-            for i, digest in enumerate(entry["outputs"]):
-                data = (folder / f"output{i}.npy").read_bytes()
-                if not isinstance(digest, str) or hashlib.sha256(data).hexdigest() != digest:
-                    return None
-                outputs.append(np.load(folder / f"output{i}.npy", allow_pickle=False))
+            outputs = _read_arrays(self._folder(key), entry["outputs"])
             if not outputs:
                 return None
         return Conversion(
@@ -178,6 +268,7 @@ class ConversionCache:
             peak_rss_mb=entry["peak_rss_mb"],
             toolkit=entry["toolkit"],
             cached=True,
+            stored_outputs=list(entry["outputs"]) if outputs else None,
         )
 
     def put(self, key: str, conversion: Conversion) -> None:
@@ -187,10 +278,7 @@ class ConversionCache:
         digests: list[str] = []
         try:
             if conversion.status is None:
-                folder = self._folder(key)
-                folder.mkdir(parents=True, exist_ok=True)
-                for i, array in enumerate(conversion.outputs or []):
-                    digests.append(_write_npy(folder / f"output{i}.npy", np.asarray(array)))
+                digests = _write_arrays(self._folder(key), conversion.outputs or [])
         except OSError:
             return
         entry = {
@@ -209,6 +297,26 @@ class ConversionCache:
             "outputs": digests,
         }
         self.cache.set(CACHE_PREFIX + key, entry)
+        if conversion.status is None:
+            conversion.stored_outputs = digests
+
+
+def _read_arrays(folder: Path, digests: Any) -> list[np.ndarray] | None:
+    """``output<i>.npy`` of ``folder``, each checked against its sha256 (None: any mismatch)."""
+    if not isinstance(digests, list):
+        return None
+    arrays = []
+    for i, digest in enumerate(digests):
+        data = (folder / f"output{i}.npy").read_bytes()
+        if not isinstance(digest, str) or hashlib.sha256(data).hexdigest() != digest:
+            return None
+        arrays.append(np.load(folder / f"output{i}.npy", allow_pickle=False))
+    return arrays
+
+
+def _write_arrays(folder: Path, arrays: list[np.ndarray]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [_write_npy(folder / f"output{i}.npy", np.asarray(a)) for i, a in enumerate(arrays)]
 
 
 def _write_npy(path: Path, array: np.ndarray) -> str:

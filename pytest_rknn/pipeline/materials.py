@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
 from pytest_rknn.pipeline.subjects import Subject
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.spec import VariantSpec
@@ -55,10 +56,12 @@ class Materials:
     max_bytes: int
     torch_python: Callable[[], Path | None]
     export_root: Path
+    cache: ResultCache
     export_specs: list[VariantSpec] = field(default_factory=list)
     _models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
     _inputs: dict[str, Any] = field(default_factory=dict)
     _references: dict[str, Any] = field(default_factory=dict)
+    _digests: dict[str, Any] = field(default_factory=dict)
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
@@ -87,12 +90,38 @@ class Materials:
         return self._once(self._inputs, subject, lambda: self._make_inputs(subject))
 
     def reference(
-        self, subject: Subject, model: onnx.ModelProto, inputs: dict[str, np.ndarray]
+        self, subject: Subject, built: BuiltModel, inputs: dict[str, np.ndarray]
     ) -> list[np.ndarray]:
-        """The subject's reference outputs for ``inputs``; HostError when they cannot be had."""
+        """The subject's reference outputs for ``inputs`` (from the cache when it has them);
+        HostError when they cannot be had."""
         return self._once(
-            self._references, subject, lambda: self._make_reference(subject, model, inputs)
+            self._references, subject, lambda: self._cached_reference(subject, built, inputs)
         )
+
+    def digests(self, subject: Subject, inputs: dict[str, np.ndarray]) -> dict[str, str]:
+        """The inputs' content hashes (made once per subject, like the inputs)."""
+        return self._once(
+            self._digests, subject, lambda: {n: array_digest(a) for n, a in inputs.items()}
+        )
+
+    def reference_key(
+        self, subject: Subject, built: BuiltModel, inputs: dict[str, np.ndarray]
+    ) -> str:
+        """What the subject's reference depends on, hashed (see the cache)."""
+        return reference_key(
+            subject=subject.to_dict(), model=built.sha256, inputs=self.digests(subject, inputs)
+        )
+
+    def _cached_reference(
+        self, subject: Subject, built: BuiltModel, inputs: dict[str, np.ndarray]
+    ) -> list[np.ndarray] | HostError:
+        key = self.reference_key(subject, built, inputs)
+        found = self.cache.get_reference(key)
+        if found is None:
+            found = self._make_reference(subject, built.model, inputs)
+            if not isinstance(found, HostError):
+                self.cache.put_reference(key, found)
+        return found
 
     @staticmethod
     def _once(store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:

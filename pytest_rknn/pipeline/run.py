@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_rknn.pipeline.cache import Conversion, array_digest, conversion_key
+from pytest_rknn.pipeline.cache import Conversion, conversion_key, verdict_key
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.session import RknnSession
@@ -106,11 +106,12 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         return _short(cell, Status.REFERENCE_ERROR, str(exc), "inputs not computable")
     names = [i.name for i in built.model.graph.input if i.name in inputs]
     arrays = [inputs[n] for n in names]
+    digests = materials.digests(cell.subject, inputs)
 
     conversion, key = None, None
     identity = session.toolkits.identity(cell.toolkit)
     if identity is not None:
-        key = _key(cell, built, names, arrays, identity)
+        key = _key(cell, built, [(n, digests[n]) for n in names], identity)
         conversion = session.cache.get(key)
     if conversion is None:
         python, why = session.python_for(cell.toolkit)
@@ -120,7 +121,11 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         conversion = _conversion(session.pool.run(cell.toolkit, job))
         if key is None:
             identity = session.toolkits.identity(cell.toolkit)
-            key = _key(cell, built, names, arrays, identity) if identity is not None else None
+            key = (
+                _key(cell, built, [(n, digests[n]) for n in names], identity)
+                if identity is not None
+                else None
+            )
         if key is not None:
             session.cache.put(key, conversion)
 
@@ -150,17 +155,30 @@ def _verdict(
     conversion: Conversion,
     bounds: Bounds,
 ) -> Verdict:
+    """The cell's verdict; a judgement of the same outputs against the same reference under
+    the same bounds is taken from the cache."""
     if conversion.status is not None:
         return Verdict(conversion.status, conversion.signature, conversion.error)
+    materials = session.materials
+    judged = None
+    if conversion.stored_outputs:
+        reference_key = materials.reference_key(cell.subject, built, inputs)
+        judged = verdict_key(conversion.stored_outputs, reference_key, bounds.to_dict())
+        found = session.cache.get_verdict(judged)
+        if found is not None:
+            return found
     try:
-        reference = session.materials.reference(cell.subject, built.model, inputs)
+        reference = materials.reference(cell.subject, built, inputs)
     except HostError as exc:
         return Verdict(
             Status.REFERENCE_ERROR,
             "reference not computable",
             f"converted and simulated, but {exc}",
         )
-    return judge_outputs(reference, conversion.outputs or [], bounds)
+    verdict = judge_outputs(reference, conversion.outputs or [], bounds)
+    if judged is not None:
+        session.cache.put_verdict(judged, verdict)
+    return verdict
 
 
 def _conversion(result: JobResult) -> Conversion:
@@ -190,16 +208,12 @@ def _conversion(result: JobResult) -> Conversion:
 
 
 def _key(
-    cell: CellSpec,
-    built: BuiltModel,
-    names: list[str],
-    arrays: list[np.ndarray],
-    identity: dict[str, object],
+    cell: CellSpec, built: BuiltModel, inputs: list[tuple[str, str]], identity: dict[str, object]
 ) -> str:
     mode = QUANT_MODES[cell.quant]
     return conversion_key(
         model=built.sha256,
-        inputs=[(n, array_digest(a)) for n, a in zip(names, arrays, strict=True)],
+        inputs=inputs,
         platform=cell.platform,
         quant=cell.quant,
         config=dict(mode.config),

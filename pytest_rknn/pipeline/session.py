@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_rknn.envs.registry import Toolkits
-from pytest_rknn.pipeline.cache import ConversionCache
+from pytest_rknn.pipeline.cache import ResultCache
 from pytest_rknn.pipeline.materials import Materials
 from pytest_rknn.toolkit.supervisor import WorkerPool
 from pytest_rknn.variants.spec import VariantSpec
@@ -27,7 +27,7 @@ class RknnSession:
     settings: Settings
     workdir: Path
     toolkits: Toolkits
-    cache: ConversionCache
+    cache: ResultCache
     materials: Materials = field(init=False)
     pool: WorkerPool = field(init=False)
 
@@ -38,6 +38,7 @@ class RknnSession:
             seed=self.settings.seed,
             max_bytes=self.settings.limits.max_memory,
             torch_python=self.toolkits.torch_python,
+            cache=self.cache,
             export_root=self.cache.folder("pytest-rknn-exports") or self.workdir / "exports",
         )
 
@@ -50,7 +51,7 @@ class RknnSession:
         pytest_cache: Any | None,
         export_specs: list[VariantSpec],
     ) -> RknnSession:
-        cache = ConversionCache(pytest_cache, enabled=settings.use_cache)
+        cache = ResultCache(pytest_cache, enabled=settings.use_cache)
         session = cls(settings, workdir, toolkits, cache)
         session.materials.export_specs = export_specs
         return session

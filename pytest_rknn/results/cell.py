@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +32,15 @@ def instant(timestamp: str | None) -> datetime:
         return datetime.min.replace(tzinfo=timezone.utc)
     parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _copy(value: Any) -> Any:
+    """A copy of JSON-like data (dicts, lists, scalars); much cheaper than ``deepcopy``."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return value
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -89,7 +98,7 @@ class CellRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The cell as it appears in the document (non-finite timings become null)."""
-        data = asdict(self)
+        data = {f.name: _copy(getattr(self, f.name)) for f in _FIELDS}
         data["status"] = self.status.value
         data["timings"] = {k: _finite_or_none(v) for k, v in self.timings.items()}
         data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
@@ -124,3 +133,6 @@ class CellRecord:
             if values.get(name) is None:
                 values.pop(name, None)
         return cls(**values)
+
+
+_FIELDS = fields(CellRecord)

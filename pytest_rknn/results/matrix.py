@@ -79,6 +79,12 @@ def _first_error(data: Any, part: str) -> Any:
     return jsonschema.exceptions.best_match(_validator(part).iter_errors(data))
 
 
+def cell_error(data: Any) -> str | None:
+    """Why ``data`` is not a cell the schema allows (None: it is one)."""
+    error = _first_error(data, "cell")
+    return None if error is None else f"{_where(error.absolute_path)}: {error.message}"
+
+
 def _where(path: Iterable[Any]) -> str:
     text = ""
     for part in path:
