@@ -108,24 +108,22 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     arrays = [inputs[n] for n in names]
     digests = materials.digests(cell.subject, inputs)
 
-    conversion, key = None, None
-    identity = session.toolkits.identity(cell.toolkit)
-    if identity is not None:
-        key = _key(cell, built, [(n, digests[n]) for n in names], identity)
-        conversion = session.cache.get(key)
+    def key_now() -> str | None:
+        """The conversion's cache key, once the environment is usable (its identity known)."""
+        identity = session.toolkits.identity(cell.toolkit)
+        if identity is None:
+            return None
+        return _key(cell, built, [(n, digests[n]) for n in names], identity)
+
+    key = key_now()
+    conversion = session.cache.get(key) if key else None
     if conversion is None:
         python, why = session.python_for(cell.toolkit)
         if python is None:
             return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
         job = _job(cell, built.path, arrays, session.workdir / "jobs")
         conversion = _conversion(session.pool.run(cell.toolkit, job))
-        if key is None:
-            identity = session.toolkits.identity(cell.toolkit)
-            key = (
-                _key(cell, built, [(n, digests[n]) for n in names], identity)
-                if identity is not None
-                else None
-            )
+        key = key or key_now()
         if key is not None:
             session.cache.put(key, conversion)
 
