@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from pytest_rknn.pipeline.plan import CellSpec, build_cells
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.recorder import Recorder, baseline_failures
-from pytest_rknn.settings import Settings, add_options
+from pytest_rknn.settings import Settings, add_options, rknn_args
 from pytest_rknn.verdict.tolerance import Bounds
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -252,17 +253,45 @@ class CellRunner:
 
     def check(self) -> Outcome:
         """Run the cell; skip if it cannot apply, fail unless it passed."""
-        return verdict(self.run())
+        return verdict(self.run(), self.node)
 
 
-def verdict(outcome: Outcome) -> Outcome:
-    """Turn an outcome into the pytest outcome its status calls for."""
+def verdict(outcome: Outcome, node: pytest.Item | None = None) -> Outcome:
+    """Turn an outcome into the pytest outcome its status calls for.
+
+    A failure shows a short block: status and signature, reason, the toolkit's first error and,
+    given the test's ``node``, the command that runs this cell again; with ``-v`` or
+    ``--tb=long``, also every metric against its bound and the toolkit's log.
+    """
     outcome_name = outcome.status.outcome
     if outcome_name == "skipped":
         pytest.skip(f"{outcome.status.value}: {outcome.record.reason}")
     if outcome_name == "failed":
-        pytest.fail(outcome.message, pytrace=False)
+        text = outcome.message
+        if node is not None:
+            text += f"\nre-run: {rerun_command(node)}"
+            option = node.config.option
+            if outcome.details and (option.verbose > 0 or option.tbstyle == "long"):
+                text += "\n" + outcome.details
+            elif outcome.details:
+                text += "\n(metrics and the toolkit's log: -v)"
+        pytest.fail(text, pytrace=False)
     return outcome
+
+
+def rerun_command(node: pytest.Item) -> str:
+    """``pytest 'NODE ID' --rknn-...``: the command that runs just this cell again (into a
+    matrix of its own, so the run's matrix stays whole)."""
+    outputs = ("--rknn-matrix", "--rknn-html", "--rknn-baseline")
+    args = rknn_args(node.config.invocation_params.args)
+    previous = ["", *args[:-1]]
+    kept = [a for a, b in zip(args, previous, strict=True) if not _named(outputs, a, b)]
+    return shlex.join(["pytest", node.nodeid, *kept, "--rknn-matrix=rknn-rerun.json"])
+
+
+def _named(options: tuple[str, ...], arg: str, before: str) -> bool:
+    """Whether ``arg`` is one of ``options`` or the value given to one."""
+    return arg.split("=", 1)[0] in options or (before in options and not arg.startswith("-"))
 
 
 @pytest.fixture

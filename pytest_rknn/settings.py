@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,26 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("rknn_bounds_fp16", "tolerance bounds for fp16 cells, e.g. max_abs=0.01 ...")
     parser.addini("rknn_bounds_int8", "tolerance bounds for int8 cells, e.g. min_cosine=0.99")
+
+
+_FLAGS = {"--rknn-" + n.replace("_", "-") for n, (kind, _, _) in OPTIONS.items() if kind == "bool"}
+_FLAGS |= {f.replace("--rknn-", "--rknn-no-") for f in _FLAGS}
+_FLAGS |= {"--rknn-no-cache", "--rknn-explore"}
+
+
+def rknn_args(args: Sequence[str]) -> list[str]:
+    """The ``--rknn-*`` options among a command line's arguments, with their values."""
+    kept: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("--rknn-"):
+            continue
+        kept.append(arg)
+        if "=" not in arg and arg not in _FLAGS:
+            value = next(rest, None)
+            if value is not None:
+                kept.append(value)
+    return kept
 
 
 def _value(config: pytest.Config, name: str) -> Any:

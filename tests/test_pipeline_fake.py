@@ -10,6 +10,7 @@ Real-toolkit runs of the same pipeline are in test_plugin_runs.py.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import onnx
@@ -256,3 +257,29 @@ def test_a_stored_judgement_that_is_not_one_is_made_again(suite: pytest.Pytester
         assert cell.status is Status.PASS and cell.metrics["output0"]["cosine"] > 0.9999
         assert cell.signature is None
     assert all(json.loads(p.read_text())["status"] == "pass" for p in folder.iterdir())
+
+
+def test_a_failing_cell_shows_a_short_block_and_a_rerun_command_that_works(
+    suite: pytest.Pytester, monkeypatch
+) -> None:
+    monkeypatch.setenv("FAKE_RKNN_MODES", "2.5.0=by-platform:rk3588=raise")
+    result = run(suite)
+    result.assert_outcomes(passed=6, failed=2)
+    text = result.stdout.str()
+    block = text.split("FAILURES", 1)[1].split("rknn compatibility matrix", 1)[0]
+    assert "IndexError in build" in block and "Traceback" not in block
+    reruns = [line for line in block.splitlines() if line.startswith("re-run: ")]
+    assert len(reruns) == 2
+    assert len(block.strip().splitlines()) <= 2 * 7, block
+    command = shlex.split(reruns[0].removeprefix("re-run: "))
+    assert command[-1] == "--rknn-matrix=rknn-rerun.json" and "--rknn-matrix=m.json" not in command
+    again = suite.runpytest_subprocess("-p", "fake_toolkits", *command[1:])
+    again.assert_outcomes(failed=1)
+    (cell,) = cells(suite, "rknn-rerun.json").values()
+    assert command[1].endswith(f"[{cell.id}]") and cell.status is Status.CONVERT_FAIL
+    assert len(cells(suite)) == 8, "the run's own matrix is untouched"
+
+    verbose = run(suite, "-v", "--rknn-matrix=v.json", "-k", cell.id)
+    log = verbose.stdout.str().split("toolkit log (excerpt):", 1)[1]
+    assert log.count("Traceback (most recent call last)") == 1
+    assert "pytest_rknn" not in log.split("rknn compatibility matrix", 1)[0]

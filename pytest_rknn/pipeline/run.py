@@ -26,17 +26,19 @@ from pytest_rknn.results.status import Status
 from pytest_rknn.toolkit.protocol import Job, JobResult
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
-from pytest_rknn.verdict.logtext import log_excerpt
+from pytest_rknn.verdict.logtext import error_lines, log_excerpt, without_harness_frames
 from pytest_rknn.verdict.tolerance import Bounds
 
 
 @dataclass
 class Outcome:
-    """A finished cell: its record, the text a failing pytest item shows, and its outputs."""
+    """A finished cell: its record, the short text a failing pytest item shows, the details
+    (the tolerance report and the toolkit's log) shown with ``-v``, and its outputs."""
 
     record: CellRecord
     message: str = ""
     outputs: list[np.ndarray] | None = None
+    details: str = ""
 
     @property
     def status(self) -> Status:
@@ -56,16 +58,24 @@ def new_record(cell: CellSpec, status: Status, **fields: object) -> CellRecord:
     )
 
 
-def message(record: CellRecord, report: str = "") -> str:
-    """What a failing or skipped item shows: status and signature, reason, report, log."""
+def message(record: CellRecord) -> str:
+    """What a failing or skipped item shows: status and signature, the reason (for a tolerance
+    failure, the bounds broken), and the toolkit's first error line."""
     lines = [f"{record.status.value}: {record.signature or record.reason or ''}".rstrip()]
     if record.reason and record.reason != record.signature:
         lines.append(f"reason: {record.reason}")
-    if report:
-        lines.append(report)
-    if record.log_excerpt and record.status is not Status.TOLERANCE_FAIL:
-        lines += ["toolkit log (excerpt):", record.log_excerpt]
+    first = next(error_lines(record.log_excerpt or "", aborts=True), None)
+    if first is not None and first[1].strip() not in (record.reason or ""):
+        lines.append(f"first error in the toolkit's log: {first[1].strip()[:300]}")
     return "\n".join(lines)
+
+
+def details(record: CellRecord, report: str = "") -> str:
+    """The rest: every metric against its bound, and the toolkit's log excerpt."""
+    parts = [report] if report else []
+    if record.log_excerpt:
+        parts += ["toolkit log (excerpt):", record.log_excerpt]
+    return "\n".join(parts)
 
 
 def _short(cell: CellSpec, status: Status, reason: str, signature: str | None) -> Outcome:
@@ -86,7 +96,7 @@ def run_guarded(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome
             signature="internal error",
             log_excerpt=traceback.format_exc()[-4000:],
         )
-        return Outcome(record, message(record))
+        return Outcome(record, message(record), details=details(record))
 
 
 def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
@@ -142,7 +152,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         artifact=conversion.artifact,
         job_id=conversion.job_id,
     )
-    return Outcome(record, message(record, verdict.report), conversion.outputs)
+    return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
 
 
 def _verdict(
@@ -196,7 +206,7 @@ def _conversion(result: JobResult) -> Conversion:
         outputs=outputs,
         error=result.error,
         signature=signature,
-        log_excerpt=log_excerpt(result.log),
+        log_excerpt=log_excerpt(without_harness_frames(result.log)),
         timings=dict(result.timings),
         returncodes=dict(result.returncodes),
         peak_rss_mb=result.peak_rss_mb,

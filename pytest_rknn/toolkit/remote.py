@@ -148,7 +148,11 @@ def run_job(job: dict, rknn_cls: type) -> dict:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         result["error"] = f"{type(exc).__name__} in {phase}: {lines[-1] if lines else ''}"
         result["outputs"] = []
-        traceback.print_exc()
+        if "Traceback" in str(exc):
+            # The toolkit logged this traceback itself and re-raised it as the message.
+            print(f"{type(exc).__name__} raised from {phase} (its traceback is above)")
+        else:
+            traceback.print_exc()
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
     finally:

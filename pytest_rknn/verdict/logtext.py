@@ -158,6 +158,27 @@ def error_lines(text: str, aborts: bool = False) -> Iterator[tuple[int, str]]:
             yield start, line
 
 
+_HARNESS_FRAME = re.compile(r'^\s*File "[^"]*[/\\]pytest_rknn[/\\][^"]*", line \d+, in ')
+
+
+def without_harness_frames(text: str) -> str:
+    """The text with the traceback frames of pytest-rknn's own code (and their source lines)
+    removed: what is left is the toolkit's."""
+    lines = text.split("\n")
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if _HARNESS_FRAME.match(line):
+            skipping = True
+            indent = len(line) - len(line.lstrip())
+            continue
+        if skipping and line.strip() and len(line) - len(line.lstrip()) > indent:
+            continue
+        skipping = False
+        kept.append(line)
+    return "\n".join(kept)
+
+
 def log_excerpt(log: str, limit: int = 4000, context: int = 5) -> str:
     """The part of a log worth keeping in a matrix cell.
 
