@@ -33,6 +33,7 @@ TOOLKITS = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Recorder]()
 CELLS = pytest.StashKey[list[CellSpec]]()
 RECORDS = pytest.StashKey[list[Any]]()
+SUMMARY = pytest.StashKey[str]()
 PROVISIONED = pytest.StashKey[bool]()
 COLLECTED = pytest.StashKey[bool]()
 PROPERTY = "rknn_cell"
@@ -269,6 +270,7 @@ def verdict(outcome: Outcome, node: pytest.Item | None = None) -> Outcome:
     if outcome_name == "failed":
         text = outcome.message
         if node is not None:
+            node.stash[SUMMARY] = text.splitlines()[0]
             text += f"\nre-run: {rerun_command(node)}"
             option = node.config.option
             if outcome.details and (option.verbose > 0 or option.tbstyle == "long"):
@@ -360,6 +362,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = yield
     records = item.stash.get(RECORDS, [])
     if records and (report.when == "call" or report.outcome != "passed"):
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if report.failed and crash is not None and SUMMARY in item.stash:
+            # One line in the short test summary, also on CI (where pytest prints it whole).
+            crash.message = item.stash[SUMMARY]
         for record in records:
             report.user_properties.append((PROPERTY, json.dumps(record.to_dict())))
         records.clear()

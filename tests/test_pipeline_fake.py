@@ -279,7 +279,11 @@ def test_a_failing_cell_shows_a_short_block_and_a_rerun_command_that_works(
     assert command[1].endswith(f"[{cell.id}]") and cell.status is Status.CONVERT_FAIL
     assert len(cells(suite)) == 8, "the run's own matrix is untouched"
 
+    monkeypatch.setenv("CI", "true")  # pytest then prints summary messages whole
     verbose = run(suite, "-v", "--rknn-matrix=v.json", "-k", cell.id)
+    summary = verbose.stdout.str().split("short test summary info", 1)[1].splitlines()[1:]
+    assert summary[0].endswith(" - convert-fail: IndexError in api.build: list index out of range")
+    assert len(summary) == 2, summary
     log = verbose.stdout.str().split("toolkit log (excerpt):", 1)[1]
     assert log.count("Traceback (most recent call last)") == 1
     assert "pytest_rknn" not in log.split("rknn compatibility matrix", 1)[0]
