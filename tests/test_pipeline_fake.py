@@ -118,6 +118,28 @@ def test_failures_are_statuses_with_signatures(suite: pytest.Pytester, monkeypat
         assert cell.cached is (cell.status is not Status.CRASH), key
 
 
+def test_a_build_that_succeeds_over_an_exception_passes_with_a_warning(suite, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_RKNN_MODES", "2.5.0=by-platform:rk3588=silent+simulate")
+    first = run(suite)
+    first.assert_outcomes(passed=8)
+    first.stdout.fnmatch_lines(
+        [
+            "2 cell(s) whose log shows an exception the toolkit survived:",
+            "     2  silent: KeyError in api._quantize_layer: '<path>'",
+        ]
+    )
+    again = run(suite, "--rknn-matrix=again.json")
+    again.assert_outcomes(passed=8)
+    for found in (cells(suite), cells(suite, "again.json")):
+        warned = {k: c for k, c in found.items() if c.warning}
+        assert {(k[1], k[2]) for k in warned} == {("rk3588", "2.5.0")}
+        for cell in warned.values():
+            assert cell.warning == "silent: KeyError in api._quantize_layer: '<path>'"
+            assert "Exception in thread quant-worker" in cell.log_excerpt
+        assert all(c.warning is None for k, c in found.items() if k not in warned)
+    assert all(c.cached for c in cells(suite, "again.json").values())
+
+
 def test_a_broken_environment_is_env_error_with_its_reason(suite, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_RKNN_BROKEN", "2.5.0")
     result = run(suite)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_rknn.verdict.logtext import clean_log, error_lines, log_excerpt, normalise, tracebacks
-from pytest_rknn.verdict.signatures import PATTERNS, classify
+from pytest_rknn.verdict.signatures import PATTERNS, classify, silent_failure
 
 LOGS = Path(__file__).parent / "data" / "logs"
 
@@ -119,6 +119,36 @@ def test_signatures_are_short_and_free_of_run_details() -> None:
 def test_pass_has_no_signature_even_with_error_lines() -> None:
     assert classify(log("tk232_rk3588_sdpa_causal_pass.txt"), None, "pass") is None
     assert classify(log("issue_rknn-llm_417_regtask.txt"), "anything", "pass") is None
+
+
+GOOD_BUILD_E_LINES = (
+    "I rknn building ...\n\x1b[1;31mE\x1b[0m RKNN: [20:59:01.412] Unkown op target: 0\n"
+    "E RKNN: [20:59:01.530] transpose: infos length != step_size length.\nI rknn building done.\n"
+)
+
+
+def test_a_good_builds_error_lines_are_no_silent_failure() -> None:
+    assert silent_failure(log("tk232_rk3588_sdpa_causal_pass.txt")) is None
+    assert silent_failure(log("repo_ei-ai-HAT_benign_errors_build.txt")) is None
+    assert silent_failure(GOOD_BUILD_E_LINES) is None
+
+
+def test_an_exception_in_a_successful_builds_log_is_a_silent_failure() -> None:
+    thread = (
+        "I rknn building ...\nException in thread Thread-2 (_calibrate):\n"
+        "Traceback (most recent call last):\n"
+        '  File "rknn/api/quantizer.py", line 88, in _calibrate\n'
+        "ValueError: operands could not be broadcast together with shapes (1,8,64) (1,4,64)\n"
+        "I rknn building done.\n"
+    )
+    assert silent_failure(thread).startswith(
+        "silent: ValueError in quantizer._calibrate: operands could not be broadcast"
+    )
+    assert silent_failure("Exception in thread quant:\nno traceback here\n") == (
+        "silent: exception in thread quant"
+    )
+    toolkit_logged = log("tk232_unique_dynamic_graph.txt")
+    assert silent_failure(toolkit_logged).startswith("silent: ")
 
 
 def test_same_cause_in_other_runs_gives_the_same_key() -> None:

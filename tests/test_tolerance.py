@@ -49,6 +49,10 @@ def test_metrics_match_their_definitions(outputs: tuple[np.ndarray, np.ndarray])
     assert m.worst_index is not None
     assert abs(m.worst_actual - m.worst_reference) == pytest.approx(m.max_abs, rel=1e-6)
     assert m.worst_reference == pytest.approx(float(y[m.worst_index]))
+    rms = math.sqrt((y**2).mean())
+    assert m.ref_rms == pytest.approx(rms)
+    assert m.max_abs_rms == pytest.approx(np.abs(d).max() / rms)
+    assert m.mean_abs_rms == pytest.approx(np.abs(d).mean() / rms)
     assert m.error is None and m.note is None
 
 
@@ -63,15 +67,19 @@ def test_a_corrupted_element_fails_and_is_reported(outputs: tuple[np.ndarray, np
     bad[0, 2, 5, 17] += 0.25
     metrics = {"out": compute_metrics(y, bad)}
     violations = check(metrics, Bounds.for_mode("fp16"))
-    assert {v.metric for v in violations} >= {"max_abs"}
+    assert {v.metric for v in violations} >= {"max_abs_rms"}
     assert metrics["out"].worst_index == (0, 2, 5, 17)
     report = format_report(metrics, Bounds.for_mode("fp16"))
     assert "output out (1, 4, 32, 64): FAIL" in report
     assert "worst element (0, 2, 5, 17)" in report
-    max_abs_line = next(line for line in report.splitlines() if "max_abs" in line)
-    assert max_abs_line.rstrip().endswith("FAIL") and "<= 1.000e-02" in max_abs_line
-    assert "(unchecked)" in next(line for line in report.splitlines() if "max_rel" in line)
-    assert violation_signature(violations).startswith("tolerance: max_abs")
+    line = next(line for line in report.splitlines() if line.split()[0] == "max_abs_rms")
+    assert line.rstrip().endswith("FAIL") and "<= 1.000e-01" in line
+    for absolute in ("max_rel", "max_abs", "mean_abs"):
+        assert "(unchecked)" in next(ln for ln in report.splitlines() if ln.split()[0] == absolute)
+    assert "max_abs_rms" in violation_signature(violations)
+    (broken,) = [v for v in violations if v.metric == "max_abs_rms"]
+    assert broken.message.startswith("out: max_abs_rms ")
+    assert broken.message.endswith(f"({broken.value / 0.1:.3g}x the bound)")
 
 
 def test_report_shows_every_metric_against_its_bound(
@@ -81,7 +89,7 @@ def test_report_shows_every_metric_against_its_bound(
     report = format_report([compute_metrics(y, y_hat)], Bounds.for_mode("fp16"))
     lines = report.splitlines()
     assert lines[0] == "output output0 (1, 4, 32, 64): ok"
-    for metric in ("max_abs", "mean_abs", "max_rel", "cosine", "rel_l2"):
+    for metric in ("max_abs", "mean_abs", "max_rel", "cosine", "rel_l2", "max_abs_rms"):
         assert any(line.split()[0] == metric for line in lines[1:]), metric
     assert "%" in next(line for line in lines if line.split()[0] == "rel_l2")
 
@@ -145,10 +153,41 @@ def test_metrics_round_trip_through_json(outputs: tuple[np.ndarray, np.ndarray])
         Metrics.from_dict({**m.to_dict(), "maxabs": 1.0})
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 10.0, 300.0])
+def test_fp16_defaults_judge_the_same_relative_error_the_same_at_any_scale(
+    outputs: tuple[np.ndarray, np.ndarray], scale: float
+) -> None:
+    # Hidden states of order 10 that a good fp16 conversion gets right to 0.05 % (cosine
+    # 1.00000) once failed absolute bounds: the verdict must not depend on the output's scale.
+    y, y_hat = outputs
+    good = compute_metrics(y * scale, y_hat.astype(np.float64) * scale)
+    assert check([good], Bounds.for_mode("fp16")) == []
+    noisy = y_hat.astype(np.float64) + np.random.default_rng(3).normal(0, 0.02, y.shape) * y.std()
+    bad = compute_metrics(y * scale, noisy * scale)
+    assert {v.metric for v in check([bad], Bounds.for_mode("fp16"))} >= {"rel_l2"}
+
+
+def test_absolute_bounds_are_checked_when_asked_for(outputs) -> None:
+    y, y_hat = outputs
+    hidden = compute_metrics(y * 10.0, y_hat.astype(np.float64) * 10.0)
+    asked = Bounds.for_mode("fp16").replace(max_abs=1e-3)
+    (violation,) = check([hidden], asked)
+    assert violation.metric == "max_abs" and violation.message.endswith("x the bound)")
+
+
+def test_a_cosine_violation_says_how_far_it_is() -> None:
+    y = np.linspace(-1.0, 1.0, 64)
+    m = compute_metrics(y, y + np.random.default_rng(0).normal(0, 0.05, 64))
+    (cos,) = [v for v in check([m], Bounds(min_cosine=0.9999)) if v.metric == "cosine"]
+    assert "breaks >= 0.9999000" in cos.message and "x the allowed 0.0001" in cos.message
+
+
 def test_default_bounds_per_mode() -> None:
     fp16, int8, hybrid = (Bounds.for_mode(q) for q in ("fp16", "int8", "hybrid"))
-    assert fp16.max_abs is not None and fp16.max_rel is None
-    assert int8.max_abs is None and int8.min_cosine is not None
+    for mode in (fp16, int8, hybrid):
+        assert mode.max_abs is None and mode.mean_abs is None and mode.max_rel is None
+        assert mode.min_cosine is not None and mode.max_rel_l2 is not None
+    assert fp16.max_abs_rms is not None
     assert fp16.max_rel_l2 < hybrid.max_rel_l2 < int8.max_rel_l2
     assert fp16.min_cosine > hybrid.min_cosine > int8.min_cosine
     assert Bounds.for_mode("w8a8") == int8 == Bounds.for_mode("int8-mmse")
@@ -161,10 +200,13 @@ def test_default_bounds_per_mode() -> None:
 def test_bounds_from_ini_and_replace() -> None:
     base = Bounds.for_mode("fp16")
     ini = Bounds.from_ini("max_abs=5e-3, min_cosine=0.999\nmax_rel_l2=2%  mean_abs=none", base)
-    assert ini == Bounds(max_abs=5e-3, mean_abs=None, min_cosine=0.999, max_rel_l2=0.02)
+    assert ini == base.replace(max_abs=5e-3, mean_abs=None, min_cosine=0.999, max_rel_l2=0.02)
     assert Bounds.from_ini(["max_abs=1", "max_rel = 0.5"]) == Bounds(max_abs=1.0, max_rel=0.5)
-    assert base.replace(max_abs=None, max_rel="10%") == Bounds(
-        mean_abs=base.mean_abs, max_rel=0.1, min_cosine=base.min_cosine, max_rel_l2=base.max_rel_l2
+    assert base.replace(max_abs_rms=None, max_rel="10%") == Bounds(
+        max_rel=0.1,
+        min_cosine=base.min_cosine,
+        max_rel_l2=base.max_rel_l2,
+        mean_abs_rms=base.mean_abs_rms,
     )
 
 
@@ -187,5 +229,5 @@ def test_violation_signature_is_stable_and_ordered() -> None:
     y = np.ones((2, 8))
     far = compute_metrics(y, -y)
     names = violation_signature(check({"a": far, "b": far}, Bounds.for_mode("fp16")))
-    assert names == "tolerance: max_abs, mean_abs, cosine, rel_l2"
+    assert names == "tolerance: cosine, rel_l2, max_abs_rms, mean_abs_rms"
     assert violation_signature([]) == "tolerance exceeded"

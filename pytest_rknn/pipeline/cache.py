@@ -103,7 +103,8 @@ class Conversion:
     """The toolkit's answer to one job, wherever it came from (a worker now, or the cache).
 
     ``status`` is None when the model converted and simulated (``outputs`` are to be judged);
-    otherwise it is the status the answer decides by itself, with its ``signature``.
+    otherwise it is the status the answer decides by itself, with its ``signature``. An answer
+    with outputs has a ``signature`` only when its log shows a silent failure (a warning).
     ``stored_outputs`` are the sha256 of the outputs' files in the cache (None: not stored).
     """
 

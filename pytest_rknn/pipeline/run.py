@@ -27,6 +27,7 @@ from pytest_rknn.toolkit.protocol import Job, JobResult
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
 from pytest_rknn.verdict.logtext import error_lines, log_excerpt, without_harness_frames
+from pytest_rknn.verdict.signatures import silent_failure
 from pytest_rknn.verdict.tolerance import Bounds
 
 
@@ -138,6 +139,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
             session.cache.put(key, conversion)
 
     verdict = _verdict(cell, session, built, inputs, conversion, bounds)
+    warning = conversion.signature if conversion.status is None else None
     record = new_record(
         cell,
         verdict.status,
@@ -148,9 +150,10 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         timings={**conversion.timings, "cell": round(time.perf_counter() - started, 6)},
         peak_rss_mb=conversion.peak_rss_mb,
         cached=conversion.cached,
-        log_excerpt=conversion.log_excerpt if verdict.status is not Status.PASS else "",
+        log_excerpt=conversion.log_excerpt if verdict.status is not Status.PASS or warning else "",
         artifact=conversion.artifact,
         job_id=conversion.job_id,
+        warning=warning,
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
 
@@ -199,7 +202,10 @@ def _conversion(result: JobResult) -> Conversion:
         except (OSError, ValueError) as exc:
             status = Status.CRASH
             result.error = f"the worker's outputs cannot be read: {exc}"
-    signature = judge_failure(status, result.log, result.error).signature if status else None
+    if status is None:
+        signature = silent_failure(result.log)
+    else:
+        signature = judge_failure(status, result.log, result.error).signature
     return Conversion(
         job_id=result.id,
         status=status,

@@ -55,7 +55,9 @@ class CellRecord:
 
     ``job_id`` names the worker job whose answer the cell holds (None when no job ran: an
     unsupported cell, a broken environment); ``bounds`` are the tolerance bounds the metrics were
-    judged against. ``extra`` is room for fields a later version adds.
+    judged against. ``warning`` is the signature of a silent failure: every toolkit call
+    returned success but the log shows an exception. ``extra`` is room for fields a later
+    version adds.
     """
 
     variant_id: str
@@ -75,6 +77,7 @@ class CellRecord:
     artifact: str | None = None
     job_id: str | None = None
     finished: str | None = None
+    warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

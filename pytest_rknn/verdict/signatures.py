@@ -335,3 +335,28 @@ def classify(log: str, error: str | None = None, status: Status | str | None = N
     for _, line in error_lines(text, aborts=True):
         return normalise(line)
     return _status_key(status)
+
+
+_THREAD_EXCEPTION = re.compile(r"^Exception (?:in|ignored in) thread (?P<thread>[^:\n]*)", re.M)
+
+
+def silent_failure(log: str) -> str | None:
+    """The warning signature of a job whose toolkit calls all returned success while its log
+    shows an exception (a traceback, or an exception in one of the toolkit's threads); ``None``
+    for a clean log.
+
+    ``E `` lines are no such sign: good builds print them (every rk3566 build of 2.3.2 and 2.5.0
+    logs ``E RKNN: Unkown op target: 0``, 2.3.0 on rk3588 ``transpose: infos length !=
+    step_size length``, large graphs ``channel is too large ... fallback to cpu``, all with
+    outputs that match the reference).
+    """
+    text = clean_log(log or "")
+    found = next(tracebacks(text), None)
+    if found is not None:
+        where = found.innermost()
+        location = f" in {where}" if where else ""
+        return normalise(f"silent: {found.exc_type}{location}: {found.message}".rstrip(": "))
+    thread = _THREAD_EXCEPTION.search(text)
+    if thread is not None:
+        return normalise(f"silent: exception in thread {thread['thread'].strip()}")
+    return None

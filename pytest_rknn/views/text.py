@@ -1,4 +1,5 @@
-"""The terminal view of a matrix: a status line, pass/ran per platform and toolkit, signatures."""
+"""The terminal view of a matrix: a status line, pass/ran per platform and toolkit, signatures,
+and the warnings of cells whose toolkit survived an exception."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pytest_rknn.views.tally import cells_of, grid, pass_ran, status_line, top_s
 
 
 def summary_text(matrix: Any, top: int = 8) -> str:
-    """The terminal summary: pass/ran per platform x toolkit, then the commonest signatures."""
+    """The terminal summary: pass/ran per platform x toolkit, the commonest signatures, and the
+    warnings (silent failures)."""
     cells = cells_of(matrix)
     if not cells:
         return "no cells"
@@ -26,4 +28,10 @@ def summary_text(matrix: Any, top: int = 8) -> str:
         for signature, count, places in signatures:
             where = ", ".join(places[:4]) + (", ..." if len(places) > 4 else "")
             lines.append(f"  {count:>4}  {signature}  [{where}]")
+    warned = [c for c in cells if getattr(c, "warning", None)]
+    if warned:
+        lines.append(f"{len(warned)} cell(s) whose log shows an exception the toolkit survived:")
+        for warning in sorted({c.warning for c in warned})[:top]:
+            count = sum(c.warning == warning for c in warned)
+            lines.append(f"  {count:>4}  {warning}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ Modes:
 - env: print the worker's environment variable names into the log;
 - build-fail: build returns -1 after a REGTASK line; raise: build raises IndexError;
 - runtime-fail: init_runtime returns -1;
+- silent: build succeeds after one of its threads died with an exception (use silent+simulate);
 - crash: the process kills itself during build; hang: build sleeps; hog: build allocates memory;
 - slow: build sleeps ``FAKE_RKNN_DELAY`` seconds (default 0.5), then as simulate (so that a run
   can be interrupted halfway);
@@ -55,6 +56,10 @@ def _channel(data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _quantize_layer():
+    raise KeyError("/MatMul_output_0")
 
 
 def _mode(platform):
@@ -124,6 +129,11 @@ class RKNN:
             _channel((json.dumps({"op": "result", "id": job, "result": forged}) + "\n").encode())
         elif mode == "huge-line":
             _channel(b"[" * (6 << 20))
+        elif mode == "silent":
+            # What a toolkit thread that dies does: Python prints its traceback, build succeeds.
+            worker = threading.Thread(target=_quantize_layer, name="quant-worker")
+            worker.start()
+            worker.join()
         elif mode == "late-line":
             timer = threading.Timer(0.2, _channel, args=(b'{"op": "pong"}\n',))
             timer.daemon = True
