@@ -90,6 +90,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="convert every cell again instead of reusing cached results",
     )
     group.addoption(
+        "--rknn-only",
+        dest="rknn_only",
+        action="store_true",
+        help="run only the variants and models named by --rknn-variant / --rknn-model "
+        "(no curated variants, no draws)",
+    )
+    group.addoption(
         "--rknn-explore",
         dest="rknn_explore",
         action="store_true",
@@ -106,7 +113,7 @@ def add_options(parser: pytest.Parser) -> None:
 
 _FLAGS = {"--rknn-" + n.replace("_", "-") for n, (kind, _, _) in OPTIONS.items() if kind == "bool"}
 _FLAGS |= {f.replace("--rknn-", "--rknn-no-") for f in _FLAGS}
-_FLAGS |= {"--rknn-no-cache", "--rknn-explore"}
+_FLAGS |= {"--rknn-no-cache", "--rknn-explore", "--rknn-only"}
 
 
 def rknn_args(args: Sequence[str]) -> list[str]:
@@ -242,6 +249,7 @@ class Settings:
     use_cache: bool = True
     explore: bool = False
     explore_examples: int = 60
+    only: bool = False
     bounds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -288,6 +296,12 @@ class Settings:
             variants = tuple(VariantSpec.from_id(v) for v in config.getoption("rknn_variant"))
         except SpecError as exc:
             raise pytest.UsageError(f"--rknn-variant: {exc}") from None
+        only = bool(config.getoption("rknn_only"))
+        if only and not (variants or models):
+            raise pytest.UsageError(
+                "--rknn-only runs only the variants named by --rknn-variant ID or --rknn-model "
+                "PATH: name at least one"
+            )
         explore_examples = str(config.getini("rknn_explore_examples"))
         if not explore_examples.isdigit() or int(explore_examples) < 1:
             raise pytest.UsageError(
@@ -318,6 +332,7 @@ class Settings:
             explore_examples=int(explore_examples),
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
+            only=only,
             bounds=_bounds(config),
         )
 
