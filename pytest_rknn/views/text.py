@@ -83,7 +83,7 @@ def _toolkit_request(args: Sequence[str], version: str) -> str:
     from pytest_rknn.settings import rknn_args
 
     listed = rknn_args(args)
-    for flag, value in zip(listed, [*listed[1:], ""], strict=True):
+    for flag, value in zip(listed, [*listed[1:], ""][: len(listed)], strict=True):
         text = flag.split("=", 1)[1] if flag.startswith("--rknn-toolkits=") else None
         if flag == "--rknn-toolkits":
             text = value
