@@ -45,6 +45,11 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "forms": ("string", "", "only these graph forms (comma-separated); empty = all"),
     "matrix": ("string", "rknn-matrix.json", "where to write the compatibility matrix JSON"),
     "html": ("string", "", "also write the HTML dashboard of the matrix to this path"),
+    "markdown": (
+        "string",
+        "",
+        "also write the Markdown summary to this path ($GITHUB_STEP_SUMMARY gets it anyway)",
+    ),
     "baseline": ("string", "", "a previous matrix: its failing cells become strict xfails"),
     "timeout": ("string", "300", "seconds one conversion may take before its worker is killed"),
     "max_memory": ("string", "8G", "memory one conversion may use before its worker is killed"),
@@ -198,9 +203,12 @@ def _page(path: Path) -> Path:
     return path
 
 
-def _distinct(matrix: Path, html: Path | None, baseline: Path | None) -> None:
+def _distinct(
+    matrix: Path, html: Path | None, baseline: Path | None, markdown: Path | None = None
+) -> None:
     """Refuse an output path that would overwrite another input or output of the run."""
     named = [("--rknn-baseline", baseline), ("--rknn-matrix", matrix), ("--rknn-html", html)]
+    named.append(("--rknn-markdown", markdown))
     seen: dict[Path, str] = {}
     for flag, path in named:
         if path is None:
@@ -250,6 +258,7 @@ class Settings:
     explore: bool = False
     explore_examples: int = 60
     only: bool = False
+    markdown: Path | None = None
     bounds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -310,7 +319,9 @@ class Settings:
         matrix = _writable(Path(str(_value(config, "matrix"))), "--rknn-matrix")
         html_text = str(_value(config, "html") or "")
         html = _writable(Path(html_text), "--rknn-html") if html_text else None
-        _distinct(matrix, html, baseline)
+        markdown_text = str(_value(config, "markdown") or "")
+        markdown = _writable(Path(markdown_text), "--rknn-markdown") if markdown_text else None
+        _distinct(matrix, html, baseline, markdown)
         if html is not None:
             _page(html)
         return cls(
@@ -333,6 +344,7 @@ class Settings:
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
             only=only,
+            markdown=markdown,
             bounds=_bounds(config),
         )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pytest_rknn.cli.main import Subcommand, register
 from pytest_rknn.results.compare import DiffReport, compare, merge, toolkit_diff
+from pytest_rknn.results.history import Run, dated, history_text, load_history
 from pytest_rknn.results.journal import JOURNAL_SUFFIX, atomic_write_text, journal_path
 from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.views.dashboard import write_dashboard
@@ -71,13 +72,40 @@ def _brief(side: dict) -> str:
 
 
 def _configure_merge(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, help="matrix files, folders, journals")
+    parser.add_argument(
+        "inputs", nargs="*", type=Path, help="matrix files, folders, journals (today's run)"
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="a folder of earlier runs' matrices: print the pass rate per target over time "
+        "and the cells that flipped, and add the history to the --html dashboard",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="merged matrix JSON")
     parser.add_argument("--markdown", type=Path, help="also write a Markdown summary here")
     parser.add_argument("--html", type=Path, help="also write the HTML dashboard here")
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    runs: list[Run] = []
+    if args.history is not None:
+        try:
+            runs, skipped = load_history(args.history)
+        except MatrixError as exc:
+            print(f"pytest-rknn merge: error: {exc}", file=sys.stderr)
+            return 2
+        for line in skipped:
+            print(f"pytest-rknn merge: {line}", file=sys.stderr)
+    if not args.inputs and not runs:
+        print(
+            "pytest-rknn merge: error: nothing to merge: give matrix files or folders, "
+            "or --history DIR",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.inputs:
+        return _write_outputs(args, runs[-1].matrix, runs, 0, "the latest run of the history")
     paths = _inputs(args.inputs)
     output = args.output.resolve()
     named = {p.resolve() for p in args.inputs}
@@ -98,12 +126,25 @@ def _run_merge(args: argparse.Namespace) -> int:
         )
         return 2
     merged = merge(matrices)
+    if runs:
+        runs = [*runs, dated(merged, "the merged inputs")]
+    journals = sum(1 for m in matrices if "journal" in m.meta)
+    read = f"{len(matrices) - journals} matrix file(s)" + (
+        f" and {journals} journal(s)" if journals else ""
+    )
+    return _write_outputs(args, merged, runs, bad, read)
+
+
+def _write_outputs(
+    args: argparse.Namespace, merged: Matrix, runs: list[Run], bad: int, read: str
+) -> int:
+    previous = runs[-2].matrix if len(runs) >= 2 else None
     try:
         merged.write(args.output)
         if args.markdown:
             atomic_write_text(args.markdown, to_markdown(merged))
         if args.html:
-            write_dashboard(merged, args.html)
+            write_dashboard(merged, args.html, previous=previous, history=runs or None)
     except OSError as exc:
         print(
             f"pytest-rknn merge: error: cannot write {exc.filename or args.output}: {exc.strerror}",
@@ -113,10 +154,8 @@ def _run_merge(args: argparse.Namespace) -> int:
     print(summary_text(merged))
     for line in conflict_lines(merged.meta.get("conflicts") or []):
         print(line)
-    journals = sum(1 for m in matrices if "journal" in m.meta)
-    read = f"{len(matrices) - journals} matrix file(s)" + (
-        f" and {journals} journal(s)" if journals else ""
-    )
+    if runs:
+        print(history_text(runs))
     print(f"merged {read}: {len(merged)} cell(s) -> {args.output}")
     return 1 if bad else 0
 
