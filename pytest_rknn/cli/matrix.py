@@ -98,11 +98,13 @@ def _run_merge(args: argparse.Namespace) -> int:
         for line in skipped:
             print(f"pytest-rknn merge: {line}", file=sys.stderr)
     if not args.inputs and not runs:
-        print(
-            "pytest-rknn merge: error: nothing to merge: give matrix files or folders, "
-            "or --history DIR",
-            file=sys.stderr,
+        where = (
+            f"history folder {args.history} holds no readable matrix (*.json): copy each run's "
+            "--rknn-matrix file there (e.g. named by date), or give today's matrices"
+            if args.history is not None
+            else "nothing to merge: give matrix files or folders, or --history DIR"
         )
+        print(f"pytest-rknn merge: error: {where}", file=sys.stderr)
         return 2
     if not args.inputs:
         return _write_outputs(args, runs[-1].matrix, runs, 0, "the latest run of the history")

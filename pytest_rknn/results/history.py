@@ -48,10 +48,8 @@ def dated(matrix: Matrix, source: str, mtime: float | None = None) -> Run:
 
 
 def load_history(folder: str | os.PathLike[str]) -> tuple[list[Run], list[str]]:
-    """The matrices in ``folder`` as runs, oldest first, and one line per file left out.
-
-    ``MatrixError`` when the folder does not exist or holds no readable matrix.
-    """
+    """The matrices in ``folder`` as runs, oldest first (none for a new, empty history), and
+    one line per file left out. ``MatrixError`` when the folder does not exist."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MatrixError(
@@ -64,11 +62,6 @@ def load_history(folder: str | os.PathLike[str]) -> tuple[list[Run], list[str]]:
             runs.append(dated(Matrix.load(path), str(path), path.stat().st_mtime))
         except (MatrixError, OSError) as exc:
             skipped.append(f"left out {path}: {exc}")
-    if not runs:
-        raise MatrixError(
-            f"history folder {folder} holds no readable matrix (*.json): copy each run's "
-            "--rknn-matrix file there (e.g. named by date)"
-        )
     return sorted(runs, key=lambda r: r.when), skipped
 
 
