@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from pytest_rknn.pipeline.plan import CellSpec, build_cells
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.recorder import Recorder, baseline_failures
-from pytest_rknn.settings import Settings, add_options, rknn_args
+from pytest_rknn.settings import Settings, add_options
 from pytest_rknn.verdict.tolerance import Bounds
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -271,7 +270,7 @@ def verdict(outcome: Outcome, node: pytest.Item | None = None) -> Outcome:
         text = outcome.message
         if node is not None:
             node.stash[SUMMARY] = text.splitlines()[0]
-            text += f"\nre-run: {rerun_command(node)}"
+            text += f"\nre-run: {rerun_command(node, outcome.record)}"
             option = node.config.option
             if outcome.details and (option.verbose > 0 or option.tbstyle == "long"):
                 text += "\n" + outcome.details
@@ -281,19 +280,15 @@ def verdict(outcome: Outcome, node: pytest.Item | None = None) -> Outcome:
     return outcome
 
 
-def rerun_command(node: pytest.Item) -> str:
-    """``pytest 'NODE ID' --rknn-...``: the command that runs just this cell again (into a
-    matrix of its own, so the run's matrix stays whole)."""
-    outputs = ("--rknn-matrix", "--rknn-html", "--rknn-baseline")
-    args = rknn_args(node.config.invocation_params.args)
-    previous = ["", *args[:-1]]
-    kept = [a for a, b in zip(args, previous, strict=True) if not _named(outputs, a, b)]
-    return shlex.join(["pytest", node.nodeid, *kept, "--rknn-matrix=rknn-rerun.json"])
+def rerun_command(node: pytest.Item, record: Any = None) -> str:
+    """The command that runs just this item again (into a matrix of its own, so the run's
+    matrix stays whole); a matrix cell's item is pinned to its ``record``'s one cell
+    (:func:`pytest_rknn.views.text.rerun_command`)."""
+    from pytest_rknn.views.text import rerun_command as command
 
-
-def _named(options: tuple[str, ...], arg: str, before: str) -> bool:
-    """Whether ``arg`` is one of ``options`` or the value given to one."""
-    return arg.split("=", 1)[0] in options or (before in options and not arg.startswith("-"))
+    callspec = getattr(node, "callspec", None)
+    is_cell = callspec is not None and isinstance(callspec.params.get("rknn_cell"), CellSpec)
+    return command(node.nodeid, node.config.invocation_params.args, record if is_cell else None)
 
 
 @pytest.fixture

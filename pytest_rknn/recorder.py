@@ -32,6 +32,7 @@ from pytest_rknn.results.journal import (
     Journal,
     MatrixInUse,
     RunLock,
+    atomic_write_text,
     free_space,
     journal_path,
 )
@@ -145,6 +146,7 @@ class Recorder:
                 "cpus": os.cpu_count(),
             },
             "command": " ".join(["pytest", *self.config.invocation_params.args]),
+            "args": list(self.config.invocation_params.args),
             "started": self.started,
         }
 
@@ -217,7 +219,18 @@ class Recorder:
         for name, value in report.user_properties:
             if name == self.prop:
                 data = json.loads(value) if isinstance(value, str) else value
-                self.add(CellRecord.from_dict(data))
+                cell = CellRecord.from_dict(data)
+                self.add(cell)
+                self._note_test(report.nodeid, cell)
+                junit_properties(self.config, report, cell)
+
+    def _note_test(self, nodeid: str, cell: CellRecord) -> None:
+        """Keep the test that holds the cells (``cases/test_matrix.py::test_cell``): the
+        dashboard's re-run command names the cell's node id with it."""
+        if self.matrix is not None and "cell_test" not in self.matrix.meta:
+            suffix = f"[{cell.id}]"
+            if nodeid.endswith(suffix):
+                self.matrix.meta["cell_test"] = nodeid[: -len(suffix)]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -236,9 +249,10 @@ class Recorder:
             from pytest_rknn.views.dashboard import write_dashboard
 
             try:
-                write_dashboard(self.matrix, self.settings.html)
+                write_dashboard(self.matrix, self.settings.html, previous=self._baseline())
             except OSError as exc:
                 self._failed(self.settings.html, exc)
+        self._write_markdown()
         if self.journal is None:
             return
         try:
@@ -248,6 +262,35 @@ class Recorder:
         self.journal.close()
         if written:
             self.journal_path.unlink(missing_ok=True)
+
+    def _baseline(self) -> Matrix | None:
+        """The ``--rknn-baseline`` matrix (the dashboard's "what changed" compares with it)."""
+        if self.settings.baseline is None:
+            return None
+        try:
+            return Matrix.load(self.settings.baseline)
+        except MatrixError:
+            return None
+
+    def _write_markdown(self) -> None:
+        """``--rknn-markdown PATH``, and an appended copy in ``$GITHUB_STEP_SUMMARY`` when set."""
+        from pytest_rknn.views.markdown import to_markdown
+
+        if self.matrix is None:
+            return
+        text = to_markdown(self.matrix)
+        if self.settings.markdown is not None:
+            try:
+                atomic_write_text(self.settings.markdown, text)
+            except OSError as exc:
+                self._failed(self.settings.markdown, exc)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            try:
+                with open(summary, "a", encoding="utf-8") as handle:
+                    handle.write(text + "\n")
+            except OSError as exc:
+                self._failed(Path(summary), exc)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for note in self.notes:
@@ -278,6 +321,40 @@ class Recorder:
         if path != self.journal_path and journal_whole:
             return f"the journal {self.journal_path} keeps every finished cell"
         return "no file holds every finished cell"
+
+
+def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: CellRecord) -> None:
+    """With ``--junitxml``: the cell's testcase gets a classname per target
+    (``rknn.rk3588.2_3_2.fp16``, so CI test views group by chip and version) and properties
+    (``rknn.status``, ``rknn.signature``, ``rknn.platform``, ``rknn.toolkit``, ``rknn.quant``,
+    ``rknn.variant``, ``rknn.<output>.<metric>`` for cosine, rel_l2, max_abs_rms and max_abs,
+    and ``rknn.warning`` when the cell has one)."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover - pytest moved it; JUnit then lacks our fields
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    reporter = xml.node_reporter(report)
+    toolkit = cell.toolkit.replace(".", "_")
+    reporter.add_attribute("classname", f"rknn.{cell.platform}.{toolkit}.{cell.quant}")
+    fields = {
+        "status": cell.status.value,
+        "signature": cell.signature or "",
+        "platform": cell.platform,
+        "toolkit": cell.toolkit,
+        "quant": cell.quant,
+        "variant": cell.variant_id,
+    }
+    if cell.warning:
+        fields["warning"] = cell.warning
+    for output, metrics in sorted((cell.metrics or {}).items()):
+        for metric in ("cosine", "rel_l2", "max_abs_rms", "max_abs"):
+            if metrics.get(metric) is not None:
+                fields[f"{output}.{metric}"] = metrics[metric]
+    for name, value in fields.items():
+        reporter.add_property(f"rknn.{name}", str(value))
 
 
 def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:

@@ -45,6 +45,11 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "forms": ("string", "", "only these graph forms (comma-separated); empty = all"),
     "matrix": ("string", "rknn-matrix.json", "where to write the compatibility matrix JSON"),
     "html": ("string", "", "also write the HTML dashboard of the matrix to this path"),
+    "markdown": (
+        "string",
+        "",
+        "also write the Markdown summary to this path ($GITHUB_STEP_SUMMARY gets it anyway)",
+    ),
     "baseline": ("string", "", "a previous matrix: its failing cells become strict xfails"),
     "timeout": ("string", "300", "seconds one conversion may take before its worker is killed"),
     "max_memory": ("string", "8G", "memory one conversion may use before its worker is killed"),
@@ -90,6 +95,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="convert every cell again instead of reusing cached results",
     )
     group.addoption(
+        "--rknn-only",
+        dest="rknn_only",
+        action="store_true",
+        help="run only the variants and models named by --rknn-variant / --rknn-model "
+        "(no curated variants, no draws)",
+    )
+    group.addoption(
         "--rknn-explore",
         dest="rknn_explore",
         action="store_true",
@@ -106,7 +118,7 @@ def add_options(parser: pytest.Parser) -> None:
 
 _FLAGS = {"--rknn-" + n.replace("_", "-") for n, (kind, _, _) in OPTIONS.items() if kind == "bool"}
 _FLAGS |= {f.replace("--rknn-", "--rknn-no-") for f in _FLAGS}
-_FLAGS |= {"--rknn-no-cache", "--rknn-explore"}
+_FLAGS |= {"--rknn-no-cache", "--rknn-explore", "--rknn-only"}
 
 
 def rknn_args(args: Sequence[str]) -> list[str]:
@@ -191,9 +203,12 @@ def _page(path: Path) -> Path:
     return path
 
 
-def _distinct(matrix: Path, html: Path | None, baseline: Path | None) -> None:
+def _distinct(
+    matrix: Path, html: Path | None, baseline: Path | None, markdown: Path | None = None
+) -> None:
     """Refuse an output path that would overwrite another input or output of the run."""
     named = [("--rknn-baseline", baseline), ("--rknn-matrix", matrix), ("--rknn-html", html)]
+    named.append(("--rknn-markdown", markdown))
     seen: dict[Path, str] = {}
     for flag, path in named:
         if path is None:
@@ -242,6 +257,8 @@ class Settings:
     use_cache: bool = True
     explore: bool = False
     explore_examples: int = 60
+    only: bool = False
+    markdown: Path | None = None
     bounds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -288,6 +305,12 @@ class Settings:
             variants = tuple(VariantSpec.from_id(v) for v in config.getoption("rknn_variant"))
         except SpecError as exc:
             raise pytest.UsageError(f"--rknn-variant: {exc}") from None
+        only = bool(config.getoption("rknn_only"))
+        if only and not (variants or models):
+            raise pytest.UsageError(
+                "--rknn-only runs only the variants named by --rknn-variant ID or --rknn-model "
+                "PATH: name at least one"
+            )
         explore_examples = str(config.getini("rknn_explore_examples"))
         if not explore_examples.isdigit() or int(explore_examples) < 1:
             raise pytest.UsageError(
@@ -296,7 +319,9 @@ class Settings:
         matrix = _writable(Path(str(_value(config, "matrix"))), "--rknn-matrix")
         html_text = str(_value(config, "html") or "")
         html = _writable(Path(html_text), "--rknn-html") if html_text else None
-        _distinct(matrix, html, baseline)
+        markdown_text = str(_value(config, "markdown") or "")
+        markdown = _writable(Path(markdown_text), "--rknn-markdown") if markdown_text else None
+        _distinct(matrix, html, baseline, markdown)
         if html is not None:
             _page(html)
         return cls(
@@ -318,6 +343,8 @@ class Settings:
             explore_examples=int(explore_examples),
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
+            only=only,
+            markdown=markdown,
             bounds=_bounds(config),
         )
 

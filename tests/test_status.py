@@ -84,5 +84,5 @@ def test_cli_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     matrix(Status.CRASH).write(tmp_path / "new.json")
     command = f"{sys.executable} -m pytest_rknn.cli diff old.json new.json | head -n 1"
     proc = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
-    assert proc.stdout.startswith("regression")
+    assert proc.stdout.startswith("old.json → new.json: 0 fixed, 3000 regressed")
     assert proc.stderr == ""

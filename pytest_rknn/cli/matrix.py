@@ -1,5 +1,9 @@
 """The ``merge`` and ``diff`` subcommands: combine per-job matrices, and compare two runs.
 
+``diff OLD NEW`` (or ``diff --toolkits A B MATRIX``) prints the counts of fixed / regressed /
+changed / new / removed / unchanged cells and the changed cells, as text, ``--json`` or
+``--markdown``; it exits 1 only when a cell regressed (2 for unusable input).
+
 ``merge`` takes matrix files, folders of them, and the journals of interrupted runs; the journal
 beside a matrix file (a run that was killed, or could not write its matrix) is read with it. A
 file that cannot be read is named with its problem and left out, and the others are still
@@ -9,16 +13,18 @@ merged and written (the exit status then says that something was left out).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from pytest_rknn.cli.main import Subcommand, register
-from pytest_rknn.results.compare import diff, merge
+from pytest_rknn.results.compare import DiffReport, compare, merge, toolkit_diff
+from pytest_rknn.results.history import Run, dated, history_text, load_history
 from pytest_rknn.results.journal import JOURNAL_SUFFIX, atomic_write_text, journal_path
 from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.views.dashboard import write_dashboard
-from pytest_rknn.views.markdown import to_markdown
-from pytest_rknn.views.text import summary_text
+from pytest_rknn.views.markdown import diff_markdown, to_markdown
+from pytest_rknn.views.text import diff_text, summary_text
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
@@ -44,14 +50,64 @@ def _load(path: Path) -> Matrix:
     return Matrix.load(path)
 
 
+def conflict_lines(conflicts: list[dict]) -> list[str]:
+    """One line per conflict of a merge: which result was kept and which dropped."""
+    if not conflicts:
+        return []
+    lines = [f"{len(conflicts)} conflict(s): inputs disagree on these cells (the later is kept):"]
+    for c in conflicts:
+        kept, dropped = c["kept"], c["dropped"]
+        lines.append(
+            f"  {c['variant_id']} @ {c['platform']} / {c['toolkit']} / {c['quant']}: kept "
+            f"{_brief(kept)}, dropped {_brief(dropped)}"
+        )
+    return lines
+
+
+def _brief(side: dict) -> str:
+    text = str(side.get("status"))
+    if side.get("signature"):
+        text += f" ({side['signature']})"
+    return text + f" of {side.get('finished') or 'unknown time'}"
+
+
 def _configure_merge(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, help="matrix files, folders, journals")
+    parser.add_argument(
+        "inputs", nargs="*", type=Path, help="matrix files, folders, journals (today's run)"
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="a folder of earlier runs' matrices: print the pass rate per target over time "
+        "and the cells that flipped, and add the history to the --html dashboard",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="merged matrix JSON")
     parser.add_argument("--markdown", type=Path, help="also write a Markdown summary here")
     parser.add_argument("--html", type=Path, help="also write the HTML dashboard here")
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    runs: list[Run] = []
+    if args.history is not None:
+        try:
+            runs, skipped = load_history(args.history)
+        except MatrixError as exc:
+            print(f"pytest-rknn merge: error: {exc}", file=sys.stderr)
+            return 2
+        for line in skipped:
+            print(f"pytest-rknn merge: {line}", file=sys.stderr)
+    if not args.inputs and not runs:
+        where = (
+            f"history folder {args.history} holds no readable matrix (*.json): copy each run's "
+            "--rknn-matrix file there (e.g. named by date), or give today's matrices"
+            if args.history is not None
+            else "nothing to merge: give matrix files or folders, or --history DIR"
+        )
+        print(f"pytest-rknn merge: error: {where}", file=sys.stderr)
+        return 2
+    if not args.inputs:
+        return _write_outputs(args, runs[-1].matrix, runs, 0, "the latest run of the history")
     paths = _inputs(args.inputs)
     output = args.output.resolve()
     named = {p.resolve() for p in args.inputs}
@@ -72,12 +128,25 @@ def _run_merge(args: argparse.Namespace) -> int:
         )
         return 2
     merged = merge(matrices)
+    if runs:
+        runs = [*runs, dated(merged, "the merged inputs")]
+    journals = sum(1 for m in matrices if "journal" in m.meta)
+    read = f"{len(matrices) - journals} matrix file(s)" + (
+        f" and {journals} journal(s)" if journals else ""
+    )
+    return _write_outputs(args, merged, runs, bad, read)
+
+
+def _write_outputs(
+    args: argparse.Namespace, merged: Matrix, runs: list[Run], bad: int, read: str
+) -> int:
+    previous = runs[-2].matrix if len(runs) >= 2 else None
     try:
         merged.write(args.output)
         if args.markdown:
             atomic_write_text(args.markdown, to_markdown(merged))
         if args.html:
-            write_dashboard(merged, args.html)
+            write_dashboard(merged, args.html, previous=previous, history=runs or None)
     except OSError as exc:
         print(
             f"pytest-rknn merge: error: cannot write {exc.filename or args.output}: {exc.strerror}",
@@ -85,31 +154,69 @@ def _run_merge(args: argparse.Namespace) -> int:
         )
         return 2
     print(summary_text(merged))
-    journals = sum(1 for m in matrices if "journal" in m.meta)
-    read = f"{len(matrices) - journals} matrix file(s)" + (
-        f" and {journals} journal(s)" if journals else ""
-    )
+    for line in conflict_lines(merged.meta.get("conflicts") or []):
+        print(line)
+    if runs:
+        print(history_text(runs))
     print(f"merged {read}: {len(merged)} cell(s) -> {args.output}")
     return 1 if bad else 0
 
 
 def _configure_diff(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("old", type=Path, help="the earlier matrix")
-    parser.add_argument("new", type=Path, help="the later matrix")
+    parser.add_argument(
+        "matrices",
+        nargs="+",
+        type=Path,
+        metavar="MATRIX",
+        help="OLD NEW: an earlier and a later matrix; or one MATRIX with --toolkits",
+    )
+    parser.add_argument(
+        "--toolkits",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare toolkit version A with version B inside one matrix, per platform",
+    )
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the report as JSON")
+    form.add_argument(
+        "--markdown",
+        action="store_true",
+        help='print the report as Markdown (e.g. >> "$GITHUB_STEP_SUMMARY")',
+    )
+
+
+def _diff_reports(args: argparse.Namespace) -> list[DiffReport]:
+    """The reports ``diff`` prints; ``ValueError`` (one line, with the fix) on bad input."""
+    paths = args.matrices
+    if args.toolkits:
+        if len(paths) != 1:
+            raise ValueError(
+                f"--toolkits A B compares two versions inside one matrix, got {len(paths)} "
+                "files: give exactly one MATRIX"
+            )
+        return toolkit_diff(Matrix.load(paths[0]), *args.toolkits)
+    if len(paths) != 2:
+        raise ValueError(
+            f"got {len(paths)} file(s): give OLD NEW (two matrices), "
+            "or --toolkits A B MATRIX to compare two versions inside one"
+        )
+    old, new = Matrix.load(paths[0]), Matrix.load(paths[1])
+    return [compare(old, new, f"{paths[0]} → {paths[1]}")]
 
 
 def _run_diff(args: argparse.Namespace) -> int:
     try:
-        old, new = Matrix.load(args.old), Matrix.load(args.new)
-    except MatrixError as exc:
+        reports = _diff_reports(args)
+    except (MatrixError, ValueError) as exc:
         print(f"pytest-rknn diff: error: {exc}", file=sys.stderr)
         return 2
-    changes = diff(old, new)
-    for change in changes:
-        print(change.describe())
-    regressions = sum(1 for c in changes if c.kind == "regression")
-    print(f"{len(changes)} changes, {regressions} regressions")
-    return 1 if regressions else 0
+    if args.json:
+        print(json.dumps({"reports": [r.to_dict() for r in reports]}, indent=1))
+    elif args.markdown:
+        print(diff_markdown(reports), end="")
+    else:
+        print(diff_text(reports))
+    return 1 if any(r.regressions for r in reports) else 0
 
 
 register(
@@ -121,5 +228,10 @@ register(
     )
 )
 register(
-    Subcommand("diff", "compare two matrices; exit 1 on regressions", _configure_diff, _run_diff)
+    Subcommand(
+        "diff",
+        "compare two matrices (or two toolkits in one); exit 1 only on regressions",
+        _configure_diff,
+        _run_diff,
+    )
 )

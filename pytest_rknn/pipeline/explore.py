@@ -21,6 +21,7 @@ from pytest_rknn.variants.explore import find_minimal
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.strategies import HOST_FORMS
 from pytest_rknn.verdict.tolerance import Bounds
+from pytest_rknn.views.text import rerun_command
 
 if TYPE_CHECKING:
     from pytest_rknn.settings import Settings
@@ -90,10 +91,7 @@ class Explorer:
             return None
         record = self.tried[found.id].record
         t = self.target
-        rerun = (
-            f"pytest cases/ --rknn-variant {found.id} --rknn-no-curated --rknn-examples 0 "
-            f"--rknn-toolkits {t.toolkit} --rknn-platforms {t.platform} --rknn-quant {t.quant}"
-        )
+        rerun = rerun_command("cases/", (), record)
         pytest.fail(
             f"minimal failing variant for {t.id} after {tried} conversions: {found.id}\n"
             f"  status: {record.status.value}; signature: {record.signature}\n"

@@ -42,12 +42,13 @@ class CellSpec:
 
 
 def subjects(settings: Settings) -> list[Subject]:
-    """Curated variants, then drawn ones, then user models; each id once."""
+    """Named variants, curated ones, then drawn ones, then user models; each id once
+    (``--rknn-only``: the named variants and user models alone)."""
     forms = settings.forms or None
     specs = list(settings.variants)
-    if settings.curated:
+    if settings.curated and not settings.only:
         specs += [c.spec for c in curated_cases() if forms is None or c.spec.form in forms]
-    if settings.examples:
+    if settings.examples and not settings.only:
         specs += draw_variants(settings.examples, settings.seed, settings.profile, forms=forms)
     found: dict[str, Subject] = {}
     for spec in specs:

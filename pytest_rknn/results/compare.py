@@ -1,4 +1,11 @@
-"""Comparing and combining matrices: ``merge`` of per-job matrices, ``diff`` of two runs."""
+"""Comparing and combining matrices: ``merge`` of per-job matrices, ``diff`` of two runs.
+
+:func:`diff` lists what changed cell by cell; :func:`compare` wraps it in a :class:`DiffReport`
+with the counts a person reads first (fixed / regressed / changed / new / removed / unchanged);
+:func:`toolkit_diff` compares two toolkit versions inside one matrix, per platform and quant
+mode ("2.3.2 → 2.5.0 on rk3588: 0 fixed, 6 regressed"). Views format these reports; nothing
+here prints.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Any
 from pytest_rknn.results.cell import CellRecord, Key, instant
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.views.tally import version_key
 
 
 @dataclass(frozen=True)
@@ -23,16 +31,25 @@ class Change:
     old_signature: str | None = None
     new_signature: str | None = None
 
+    @property
+    def before(self) -> str:
+        """The old side for a person: ``crash (worker crashed)``, or ``absent``."""
+        return (self.old_status or "absent") + (
+            f" ({self.old_signature})" if self.old_signature else ""
+        )
+
+    @property
+    def after(self) -> str:
+        """The new side for a person: ``pass``, or ``absent``."""
+        return (self.new_status or "absent") + (
+            f" ({self.new_signature})" if self.new_signature else ""
+        )
+
     def describe(self) -> str:
         """One line for a person: ``regression  id @ rk3588 / 2.3.2 / fp16: pass -> crash``."""
         variant, platform, toolkit, quant = self.key
-        before = f"{self.old_status or 'absent'}" + (
-            f" ({self.old_signature})" if self.old_signature else ""
-        )
-        after = f"{self.new_status or 'absent'}" + (
-            f" ({self.new_signature})" if self.new_signature else ""
-        )
-        return f"{self.kind:<10} {variant} @ {platform} / {toolkit} / {quant}: {before} -> {after}"
+        where = f"{variant} @ {platform} / {toolkit} / {quant}"
+        return f"{self.kind:<10} {where}: {self.before} -> {self.after}"
 
 
 _UNION_LISTS = ("platforms", "quant", "toolkits", "toolkit_envs")
@@ -116,6 +133,27 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
     return result
 
 
+def _change(key: Key, before: CellRecord | None, after: CellRecord | None) -> Change | None:
+    """How ``before`` became ``after`` (None: same status and signature)."""
+    if before is None and after is not None:
+        return Change("new", key, None, after.status.value, None, after.signature)
+    if after is None and before is not None:
+        return Change("removed", key, before.status.value, None, before.signature, None)
+    if before is None or after is None:
+        return None
+    if (before.status, before.signature) == (after.status, after.signature):
+        return None
+    if before.status is Status.PASS and after.failed:
+        kind = "regression"
+    elif before.failed and after.status is Status.PASS:
+        kind = "fix"
+    else:
+        kind = "changed"
+    return Change(
+        kind, key, before.status.value, after.status.value, before.signature, after.signature
+    )
+
+
 def diff(old: Matrix, new: Matrix) -> list[Change]:
     """What changed from ``old`` to ``new``, cell by cell, in key order.
 
@@ -123,32 +161,123 @@ def diff(old: Matrix, new: Matrix) -> list[Change]:
     ``removed``: the key is in one matrix only; ``changed``: any other change of status or
     signature (a different failure, or a move to or from ``unsupported``).
     """
-    changes: list[Change] = []
-    for key in sorted({*old.keys(), *new.keys()}):
-        before, after = old.get(key), new.get(key)
-        if before is None and after is not None:
-            changes.append(Change("new", key, None, after.status.value, None, after.signature))
-        elif after is None and before is not None:
-            changes.append(
-                Change("removed", key, before.status.value, None, before.signature, None)
-            )
-        elif before is not None and after is not None:
-            if (before.status, before.signature) == (after.status, after.signature):
-                continue
-            if before.status is Status.PASS and after.failed:
-                kind = "regression"
-            elif before.failed and after.status is Status.PASS:
-                kind = "fix"
-            else:
-                kind = "changed"
-            changes.append(
-                Change(
-                    kind,
-                    key,
-                    before.status.value,
-                    after.status.value,
-                    before.signature,
-                    after.signature,
-                )
-            )
-    return changes
+    keys = sorted({*old.keys(), *new.keys()})
+    changes = (_change(key, old.get(key), new.get(key)) for key in keys)
+    return [c for c in changes if c is not None]
+
+
+# The counts of a report, in the order people read them, and the change kind each one counts.
+COUNTS: dict[str, str | None] = {
+    "fixed": "fix",
+    "regressed": "regression",
+    "changed": "changed",
+    "new": "new",
+    "removed": "removed",
+    "unchanged": None,
+}
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    """The changes between two sets of cells, and how many cells did not change."""
+
+    label: str
+    changes: tuple[Change, ...]
+    unchanged: int
+    platform: str | None = None
+    quant: str | None = None
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.kind == "regression"]
+
+    def counts(self) -> dict[str, int]:
+        """``{"fixed": n, "regressed": n, "changed": n, "new": n, "removed": n, "unchanged": n}``"""
+        kinds = [c.kind for c in self.changes]
+        return {
+            name: (self.unchanged if kind is None else kinds.count(kind))
+            for name, kind in COUNTS.items()
+        }
+
+    def headline(self) -> str:
+        """``2.3.2 → 2.5.0 on rk3588: 0 fixed, 6 regressed, 1 changed, 12 unchanged``"""
+        counts = self.counts()
+        shown = [f"{counts[k]} {k}" for k in ("fixed", "regressed")]
+        shown += [f"{counts[k]} {k}" for k in ("changed", "new", "removed") if counts[k]]
+        return f"{self.label}: " + ", ".join([*shown, f"{counts['unchanged']} unchanged"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "platform": self.platform,
+            "quant": self.quant,
+            "counts": self.counts(),
+            "changes": [
+                {
+                    "kind": c.kind,
+                    "variant_id": c.key[0],
+                    "platform": c.key[1],
+                    "toolkit": c.key[2],
+                    "quant": c.key[3],
+                    "old_status": c.old_status,
+                    "new_status": c.new_status,
+                    "old_signature": c.old_signature,
+                    "new_signature": c.new_signature,
+                }
+                for c in self.changes
+            ],
+        }
+
+
+def compare(old: Matrix, new: Matrix, label: str = "old → new") -> DiffReport:
+    """:func:`diff` with the count of cells present and alike in both."""
+    changes = diff(old, new)
+    alike = len(set(new.keys()) & set(old.keys())) - sum(
+        1 for c in changes if c.kind not in ("new", "removed")
+    )
+    return DiffReport(label, tuple(changes), alike)
+
+
+def toolkits_of(matrix: Matrix) -> list[str]:
+    """The toolkit versions that have cells, oldest first."""
+    return sorted({c.toolkit for c in matrix.cells}, key=version_key)
+
+
+def toolkit_diff(matrix: Matrix, before: str, after: str) -> list[DiffReport]:
+    """Toolkit ``before`` against ``after`` inside one matrix, one report per (platform, quant).
+
+    Cells pair up by (variant, platform, quant); a change's key is the ``after`` cell's (the
+    ``before`` cell's for ``removed``). Raises ``ValueError`` naming the versions the matrix has
+    when either is absent.
+    """
+    have = toolkits_of(matrix)
+    missing = [v for v in (before, after) if v not in have]
+    if missing:
+        raise ValueError(
+            f"toolkit {', '.join(missing)} has no cells in this matrix: it has "
+            f"{', '.join(have) or 'no cells at all'}"
+        )
+    old: dict[tuple[str, str], dict[str, CellRecord]] = {}
+    new: dict[tuple[str, str], dict[str, CellRecord]] = {}
+    for cell in matrix.cells:
+        side = old if cell.toolkit == before else new if cell.toolkit == after else None
+        if side is not None:
+            side.setdefault((cell.platform, cell.quant), {})[cell.variant_id] = cell
+    several_quants = len({q for _, q in (*old, *new)}) > 1
+    reports = []
+    for platform, quant in sorted({*old, *new}):
+        a, b = old.get((platform, quant), {}), new.get((platform, quant), {})
+        changes = []
+        for variant in sorted({*a, *b}):
+            cell = b.get(variant) or a[variant]
+            change = _change(cell.key, a.get(variant), b.get(variant))
+            if change is not None:
+                changes.append(change)
+        alike = sum(1 for v in b if v in a) - sum(
+            1 for c in changes if c.kind not in ("new", "removed")
+        )
+        where = f"{platform} {quant}" if several_quants else platform
+        reports.append(
+            DiffReport(f"{before} → {after} on {where}", tuple(changes), alike, platform, quant)
+        )
+    return reports

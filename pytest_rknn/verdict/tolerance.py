@@ -230,6 +230,10 @@ _BOUND_METRIC = {
     "max_abs": ("max_abs", "<="),
     "mean_abs": ("mean_abs", "<="),
 }
+# metric -> (the bound that limits it, comparison): how views show a metric against its bound.
+BOUND_OF_METRIC: dict[str, tuple[str, str]] = {
+    metric: (bound, op) for bound, (metric, op) in _BOUND_METRIC.items()
+}
 _QUANT_ALIASES = {"w8a8": "int8", "i8": "int8", "float16": "fp16", "fp": "fp16"}
 
 

@@ -1,11 +1,36 @@
-"""The terminal view of a matrix: a status line, pass/ran per platform and toolkit, signatures,
-and the warnings of cells whose toolkit survived an exception."""
+"""The terminal view of a matrix: the run's summary, diff reports, and re-run commands.
+
+:func:`summary_text` is the block at the end of a run (status line, pass/ran per platform and
+toolkit, commonest signatures, the warnings of cells whose toolkit survived an exception);
+:func:`diff_text` prints :class:`~pytest_rknn.results.compare.
+DiffReport` s; :func:`rerun_command` is the one place that spells the command re-running one
+cell (the failing item's block, the dashboard's cell panel and the Markdown report all use it).
+"""
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pytest_rknn.views.tally import cells_of, grid, pass_ran, status_line, top_signatures
+
+RERUN_MATRIX = "rknn-rerun.json"
+# Options whose values are files of the run: a re-run writes its own and reads no baseline.
+_OUTPUTS = ("--rknn-matrix", "--rknn-html", "--rknn-baseline", "--rknn-markdown")
+# Options that choose which cells exist: a re-run of one cell pins them instead.
+_SELECTION = (
+    "--rknn-toolkits",
+    "--rknn-platforms",
+    "--rknn-quant",
+    "--rknn-forms",
+    "--rknn-examples",
+    "--rknn-variant",
+    "--rknn-model",
+    "--rknn-only",
+    "--rknn-curated",
+    "--rknn-no-curated",
+)
 
 
 def summary_text(matrix: Any, top: int = 8) -> str:
@@ -35,3 +60,70 @@ def summary_text(matrix: Any, top: int = 8) -> str:
             count = sum(c.warning == warning for c in warned)
             lines.append(f"  {count:>4}  {warning}")
     return "\n".join(lines)
+
+
+def diff_text(reports: Iterable[Any]) -> str:
+    """Each report's headline, then its changed cells (one line each), indented."""
+    lines: list[str] = []
+    for report in reports:
+        lines.append(report.headline())
+        lines += ["  " + change.describe() for change in report.changes]
+    return "\n".join(lines)
+
+
+def _kept(args: Sequence[str], dropped: tuple[str, ...]) -> list[str]:
+    """``args`` without the options in ``dropped`` and the values given to them."""
+    from pytest_rknn.settings import rknn_args
+
+    kept: list[str] = []
+    previous = ""
+    for arg in rknn_args(args):
+        named = arg.split("=", 1)[0] in dropped
+        value_of_dropped = previous in dropped and not arg.startswith("-")
+        if not (named or value_of_dropped):
+            kept.append(arg)
+        previous = arg if "=" not in arg else ""
+    return kept
+
+
+def _toolkit_request(args: Sequence[str], version: str) -> str:
+    """The ``--rknn-toolkits`` entry of ``version`` in ``args`` (``2.1.0=x.whl`` stays whole)."""
+    from pytest_rknn.settings import rknn_args
+
+    listed = rknn_args(args)
+    for flag, value in zip(listed, [*listed[1:], ""][: len(listed)], strict=True):
+        text = flag.split("=", 1)[1] if flag.startswith("--rknn-toolkits=") else None
+        if flag == "--rknn-toolkits":
+            text = value
+        for entry in (text or "").split(","):
+            if entry.strip().split("=", 1)[0] == version:
+                return entry.strip()
+    return version
+
+
+def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> str:
+    """The command that runs one cell again, into a matrix of its own (``rknn-rerun.json``).
+
+    ``target`` is the test's node id (or a test path, e.g. ``cases/``), ``args`` the command line
+    of the run the cell came from: its ``--rknn-*`` options are kept, but those naming the run's
+    files. Given the ``cell`` record, the options that choose cells are replaced by pins to that
+    one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ... --rknn-platforms ...
+    --rknn-quant ...``), so the re-run neither draws variants nor depends on the run's selection.
+    """
+    if cell is None:
+        kept = _kept(args, _OUTPUTS)
+        return shlex.join(["pytest", target, *kept, f"--rknn-matrix={RERUN_MATRIX}"])
+    kept = _kept(args, _OUTPUTS + _SELECTION)
+    variant = cell.variant or {}
+    if variant.get("form") == "model" and variant.get("path"):
+        subject = [f"--rknn-model={variant['path']}"]
+    else:
+        subject = [f"--rknn-variant={cell.variant_id}"]
+    pins = [
+        "--rknn-only",
+        *subject,
+        f"--rknn-toolkits={_toolkit_request(args, cell.toolkit)}",
+        f"--rknn-platforms={cell.platform}",
+        f"--rknn-quant={cell.quant}",
+    ]
+    return shlex.join(["pytest", target, *kept, *pins, f"--rknn-matrix={RERUN_MATRIX}"])
