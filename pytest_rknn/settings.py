@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
+from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_entries
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
     DEFAULT_PLATFORMS,
@@ -78,6 +79,11 @@ def add_options(parser: pytest.Parser) -> None:
         )
     for name, metavar, help_text in (
         ("model", "PATH", "an ONNX model of your own to put in the matrix (repeatable)"),
+        (
+            "config",
+            "KEY=VALUE",
+            "a toolkit config() option for every cell; KEY=V1|V2 fans out (repeatable)",
+        ),
         ("variant", "ID", "add this variant (an id from a matrix or --rknn-explore) (repeatable)"),
     ):
         group.addoption(
@@ -111,6 +117,12 @@ def add_options(parser: pytest.Parser) -> None:
         "rknn_explore_examples",
         "how many variants --rknn-explore may try per (platform, toolkit, quant)",
         default="60",
+    )
+    parser.addini(
+        "rknn_config",
+        "toolkit config() options for every cell, one KEY=VALUE (or KEY=V1|V2) per line",
+        type="linelist",
+        default=[],
     )
     parser.addini("rknn_bounds_fp16", "tolerance bounds for fp16 cells, e.g. max_abs=0.01 ...")
     parser.addini("rknn_bounds_int8", "tolerance bounds for int8 cells, e.g. min_cosine=0.99")
@@ -267,7 +279,9 @@ class Settings:
             toolkits = tuple(parse_toolkits(str(_value(config, "toolkits"))))
             platforms = parse_platforms(str(_value(config, "platforms")))
             quant = parse_quant(str(_value(config, "quant")))
-        except (ToolkitError, PlatformError) as exc:
+            entries = [*config.getini("rknn_config"), *config.getoption("rknn_config")]
+            quant = build_modes(quant, parse_entries(entries))
+        except (ToolkitError, PlatformError, ConfigError) as exc:
             raise pytest.UsageError(str(exc)) from None
         profile = str(_value(config, "profile"))
         if profile not in PROFILES:

@@ -718,6 +718,9 @@ BAD_INPUTS = [
     ("--rknn-model=.", "is a folder"),
     ("--rknn-model=folder", "is a folder"),
     *((f"--rknn-baseline={name}.json", says) for name, (_, says) in BASELINES.items()),
+    ("--rknn-config=optimisation_level=2", "no rknn-toolkit2 version's config() accepts it"),
+    ("--rknn-config=target_platform=rk3588", "set by --rknn-platforms"),
+    ("--rknn-quant=fp16+optimization_level", "is not key:value"),
 ]
 
 

@@ -140,6 +140,44 @@ def test_a_build_that_succeeds_over_an_exception_passes_with_a_warning(suite, mo
     assert all(c.cached for c in cells(suite, "again.json").values())
 
 
+def test_config_options_fan_out_into_cells_that_reach_the_toolkit(suite) -> None:
+    result = run(
+        suite,
+        "--rknn-toolkits=2.2.0,2.5.0",
+        "--rknn-config=optimization_level=2|3",
+        "--rknn-config=disable_rules=fuse_a",
+        "-v",
+    )
+    result.assert_outcomes(passed=8, skipped=8)
+    found = cells(suite)
+    assert {c.quant for c in found.values()} == {
+        "fp16+disable_rules:fuse_a+optimization_level:2",
+        "fp16+disable_rules:fuse_a+optimization_level:3",
+    }
+    for cell in found.values():
+        if cell.toolkit == "2.2.0":
+            assert cell.status is Status.UNSUPPORTED
+            assert cell.reason == "rknn-toolkit2 2.2.0's config() does not accept disable_rules"
+            continue
+        assert cell.status is Status.PASS
+        identity = json.loads((Path(cell.artifact).parent / "FAKE-identity.json").read_text())
+        level = int(cell.quant.rsplit(":", 1)[1])
+        assert identity["config"] == {
+            "float_dtype": "float16",
+            "disable_rules": ["fuse_a"],
+            "optimization_level": level,
+        }
+    again = run(
+        suite,
+        "--rknn-matrix=again.json",
+        "--rknn-toolkits=2.5.0",
+        "--rknn-config=optimization_level=3",
+        "--rknn-config=disable_rules=fuse_a",
+    )
+    again.assert_outcomes(passed=4)
+    assert all(c.cached for c in cells(suite, "again.json").values())
+
+
 def test_a_broken_environment_is_env_error_with_its_reason(suite, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_RKNN_BROKEN", "2.5.0")
     result = run(suite)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pytest_rknn.pipeline.build_config import config_of, rejected_by
 from pytest_rknn.pipeline.cache import Conversion, conversion_key, verdict_key
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.session import RknnSession
-from pytest_rknn.pipeline.targets import QUANT_MODES, unsupported_reason
+from pytest_rknn.pipeline.targets import QUANT_MODES, base_quant, unsupported_reason
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.status import Status
 from pytest_rknn.toolkit.protocol import Job, JobResult
@@ -103,7 +104,7 @@ def run_guarded(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome
 def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     """Run (or recall) one cell; never raises for a toolkit fault."""
     started = time.perf_counter()
-    reason = unsupported_reason(cell.platform, cell.quant)
+    reason = unsupported_reason(cell.platform, cell.quant) or rejected_by(cell.toolkit, cell.quant)
     if reason:
         return _short(cell, Status.UNSUPPORTED, reason, "unsupported")
     materials = session.materials
@@ -221,16 +222,21 @@ def _conversion(result: JobResult) -> Conversion:
     )
 
 
+def _config(cell: CellSpec) -> dict[str, object]:
+    """The toolkit ``config()`` options of a cell: its quantization mode's, then its own."""
+    return {**dict(QUANT_MODES[base_quant(cell.quant)].config), **config_of(cell.quant)}
+
+
 def _key(
     cell: CellSpec, built: BuiltModel, inputs: list[tuple[str, str]], identity: dict[str, object]
 ) -> str:
-    mode = QUANT_MODES[cell.quant]
+    mode = QUANT_MODES[base_quant(cell.quant)]
     return conversion_key(
         model=built.sha256,
         inputs=inputs,
         platform=cell.platform,
         quant=cell.quant,
-        config=dict(mode.config),
+        config=_config(cell),
         do_quantization=mode.do_quantization,
         toolkit=cell.toolkit,
         environment=identity,
@@ -238,8 +244,8 @@ def _key(
 
 
 def _job(cell: CellSpec, model: Path, arrays: list[np.ndarray], jobs: Path) -> Job:
-    mode = QUANT_MODES[cell.quant]
-    job = Job.create(model, cell.platform, jobs, arrays, config=dict(mode.config))
+    mode = QUANT_MODES[base_quant(cell.quant)]
+    job = Job.create(model, cell.platform, jobs, arrays, config=_config(cell))
     if mode.do_quantization:
         # One calibration sample: the cell's own inputs, as .npy paths relative to the list.
         dataset = Path(job.outdir) / "dataset.txt"

@@ -64,7 +64,7 @@ def parse_platforms(text: str) -> tuple[str, ...]:
 
 def parse_quant(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(q.strip().lower() for q in text.split(",") if q.strip()))
-    unknown = [q for q in names if q not in QUANT_MODES]
+    unknown = [q for q in names if q.split("+", 1)[0] not in QUANT_MODES]
     if unknown or not names:
         raise PlatformError(
             f"unknown quantization mode {', '.join(unknown) or '(none)'}: "
@@ -73,8 +73,13 @@ def parse_quant(text: str) -> tuple[str, ...]:
     return names
 
 
+def base_quant(mode: str) -> str:
+    """The quantization mode of a build mode name (``fp16+optimization_level:2`` -> ``fp16``)."""
+    return mode.split("+", 1)[0]
+
+
 def unsupported_reason(platform: str, quant: str) -> str | None:
     """Why a (platform, quant) pair cannot apply, or None."""
-    if platform in REQUIRES_QUANTIZATION and not QUANT_MODES[quant].do_quantization:
+    if platform in REQUIRES_QUANTIZATION and not QUANT_MODES[base_quant(quant)].do_quantization:
         return f"{platform} has no float path: it needs a quantized build (use --rknn-quant int8)"
     return None

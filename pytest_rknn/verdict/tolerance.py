@@ -260,7 +260,7 @@ class Bounds:
         ``fp16``, ``int8`` (alias ``w8a8``; variants such as ``int8-mmse`` share its bounds) and
         ``hybrid`` (``hybrid-...``).
         """
-        name = quant.strip().lower()
+        name = quant.strip().lower().split("+", 1)[0]
         family = _QUANT_ALIASES.get(name, name.split("-", 1)[0])
         family = _QUANT_ALIASES.get(family, family)
         if family not in DEFAULT_BOUNDS:

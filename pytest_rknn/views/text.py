@@ -23,6 +23,7 @@ _SELECTION = (
     "--rknn-toolkits",
     "--rknn-platforms",
     "--rknn-quant",
+    "--rknn-config",
     "--rknn-forms",
     "--rknn-examples",
     "--rknn-variant",

@@ -27,9 +27,9 @@ In every mode, ``build`` first drops a file named ``<time>-<pid>-<platform>-<mod
 folder ``FAKE_RKNN_MARKS`` names, if any (tests wait for it to know a job is under way, and which
 process runs it; with ``FAKE_RKNN_GATE`` set, the job that makes ``FAKE_RKNN_GATE_AT`` marks
 and every later one then wait until the file ``FAKE_RKNN_GATE`` names exists), and
-``export_rknn`` writes ``FAKE-identity.json`` (the platform and model the
-job was given) beside the artifact, so that a test can tell which job's folder a result came
-from.
+``export_rknn`` writes ``FAKE-identity.json`` (the platform, model and other ``config()``
+options the job was given) beside the artifact, so that a test can tell which job's folder a
+result came from.
 """
 
 import json
@@ -74,9 +74,11 @@ class RKNN:
     def __init__(self, verbose=False):
         self.platform = None
         self.model = None
+        self.options = {}
 
     def config(self, target_platform=None, **kwargs):
         self.platform = target_platform
+        self.options = kwargs
         return 0
 
     def load_onnx(self, model, **kwargs):
@@ -145,7 +147,9 @@ class RKNN:
             fh.write(b"FAKE-RKNN")
         identity = os.path.join(os.path.dirname(path), "FAKE-identity.json")
         with open(identity + ".tmp", "w") as fh:
-            json.dump({"platform": self.platform, "model": str(self.model)}, fh)
+            json.dump(
+                {"platform": self.platform, "model": str(self.model), "config": self.options}, fh
+            )
         os.replace(identity + ".tmp", identity)
         return 0
 
