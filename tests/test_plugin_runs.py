@@ -315,3 +315,23 @@ def test_sigint_leaves_a_valid_matrix_of_exactly_the_finished_cells(
     assert workers, "a toolkit worker should have been running"
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, f"toolkit workers left running after Ctrl-C: {alive}"
+
+
+def test_config_options_are_an_axis_the_real_toolkit_takes(suite: pytest.Pytester) -> None:
+    args = cell_args(
+        "--rknn-config=optimization_level=0|3",
+        "--rknn-config=disable_rules=fuse_two_gather",
+        examples=1,
+        toolkits="2.2.0,2.5.0",
+    )
+    result = suite.runpytest_subprocess(*args)
+    matrix = Matrix.load(suite.path / "m.json")
+    found = {(c.toolkit, c.quant): c for c in matrix.cells}
+    assert len(found) == 4, sorted(found)
+    for (toolkit, quant), cell in found.items():
+        assert quant.startswith("fp16+disable_rules:fuse_two_gather+optimization_level:")
+        if toolkit == "2.2.0":
+            assert cell.status == "unsupported" and "does not accept disable_rules" in cell.reason
+        else:
+            assert cell.status == "pass", cell.reason
+    result.assert_outcomes(passed=2, skipped=2)
