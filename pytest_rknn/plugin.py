@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_rknn.pipeline.advise import ADVISED, advise
 from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec, build_cells
 from pytest_rknn.pipeline.run import Outcome, run_guarded
@@ -231,8 +232,16 @@ def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
 
 
 def _run(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
-    """Run a cell under the node's bounds and keep its record for the node's report."""
-    outcome = run_guarded(cell, session, _bounds(node, session.settings, cell.quant))
+    """Run a cell under the node's bounds (with ``--rknn-advise``, a failing one's known fixes
+    too) and keep its record for the node's report."""
+    settings = session.settings
+    outcome = run_guarded(cell, session, _bounds(node, settings, cell.quant))
+    if settings.advise and outcome.status in ADVISED:
+
+        def attempt(fix: CellSpec) -> Any:
+            return run_guarded(fix, session, _bounds(node, settings, fix.quant)).record
+
+        outcome.record.fixes = advise(cell, outcome.record, attempt)
     node.stash.setdefault(RECORDS, []).append(outcome.record)
     return outcome
 

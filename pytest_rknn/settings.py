@@ -95,6 +95,12 @@ def add_options(parser: pytest.Parser) -> None:
             help=help_text,
         )
     group.addoption(
+        "--rknn-advise",
+        dest="rknn_advise",
+        action="store_true",
+        help="for each failing cell, try the known fixes as real conversions and record them",
+    )
+    group.addoption(
         "--rknn-no-cache",
         dest="rknn_no_cache",
         action="store_true",
@@ -130,7 +136,7 @@ def add_options(parser: pytest.Parser) -> None:
 
 _FLAGS = {"--rknn-" + n.replace("_", "-") for n, (kind, _, _) in OPTIONS.items() if kind == "bool"}
 _FLAGS |= {f.replace("--rknn-", "--rknn-no-") for f in _FLAGS}
-_FLAGS |= {"--rknn-no-cache", "--rknn-explore", "--rknn-only"}
+_FLAGS |= {"--rknn-no-cache", "--rknn-explore", "--rknn-only", "--rknn-advise"}
 
 
 def rknn_args(args: Sequence[str]) -> list[str]:
@@ -270,6 +276,7 @@ class Settings:
     explore: bool = False
     explore_examples: int = 60
     only: bool = False
+    advise: bool = False
     markdown: Path | None = None
     bounds: dict[str, str] = field(default_factory=dict)
 
@@ -358,6 +365,7 @@ class Settings:
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
             only=only,
+            advise=bool(config.getoption("rknn_advise")),
             markdown=markdown,
             bounds=_bounds(config),
         )

@@ -56,8 +56,9 @@ class CellRecord:
     ``job_id`` names the worker job whose answer the cell holds (None when no job ran: an
     unsupported cell, a broken environment); ``bounds`` are the tolerance bounds the metrics were
     judged against. ``warning`` is the signature of a silent failure: every toolkit call
-    returned success but the log shows an exception. ``extra`` is room for fields a later
-    version adds.
+    returned success but the log shows an exception. ``fixes`` are what ``--rknn-advise`` tried
+    on a failing cell (fix, status, signature, reason, metrics). ``extra`` is room for fields
+    a later version adds.
     """
 
     variant_id: str
@@ -78,6 +79,7 @@ class CellRecord:
     job_id: str | None = None
     finished: str | None = None
     warning: str | None = None
+    fixes: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

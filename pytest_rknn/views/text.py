@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pytest_rknn.results.status import FIX_REJECTED, Status
 from pytest_rknn.views.tally import cells_of, grid, pass_ran, status_line, top_signatures
 
 RERUN_MATRIX = "rknn-rerun.json"
@@ -32,6 +33,34 @@ _SELECTION = (
     "--rknn-curated",
     "--rknn-no-curated",
 )
+
+
+def fixes_text(cells: list[Any]) -> list[str]:
+    """"What fixes what": per failure signature, each fix the advisor tried and how many of
+    that signature's cells it turned green (``rejected``: the toolkit refused the option)."""
+    advised = [c for c in cells if getattr(c, "fixes", None)]
+    if not advised:
+        return []
+    by_signature: dict[str, list[Any]] = {}
+    for cell in advised:
+        by_signature.setdefault(cell.signature or cell.status.value, []).append(cell)
+    lines = ["what fixes what (--rknn-advise; green/tried per fix):"]
+    for signature, group in sorted(by_signature.items(), key=lambda kv: -len(kv[1])):
+        tally: dict[str, list[int]] = {}
+        for cell in group:
+            for fix in cell.fixes:
+                counts = tally.setdefault(fix["fix"], [0, 0, 0])
+                if fix["status"] == FIX_REJECTED:
+                    counts[2] += 1
+                else:
+                    counts[1] += 1
+                    counts[0] += fix["status"] == Status.PASS.value
+        parts = []
+        for name, (green, tried, refused) in sorted(tally.items(), key=lambda kv: -kv[1][0]):
+            text = f"{name} {green}/{tried}" if tried else name
+            parts.append(text + (f" (rejected by {refused})" if refused else ""))
+        lines.append(f"  {signature} ({len(group)} cells): " + ", ".join(parts))
+    return lines
 
 
 def summary_text(matrix: Any, top: int = 8) -> str:
@@ -54,6 +83,7 @@ def summary_text(matrix: Any, top: int = 8) -> str:
         for signature, count, places in signatures:
             where = ", ".join(places[:4]) + (", ..." if len(places) > 4 else "")
             lines.append(f"  {count:>4}  {signature}  [{where}]")
+    lines += fixes_text(cells)
     warned = [c for c in cells if getattr(c, "warning", None)]
     if warned:
         lines.append(f"{len(warned)} cell(s) whose log shows an exception the toolkit survived:")

@@ -11,6 +11,8 @@ Modes:
 - env: print the worker's environment variable names into the log;
 - build-fail: build returns -1 after a REGTASK line; raise: build raises IndexError;
 - runtime-fail: init_runtime returns -1;
+- rule-fail: build fails in the fusion rule ``fuse_fake`` unless config(disable_rules=[...])
+  names it;
 - silent: build succeeds after one of its threads died with an exception (use silent+simulate);
 - crash: the process kills itself during build; hang: build sleeps; hog: build allocates memory;
 - slow: build sleeps ``FAKE_RKNN_DELAY`` seconds (default 0.5), then as simulate (so that a run
@@ -131,6 +133,20 @@ class RKNN:
             _channel((json.dumps({"op": "result", "id": job, "result": forged}) + "\n").encode())
         elif mode == "huge-line":
             _channel(b"[" * (6 << 20))
+        elif mode == "rule-fail" and "fuse_fake" not in self.options.get("disable_rules", []):
+            # What 2.3.x prints when a fusion rule breaks (tests/data/logs/issue_..._256_...).
+            print("W build: Show op fuse match nodes:\nRule: fuse_fake\nSubgraph:")
+            print(
+                "W You can add disable_rules=['fuse_fake'] in rknn.config() to temporarily "
+                "disable the error rule!"
+            )
+            print("E build: Traceback (most recent call last):")
+            print(
+                '  File "rknn/api/graph_optimizer.py", line 2108, in rknn.api.graph_optimizer'
+                ".GraphOptimizer.fuse_fake"
+            )
+            print("KeyError: '/Softmax_output_0'")
+            return -1
         elif mode == "silent":
             # What a toolkit thread that dies does: Python prints its traceback, build succeeds.
             worker = threading.Thread(target=_quantize_layer, name="quant-worker")
