@@ -3,7 +3,8 @@
 :data:`SELECTION` is the run's cells: two toolkits, two platforms, two small drawn ``manual``
 variants (8 cells), with the FAKE toolkit plugin loaded. :func:`use_fake` sets the environment a
 suite's pytest processes need: the FAKE toolkit on ``PYTHONPATH``, every version in ``simulate``
-mode (right answers, through onnxruntime), no per-version mode, nothing broken.
+mode (right answers, through onnxruntime), no per-version mode, nothing broken;
+:func:`fake_suite` makes a pytester folder of one cell test (:data:`CELLS`) on top of that.
 """
 
 from __future__ import annotations
@@ -32,3 +33,17 @@ def use_fake(monkeypatch: pytest.MonkeyPatch) -> None:
     names = ("MODES", "BROKEN", "DELAY", "GATE", "GATE_AT", "MARKS")
     for name in (f"FAKE_RKNN_{n}" for n in names):
         monkeypatch.delenv(name, raising=False)
+
+
+CELLS = """
+def test_cell(rknn_cell):
+    outcome = rknn_cell.check()
+    assert outcome.status == "pass", outcome.message
+"""
+
+
+def fake_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester folder holding one cell test (like ``cases/``) run on the FAKE toolkit."""
+    use_fake(monkeypatch)
+    pytester.makepyfile(test_rknn_cells=CELLS)
+    return pytester

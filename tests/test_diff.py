@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_matrix import VARIANTS, make_cell, run_matrix
+from test_matrix import VARIANTS, changed, make_cell, run_matrix
 
 from pytest_rknn.cli import main
 from pytest_rknn.results.compare import compare, merge, toolkit_diff
@@ -16,13 +16,7 @@ from pytest_rknn.views.markdown import diff_markdown, md_code, md_text
 
 def _old_new() -> tuple[Matrix, Matrix]:
     old = run_matrix("2.3.2", "2026-11-25T07:00:00+00:00", "2026-11-25T07:10:00+00:00")
-    passing = [c for c in old.cells if c.status == "pass"]
-    failing = next(c for c in old.cells if c.status == "tolerance-fail")
-    new = Matrix(meta=old.meta, cells=[c for c in old.cells if c.key != passing[1].key])
-    new.add(make_cell(passing[0].variant, passing[0].platform, "2.3.2", "convert-fail"))
-    new.add(make_cell(failing.variant, failing.platform, "2.3.2", "pass"))
-    new.add(make_cell(VARIANTS[0], "rk3576", "2.3.2", "pass"))
-    return old, new
+    return old, changed(old)
 
 
 def test_compare_counts_every_kind_and_the_unchanged() -> None:

@@ -400,13 +400,20 @@ def test_merge_of_merged_matrices_keeps_history(m232: Matrix, m220: Matrix) -> N
     assert twice.meta["toolkits"] == ["2.3.2", "2.2.0", "2.5.0"]
 
 
-def test_diff_lists_regressions_fixes_and_the_rest(m232: Matrix) -> None:
-    passing = [c for c in m232.cells if c.status == "pass"]
-    failing = next(c for c in m232.cells if c.status == "tolerance-fail")
-    new = Matrix(meta=m232.meta, cells=[c for c in m232.cells if c.key != passing[1].key])
+def changed(old: Matrix) -> Matrix:
+    """``old`` with one regression, one fix, one removed and one new cell (toolkit 2.3.2)."""
+    passing = [c for c in old.cells if c.status == "pass"]
+    failing = next(c for c in old.cells if c.status == "tolerance-fail")
+    new = Matrix(meta=old.meta, cells=[c for c in old.cells if c.key != passing[1].key])
     new.add(make_cell(passing[0].variant, passing[0].platform, "2.3.2", "convert-fail"))
     new.add(make_cell(failing.variant, failing.platform, "2.3.2", "pass"))
     new.add(make_cell(VARIANTS[0], "rk3576", "2.3.2", "pass"))
+    return new
+
+
+def test_diff_lists_regressions_fixes_and_the_rest(m232: Matrix) -> None:
+    passing = [c for c in m232.cells if c.status == "pass"]
+    new = changed(m232)
     kinds = {c.kind: c for c in diff(m232, new)}
     assert set(kinds) == {"regression", "fix", "new", "removed"}
     assert kinds["regression"].key == passing[0].key

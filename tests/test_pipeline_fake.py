@@ -15,25 +15,18 @@ from pathlib import Path
 
 import onnx
 import pytest
-from fake_support import SELECTION, use_fake
+from fake_support import SELECTION, fake_suite
 from onnx import TensorProto, helper
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
 
-CELLS = """
-def test_cell(rknn_cell):
-    outcome = rknn_cell.check()
-    assert outcome.status == "pass", outcome.message
-"""
 BASE = (*SELECTION, "--rknn-matrix=m.json")
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    use_fake(monkeypatch)
-    pytester.makepyfile(test_rknn_cells=CELLS)
-    return pytester
+    return fake_suite(pytester, monkeypatch)
 
 
 def run(suite: pytest.Pytester, *args: str) -> pytest.RunResult:

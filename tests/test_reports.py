@@ -7,24 +7,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from fake_support import SELECTION, use_fake
+from fake_support import SELECTION, fake_suite
 from test_matrix import make_cell, run_matrix
 
 from pytest_rknn.cli import main
 from pytest_rknn.results.matrix import Matrix
 
-CELLS = """
-def test_cell(rknn_cell):
-    outcome = rknn_cell.check()
-    assert outcome.status == "pass", outcome.message
-"""
-
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    use_fake(monkeypatch)
-    pytester.makepyfile(test_rknn_cells=CELLS)
-    return pytester
+    return fake_suite(pytester, monkeypatch)
 
 
 def test_junit_markdown_and_step_summary(suite: pytest.Pytester, monkeypatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from fake_support import SELECTION, use_fake
+from fake_support import SELECTION, fake_suite
 from test_matrix import make_cell
 
 from pytest_rknn.results.matrix import Matrix
@@ -13,18 +13,11 @@ from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.views.text import rerun_command
 
 VARIANT = "manual-b1-h2kv1-q4kv4-d8-none-f32-bhsd"
-CELLS = """
-def test_cell(rknn_cell):
-    outcome = rknn_cell.check()
-    assert outcome.status == "pass", outcome.message
-"""
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    use_fake(monkeypatch)
-    pytester.makepyfile(test_rknn_cells=CELLS)
-    return pytester
+    return fake_suite(pytester, monkeypatch)
 
 
 def test_only_runs_just_the_named_variant(suite: pytest.Pytester) -> None:
