@@ -90,9 +90,9 @@ def _configure_envs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=_positive_int,
-        default=4,
+        default=5,
         metavar="N",
-        help="environments built at once (default 4)",
+        help="environments built at once (default 5: four toolkits and the exporter)",
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
 
