@@ -97,7 +97,16 @@ def _configure_envs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
 
 
-ENV_COLUMNS = ("version", "interpreter", "torch", "onnx", "onnxruntime", "onnxscript", "state")
+ENV_COLUMNS = (
+    "version",
+    "interpreter",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "installer",
+    "state",
+)
 
 
 def _print_env_table(rows: list[dict[str, Any]], root: Path, seconds: float) -> None:

@@ -6,7 +6,7 @@ Owns :class:`EnvState`, and :class:`ManagedEnv`, the base of the toolkit environ
 recipe hash, the marker file a successful build ends with, the fast marker-only
 :meth:`~ManagedEnv.verify`, :meth:`~ManagedEnv.describe`, and :meth:`~ManagedEnv.create`
 (fresh venv and install by the chosen :mod:`~pytest_rknn.envs.installers` installer, uv with
-pip as the fallback; package check; smoke run under the machine-wide smoke lock). A subclass
+pip as the fallback; package check; smoke run in one of two machine-wide smoke slots). A subclass
 says what goes into its recipe, what it installs and what its smoke run proves.
 """
 
@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -27,17 +26,15 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import platformdirs
-from filelock import FileLock
 
 from pytest_rknn.envs.install import BuildError, inspect_packages
 from pytest_rknn.envs.installers import Installer, PipInstaller, choose_installer
 from pytest_rknn.envs.recipes import TorchSpec
+from pytest_rknn.envs.slots import smoke_slot
 
 MARKER = "pytest-rknn-env.json"
 ENVS_ENV = "PYTEST_RKNN_ENVS"
 RECIPE_SCHEMA = 1
-_SMOKE_LOCK = threading.Lock()
-
 Phase = Callable[[str], None]
 
 
@@ -363,14 +360,14 @@ class ManagedEnv:
         return info
 
     def smoke_test(self, report: Phase | None = None) -> dict[str, Any]:
-        """Run the smoke test alone on the machine (one at a time, across processes):
-        ``{"ok", "detail", "seconds"}``; its exception is the environment's verdict."""
+        """Run the smoke test in one of the machine's :data:`SMOKE_SLOTS` (across
+        processes): ``{"ok", "detail", "seconds"}``; its exception is the environment's
+        verdict."""
         report = report or (lambda _text: None)
         report(f"waiting to run the {self.smoke_name}")
         workdir = self.root / "tmp"
         workdir.mkdir(parents=True, exist_ok=True)
-        (self.root / ".locks").mkdir(parents=True, exist_ok=True)
-        with _SMOKE_LOCK, FileLock(self.root / ".locks" / "smoke.lock"):
+        with smoke_slot(self.root / ".locks"):
             report(self.smoke_name)
             start = time.perf_counter()
             try:
