@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
+from pytest_rknn.pipeline.shard import Shard, ShardError
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
     DEFAULT_PLATFORMS,
@@ -50,6 +51,7 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "max_memory": ("string", "8G", "memory one conversion may use before its worker is killed"),
     "envs": ("string", "", "folder of the toolkit environments (default: user cache dir)"),
     "curated": ("bool", "true", "include the curated variants"),
+    "shard": ("string", "", "run only shard K of N (e.g. 2/4): a fixed, cost-balanced part"),
 }
 
 
@@ -220,6 +222,20 @@ def _bounds(config: pytest.Config) -> dict[str, str]:
     return bounds
 
 
+def _shard(config: pytest.Config) -> Shard | None:
+    text = str(_value(config, "shard") or "").strip()
+    if not text:
+        return None
+    if config.getoption("rknn_explore"):
+        raise pytest.UsageError(
+            "--rknn-shard cuts the matrix's cells; --rknn-explore has none: drop one of them"
+        )
+    try:
+        return Shard.parse(text)
+    except ShardError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -243,6 +259,7 @@ class Settings:
     explore: bool = False
     explore_examples: int = 60
     bounds: dict[str, str] = field(default_factory=dict)
+    shard: Shard | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -299,6 +316,7 @@ class Settings:
         _distinct(matrix, html, baseline)
         if html is not None:
             _page(html)
+        shard = _shard(config)
         return cls(
             toolkits=toolkits,
             platforms=platforms,
@@ -319,6 +337,7 @@ class Settings:
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
             bounds=_bounds(config),
+            shard=shard,
         )
 
     @property
