@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 
 from pytest_rknn.envs import EnvState, ManagedEnv
-from pytest_rknn.envs.install import BuildError
+from pytest_rknn.envs.install import BuildError, failure_reason, first_error
 from pytest_rknn.envs.installers import (
     INSTALLER_ENV,
     PipInstaller,
@@ -155,6 +155,19 @@ def test_a_full_disk_is_not_retried_with_pip(tmp_path: Path, with_uv: None) -> N
     assert env.create() is EnvState.FAILED
     assert env.tried == ["uv"]
     assert env.reason.startswith("no space left on device during x (log: ")
+
+
+def test_uv_full_disk_and_first_error_lines() -> None:
+    lines = [
+        "Resolved 24 packages in 2.19s",
+        "error: Failed to install: torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl (torch)",
+        "  cause: failed to hardlink file",
+        "  cause: No space left on device (os error 28)",
+    ]
+    reason = failure_reason("uv pip install requirements", 2, lines, None)
+    assert reason.startswith("no space left on device during uv pip install requirements; ")
+    assert first_error(lines).startswith("error: Failed to install: torch-2.13.0+cpu")
+    assert first_error(lines).endswith("(torch) cause: failed to hardlink file")
 
 
 def test_tree_bytes_counts_hard_links_once(tmp_path: Path) -> None:

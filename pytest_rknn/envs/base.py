@@ -284,7 +284,9 @@ class ManagedEnv:
             "requirements": requirements,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - start, 1),
-            "installer": self.installer.describe() if self.installer else "pip",
+            "installer": self.installer.describe()
+            if self.builds_venv and self.installer
+            else "none",
             "smoke": smoke,
             **info,
         }
