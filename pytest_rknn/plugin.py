@@ -23,6 +23,7 @@ from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_target
 from pytest_rknn.pipeline.plan import CellSpec, build_cells
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
+from pytest_rknn.pipeline.shard import ShardError
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.settings import Settings, add_options
 from pytest_rknn.verdict.tolerance import Bounds
@@ -61,6 +62,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rknn_cell: a cell of the rknn compatibility matrix")
     settings = Settings.from_config(config)
     config.stash[SETTINGS] = settings
+    if settings.shard is not None:
+        _cells(config)  # an empty shard is a usage error now, not a collection error
     if not _is_xdist_worker(config) and not config.option.collectonly:
         recorder = Recorder(config, settings, PROPERTY)
         config.stash[RECORDER] = recorder
@@ -174,7 +177,10 @@ def _session(config: pytest.Config) -> RknnSession:
 
 def _cells(config: pytest.Config) -> list[CellSpec]:
     if CELLS not in config.stash:
-        config.stash[CELLS] = build_cells(config.stash[SETTINGS])
+        try:
+            config.stash[CELLS] = build_cells(config.stash[SETTINGS])
+        except ShardError as exc:
+            raise pytest.UsageError(str(exc)) from None
     return config.stash[CELLS]
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from pytest_rknn.pipeline.shard import shard_meta
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.journal import (
     Journal,
@@ -148,6 +149,7 @@ class Recorder:
             "command": " ".join(["pytest", *self.config.invocation_params.args]),
             "args": list(self.config.invocation_params.args),
             "started": self.started,
+            **({"shard": shard_meta(s)} if s.shard else {}),
         }
 
     def describe_envs(self, envs: list[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
 from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_entries
+from pytest_rknn.pipeline.shard import Shard, ShardError
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
     DEFAULT_PLATFORMS,
@@ -56,6 +57,7 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "max_memory": ("string", "8G", "memory one conversion may use before its worker is killed"),
     "envs": ("string", "", "folder of the toolkit environments (default: user cache dir)"),
     "curated": ("bool", "true", "include the curated variants"),
+    "shard": ("string", "", "run only shard K of N (e.g. 2/4): a fixed, cost-balanced part"),
 }
 
 
@@ -253,6 +255,20 @@ def _bounds(config: pytest.Config) -> dict[str, str]:
     return bounds
 
 
+def _shard(config: pytest.Config) -> Shard | None:
+    text = str(_value(config, "shard") or "").strip()
+    if not text:
+        return None
+    if config.getoption("rknn_explore"):
+        raise pytest.UsageError(
+            "--rknn-shard cuts the matrix's cells; --rknn-explore has none: drop one of them"
+        )
+    try:
+        return Shard.parse(text)
+    except ShardError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -279,6 +295,7 @@ class Settings:
     advise: bool = False
     markdown: Path | None = None
     bounds: dict[str, str] = field(default_factory=dict)
+    shard: Shard | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -345,6 +362,7 @@ class Settings:
         _distinct(matrix, html, baseline, markdown)
         if html is not None:
             _page(html)
+        shard = _shard(config)
         return cls(
             toolkits=toolkits,
             platforms=platforms,
@@ -368,6 +386,7 @@ class Settings:
             advise=bool(config.getoption("rknn_advise")),
             markdown=markdown,
             bounds=_bounds(config),
+            shard=shard,
         )
 
     @property

@@ -1,30 +1,26 @@
-"""Unit tests of building environments: pip failures read into one line, the disk check, the
-wheel cache, and the states of environments that do not exist or never finished."""
+"""Unit tests of building environments: pip and uv failures read into one line, the disk check,
+and the states of environments that do not exist or never finished."""
 
 from __future__ import annotations
 
 import io
-import itertools
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 from envs_support import cut_network
-from packaging.tags import sys_tags
 
 import pytest_rknn.envs.provisioning as envs_module
 from pytest_rknn.envs import EnvError, EnvState, ToolkitEnv, check_disk, default_root, get_envs
 from pytest_rknn.envs.install import (
     BuildError,
     failure_reason,
-    pip_download,
     registry_failure,
     run_logged,
 )
+from pytest_rknn.envs.installers import PipInstaller, UvInstaller, find_uv
+from pytest_rknn.envs.pipconf import PipSources
 from pytest_rknn.envs.recipes import ToolkitRequest, TorchSpec
-
-HERE_TAG = next(t for t in itertools.islice(sys_tags(), 40) if "manylinux" in t.platform)
 
 
 @pytest.fixture
@@ -36,14 +32,57 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_registry_is_named_with_the_fix(no_network: None, tmp_path: Path) -> None:
     log = io.StringIO()
     with pytest.raises(BuildError) as info:
-        pip_download(
-            Path(sys.executable), "rknn-toolkit2==2.3.2", tmp_path / "w", log, tmp_path / "pip.log"
+        PipInstaller().install(
+            Path(sys.executable),
+            ["--dry-run", "--no-deps", "rknn-toolkit2==2.3.2"],
+            log,
+            "pip install rknn-toolkit2",
+            pip_log=tmp_path / "pip.log",
         )
     message = str(info.value)
     assert message.startswith("cannot reach the package registry: ")
     assert "(cannot connect to the proxy)" in message
     assert message.endswith("check network/proxy or pip config (pip config list)")
     assert "No matching distribution found for rknn-toolkit2==2.3.2" in log.getvalue()
+
+
+def test_uv_unreachable_registry_is_named_the_same_way(
+    no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = find_uv()
+    if binary is None:
+        pytest.skip("no uv binary")
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    uv = UvInstaller(binary, tmp_path / "uv-cache", PipSources())
+    with pytest.raises(BuildError) as info:
+        uv.install(
+            Path(sys.executable),
+            ["--dry-run", "--no-deps", "rknn-toolkit2==2.3.2"],
+            io.StringIO(),
+            "pip install rknn-toolkit2",
+        )
+    assert str(info.value) == (
+        "cannot reach the package registry: https://pypi.org/simple/rknn-toolkit2/ (cannot "
+        "connect to the proxy); check network/proxy or pip config (pip config list)"
+    )
+    assert not info.value.no_space
+
+
+def test_uv_errors_come_back_as_their_first_line(tmp_path: Path) -> None:
+    binary = find_uv()
+    if binary is None:
+        pytest.skip("no uv binary")
+    uv = UvInstaller(binary, tmp_path / "uv-cache", PipSources(find_links=(str(tmp_path),)))
+    with pytest.raises(BuildError) as info:
+        uv.install(
+            Path(sys.executable),
+            ["--dry-run", "--no-index", "rknn-toolkit2==2.3.2"],
+            io.StringIO(),
+            "pip install rknn-toolkit2",
+        )
+    message = str(info.value)
+    assert message.startswith("uv pip install rknn-toolkit2 failed (exit 1): error: ")
+    assert "rknn-toolkit2" in message and "\n" not in message
 
 
 def test_a_real_pip_error_comes_back_as_its_first_error_line(tmp_path: Path) -> None:
@@ -74,16 +113,6 @@ def test_classifier_ignores_index_misses_and_spots_a_full_disk() -> None:
         "known')': /simple/onnx/"
     )
     assert registry_failure(dns) == "host name not resolved"
-
-
-def test_cached_wheel_is_used_without_pip(tmp_path: Path) -> None:
-    cached = tmp_path / f"rknn_toolkit2-2.3.2-{HERE_TAG}.whl"
-    with zipfile.ZipFile(cached, "w") as archive:
-        archive.writestr("rknn_toolkit2-2.3.2.dist-info/METADATA", "Name: rknn-toolkit2\n")
-    log = io.StringIO()
-    found = pip_download(tmp_path / "no-python", "rknn-toolkit2==2.3.2", tmp_path, log)
-    assert found == cached
-    assert "using cached" in log.getvalue()
 
 
 def test_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
 
-from pytest_rknn.envs import default_root
+from pytest_rknn.envs import EnvState, ToolkitEnv, default_root
 from pytest_rknn.envs.recipes import (
     DEFAULT_TORCH,
     KNOWN_VERSIONS,
@@ -24,7 +24,6 @@ from pytest_rknn.envs.recipes import (
     TorchSpec,
     derive_requirements,
     parse_toolkits,
-    wheel_metadata,
 )
 
 # Requires-Dist of the registry's cp311 wheels, captured from their METADATA files.
@@ -202,12 +201,11 @@ def test_markers_for_other_pythons_are_dropped() -> None:
 @pytest.mark.toolkit
 @pytest.mark.parametrize("version", KNOWN_VERSIONS)
 def test_fixture_metadata_matches_the_real_wheels(version: str) -> None:
-    """The METADATA fixtures equal the real wheels' (cached when the environments were built)."""
-    wheels = sorted((default_root() / "wheels").glob(f"rknn_toolkit2-{version}-*.whl"))
-    if not wheels:
-        pytest.skip(f"no rknn-toolkit2 {version} wheel cached: run `pytest-rknn envs`")
-    wheel = wheels[-1]
-    real = derive_requirements(version, wheel_metadata(wheel))
+    """The METADATA fixtures equal the real wheels' (as installed in the built environments)."""
+    env = ToolkitEnv(ToolkitRequest(version), default_root())
+    if env.verify() is not EnvState.OK:
+        pytest.skip(f"no usable rknn-toolkit2 {version} environment: run `pytest-rknn envs`")
+    real = derive_requirements(version, env.installed_metadata())
     assert real == derive_requirements(version, METADATA[version])
 
 

@@ -90,14 +90,23 @@ def _configure_envs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=_positive_int,
-        default=4,
+        default=5,
         metavar="N",
-        help="environments built at once (default 4)",
+        help="environments built at once (default 5: four toolkits and the exporter)",
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
 
 
-ENV_COLUMNS = ("version", "interpreter", "torch", "onnx", "onnxruntime", "onnxscript", "state")
+ENV_COLUMNS = (
+    "version",
+    "interpreter",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "installer",
+    "state",
+)
 
 
 def _print_env_table(rows: list[dict[str, Any]], root: Path, seconds: float) -> None:

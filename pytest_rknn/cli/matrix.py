@@ -22,6 +22,7 @@ from pytest_rknn.results.compare import DiffReport, compare, merge, toolkit_diff
 from pytest_rknn.results.history import Run, dated, history_text, load_history
 from pytest_rknn.results.journal import JOURNAL_SUFFIX, atomic_write_text, journal_path
 from pytest_rknn.results.matrix import Matrix, MatrixError
+from pytest_rknn.results.shards import shard_problem
 from pytest_rknn.views.dashboard import write_dashboard
 from pytest_rknn.views.markdown import diff_markdown, to_markdown
 from pytest_rknn.views.text import diff_text, summary_text
@@ -111,12 +112,13 @@ def _run_merge(args: argparse.Namespace) -> int:
     paths = _inputs(args.inputs)
     output = args.output.resolve()
     named = {p.resolve() for p in args.inputs}
-    matrices, bad = [], 0
+    matrices, bad, paths_read = [], 0, []
     for path in paths:
         if path.resolve() == output and output not in named:
             continue
         try:
             matrices.append(_load(path))
+            paths_read.append(path)
         except (MatrixError, OSError, ValueError) as exc:
             print(f"pytest-rknn merge: left out {path}: {exc}", file=sys.stderr)
             bad += 1
@@ -127,7 +129,12 @@ def _run_merge(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    problem = shard_problem(list(zip(paths_read, matrices, strict=True)))
+    if problem:
+        print(f"pytest-rknn merge: error: {problem}", file=sys.stderr)
+        return 2
     merged = merge(matrices)
+    merged.meta.pop("shard", None)  # whole runs now, not one shard
     if runs:
         runs = [*runs, dated(merged, "the merged inputs")]
     journals = sum(1 for m in matrices if "journal" in m.meta)

@@ -1,7 +1,9 @@
 """Environments the suite builds for itself: one per toolkit version, and the torch exporter's.
 
 ``base`` (what every managed environment shares), ``toolkit`` and ``exporter`` (the two kinds),
-``recipes`` (which versions exist and what each needs), ``install`` (pip and venv steps),
+``recipes`` (which versions exist and what each needs), ``installers`` (uv with one shared
+hard-linked cache, or pip), ``pipconf`` (pip's configured sources, handed to uv), ``install``
+(running installer steps, their failures in one line), ``slots`` (machine-wide smoke slots),
 ``smoke`` (the conversion that proves a toolkit environment) and ``provisioning`` (build them).
 """
 

@@ -5,8 +5,9 @@ Owns :class:`EnvState`, and :class:`ManagedEnv`, the base of the toolkit environ
 (:class:`~pytest_rknn.envs.exporter.ExporterEnv`): where one lives under the cache root, its
 recipe hash, the marker file a successful build ends with, the fast marker-only
 :meth:`~ManagedEnv.verify`, :meth:`~ManagedEnv.describe`, and :meth:`~ManagedEnv.create`
-(fresh venv, pip install, package check, smoke run under the machine-wide smoke lock). A
-subclass says what goes into its recipe, what it installs and what its smoke run proves.
+(fresh venv and install by the chosen :mod:`~pytest_rknn.envs.installers` installer, uv with
+pip as the fallback; package check; smoke run in one of two machine-wide smoke slots). A subclass
+says what goes into its recipe, what it installs and what its smoke run proves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import platformdirs
-from filelock import FileLock
 
-from pytest_rknn.envs.install import BuildError, inspect_packages, run_logged
+from pytest_rknn.envs.install import BuildError, inspect_packages
+from pytest_rknn.envs.installers import Installer, PipInstaller, choose_installer
 from pytest_rknn.envs.recipes import TorchSpec
+from pytest_rknn.envs.slots import smoke_slot
 
 MARKER = "pytest-rknn-env.json"
 ENVS_ENV = "PYTEST_RKNN_ENVS"
 RECIPE_SCHEMA = 1
-_SMOKE_LOCK = threading.Lock()
-
 Phase = Callable[[str], None]
 
 
@@ -113,6 +112,7 @@ class ManagedEnv:
         self.state = EnvState.MISSING
         self.reason = ""
         self.marker: dict[str, Any] = {}
+        self.installer: Installer | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.label}, state={self.state.value}, path={self.path})"
@@ -183,6 +183,7 @@ class ManagedEnv:
             "recipe": self.recipe_hash(),
             "interpreter": str(self.python),
             "created": self.marker.get("created"),
+            "installer": self.marker.get("installer", "pip"),
             "packages": self.marker.get("packages", {}),
         }
 
@@ -255,6 +256,7 @@ class ManagedEnv:
             path=str(self.path),
             smoke=self.marker.get("smoke"),
             build_seconds=self.marker.get("build_seconds"),
+            installer=self.marker.get("installer"),
         )
         return row
 
@@ -269,7 +271,7 @@ class ManagedEnv:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self.log_path.open("w") as log:
-                requirements, info = self._install(log, report)
+                requirements, info = self._install_with_fallback(log, report)
                 smoke = self.smoke_test(report)
         except BuildError as exc:
             return self._set(EnvState.FAILED, f"{exc} (log: {self.log_path})")
@@ -282,6 +284,9 @@ class ManagedEnv:
             "requirements": requirements,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - start, 1),
+            "installer": self.installer.describe()
+            if self.builds_venv and self.installer
+            else "none",
             "smoke": smoke,
             **info,
         }
@@ -296,8 +301,29 @@ class ManagedEnv:
         return {}
 
     def _install(self, log: IO[str], report: Phase) -> tuple[list[str], dict[str, Any]]:
-        """Make the environment; returns its requirement list and :func:`inspect_packages`."""
+        """Make the environment with :attr:`installer`; returns its requirement list and
+        :func:`inspect_packages`."""
         raise NotImplementedError
+
+    def _install_with_fallback(
+        self, log: IO[str], report: Phase
+    ) -> tuple[list[str], dict[str, Any]]:
+        """:meth:`_install` with uv when there is one; when uv fails for any reason but a full
+        disk, the whole environment again with pip (both reasons kept if pip fails too)."""
+        self.installer = choose_installer(self.root)
+        try:
+            return self._install(log, report)
+        except BuildError as exc:
+            if isinstance(self.installer, PipInstaller) or exc.no_space:
+                raise
+            first = str(exc)
+        report("uv failed; building it again with pip")
+        log.write(f"\n# uv failed: {first}\n# building the environment again with pip\n")
+        self.installer = PipInstaller()
+        try:
+            return self._install(log, report)
+        except BuildError as exc:
+            raise BuildError(f"{exc} (uv had failed before: {first})", exc.no_space) from None
 
     @property
     def pip_log(self) -> Path:
@@ -305,22 +331,25 @@ class ManagedEnv:
 
     def fresh_venv(self, log: IO[str], report: Phase) -> None:
         """Remove what is at :attr:`path` and create an empty venv there."""
+        installer = self._installer()
         if self.path.exists():
             report("removing the old environment")
             shutil.rmtree(self.path)
-        report("creating venv")
-        run_logged([sys.executable, "-m", "venv", str(self.path)], log, "python -m venv")
+        report(f"creating venv ({installer.name})")
+        installer.create_venv(self.path, log)
         self.pip_log.unlink(missing_ok=True)
+
+    def _installer(self) -> Installer:
+        if self.installer is None:
+            self.installer = choose_installer(self.root)
+        return self.installer
 
     def pip_install(
         self, args: Sequence[str], log: IO[str], step: str, report: Phase | None = None
     ) -> None:
-        """``pip install ARGS`` in the environment; pip's own debug log goes to
-        :attr:`pip_log` so that a failure can be read into one line."""
-        cmd = [str(self.python), "-m", "pip", "--log", str(self.pip_log), "--no-input", "install"]
-        cmd += ["--progress-bar", "off", *args]
-        on_line = (lambda line: report(f"installing: {line}")) if report else None
-        run_logged(cmd, log, step, on_line=on_line, pip_log=self.pip_log)
+        """Install ARGS into the environment with its installer (uv or pip); pip's own debug
+        log goes to :attr:`pip_log` so that a failure can be read into one line."""
+        self._installer().install(self.python, args, log, step, report, pip_log=self.pip_log)
 
     def check_packages(self, report: Phase, names: Sequence[str]) -> dict[str, Any]:
         """Versions and METADATA paths of ``names``; every one of them must be installed."""
@@ -333,14 +362,14 @@ class ManagedEnv:
         return info
 
     def smoke_test(self, report: Phase | None = None) -> dict[str, Any]:
-        """Run the smoke test alone on the machine (one at a time, across processes):
-        ``{"ok", "detail", "seconds"}``; its exception is the environment's verdict."""
+        """Run the smoke test in one of the machine's :data:`SMOKE_SLOTS` (across
+        processes): ``{"ok", "detail", "seconds"}``; its exception is the environment's
+        verdict."""
         report = report or (lambda _text: None)
         report(f"waiting to run the {self.smoke_name}")
         workdir = self.root / "tmp"
         workdir.mkdir(parents=True, exist_ok=True)
-        (self.root / ".locks").mkdir(parents=True, exist_ok=True)
-        with _SMOKE_LOCK, FileLock(self.root / ".locks" / "smoke.lock"):
+        with smoke_slot(self.root / ".locks"):
             report(self.smoke_name)
             start = time.perf_counter()
             try:

@@ -1,33 +1,37 @@
-"""The pip and venv steps of building a toolkit environment, and their failures in one line.
+"""The installer steps of building an environment, and their failures in one line.
 
-Owns running those subprocesses with their output in a log file, reading pip's output (and its
-``--log`` debug log) for the cause of a failure (a package registry that cannot be reached, a
-full disk, pip's own first ``ERROR:`` line), the cache of downloaded toolkit wheels, and
-reading package versions inside an environment without importing the packages.
+Owns running those subprocesses (uv's or pip's) with their output in a log file and a
+heartbeat while they are silent, reading their output (and pip's ``--log`` debug log) for the
+cause of a failure (a package registry that cannot be reached, a full disk, the installer's
+own first error line), and reading package versions inside an environment without importing
+the packages.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from packaging.requirements import Requirement
-from packaging.tags import sys_tags
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-
 STEP_TIMEOUT = 1800.0
+HEARTBEAT = 30.0
+# Lines of pip's and uv's output that say how far an install has come.
+PROGRESS = ("Collecting ", "Installing collected", "Building", "Resolved ", "Prepared ")
+PROGRESS_UV = ("Installed ", "Downloading ", "Downloaded ", "Built ")
 _TAIL_LINES = 300
 _PIP_LOG_TAIL = 512 * 1024
 
 # Innermost causes of a network failure as urllib3/requests word them, and how to say them.
 _NETWORK_CAUSES = (
+    ("tunnel error: failed to create underlying", "cannot connect to the proxy"),
     ("Cannot connect to proxy", "cannot connect to the proxy"),
     ("Tunnel connection failed", "the proxy refused the tunnel"),
     ("ProxyError", "proxy error"),
@@ -46,10 +50,29 @@ _NETWORK_CAUSES = (
 _FETCH = re.compile(r"Could not fetch URL (\S+?):? (?:connection error|timed out)(.*)")
 _RETRY = re.compile(r"Retrying \(.*?\) after connection broken by '(.*)': (\S+)")
 _OSERROR = re.compile(r"Could not install packages due to an OSError: (.*)")
+_UV_FETCH = re.compile(r"Failed to fetch: `?(\S+?)`?$")
+# uv's "cause:" lines that mean the request never got an answer.
+_UV_NETWORK = ("dns error", "tcp connect error", "client error (Connect)", "tunnel error")
 
 
 class BuildError(RuntimeError):
-    """One step of building an environment failed; the message is one line naming the cause."""
+    """One step of building an environment failed; the message is one line naming the cause.
+
+    ``no_space`` says the disk is full: trying another installer would not help.
+    """
+
+    def __init__(self, message: str, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+
+def _uv_registry_failure(text: str) -> str | None:
+    """``URL (cause)`` from uv's ``error: Failed to fetch: URL`` and its ``cause:`` lines."""
+    if not any(needle in text for needle in _UV_NETWORK):
+        return None
+    url = next((m.group(1) for ln in text.splitlines() if (m := _UV_FETCH.search(ln))), "")
+    cause = next((c for needle, c in _NETWORK_CAUSES if needle in text), "network error")
+    return f"{url} ({cause})" if url else cause
 
 
 def registry_failure(text: str) -> str | None:
@@ -63,7 +86,7 @@ def registry_failure(text: str) -> str | None:
             for needle, cause in _NETWORK_CAUSES:
                 if needle in line:
                     return f"{url} ({cause})" if url else cause
-    return None
+    return _uv_registry_failure(text)
 
 
 def failure_reason(step: str, code: int, lines: Sequence[str], pip_log: Path | None) -> str:
@@ -80,14 +103,27 @@ def failure_reason(step: str, code: int, lines: Sequence[str], pip_log: Path | N
             f"cannot reach the package registry: {network}; check network/proxy or pip config "
             "(pip config list)"
         )
-    if "No space left on device" in text or "[Errno 28]" in text:
+    if no_space(text):
         return (
             f"no space left on device during {step}; free some disk space or point "
             "--rknn-envs at another disk"
         )
-    errors = [ln.strip() for ln in lines if ln.startswith("ERROR:")]
-    last = errors[0] if errors else next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-    return f"{step} failed (exit {code}): {last[:300]}"
+    return f"{step} failed (exit {code}): {first_error(lines)[:300]}"
+
+
+def no_space(text: str) -> bool:
+    return "No space left on device" in text or "[Errno 28]" in text or "os error 28" in text
+
+
+def first_error(lines: Sequence[str]) -> str:
+    """pip's first ``ERROR:`` line, or uv's ``error:`` line with the cause under it."""
+    for index, line in enumerate(lines):
+        if line.startswith("ERROR:"):
+            return line.strip()
+        if line.startswith("error:"):
+            detail = [ln.strip(" ╰─▶") for ln in lines[index + 1 : index + 3] if ln.strip()]
+            return " ".join([line.strip(), *detail[:1]])
+    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
 
 
 def run_logged(
@@ -97,10 +133,14 @@ def run_logged(
     on_line: Callable[[str], None] | None = None,
     pip_log: Path | None = None,
     timeout: float = STEP_TIMEOUT,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    heartbeat: Callable[[str], None] | None = None,
 ) -> None:
     """Run ``cmd`` with its output appended to ``log``; raise :class:`BuildError` on failure.
 
-    ``on_line`` hears pip's progress lines (``Collecting ...``, ``Installing ...``).
+    ``on_line`` hears the installer's progress lines (``Collecting ...``, ``Resolved ...``);
+    ``heartbeat`` hears ``STEP: still running (N s)`` every :data:`HEARTBEAT` seconds.
     """
     log.write(f"\n$ {shlex.join(str(c) for c in cmd)}\n")
     log.flush()
@@ -112,10 +152,20 @@ def run_logged(
             stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
+            env=env,
+            cwd=os.fspath(cwd) if cwd else None,
         )
     except OSError as exc:
         raise BuildError(f"{step} could not start: {exc}") from None
     expired = threading.Event()
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while heartbeat is not None and not done.wait(HEARTBEAT):
+            heartbeat(f"{step}: still running ({time.monotonic() - started:.0f} s)")
+
+    threading.Thread(target=beat, daemon=True, name="rknn-env-heartbeat").start()
 
     def stop() -> None:
         expired.set()
@@ -129,50 +179,18 @@ def run_logged(
         for line in proc.stdout:
             log.write(line)
             tail.append(line.rstrip())
-            if on_line and line.startswith(("Collecting ", "Installing collected", "Building")):
+            if on_line and line.startswith(PROGRESS + PROGRESS_UV):
                 on_line(line.strip())
         code = proc.wait()
     finally:
+        done.set()
         timer.cancel()
         log.flush()
     if code != 0:
         if expired.is_set():
             raise BuildError(f"{step} did not finish within {timeout:.0f} s and was stopped")
-        raise BuildError(failure_reason(step, code, list(tail), pip_log))
-
-
-def _cached_wheel(dest: Path, requirement: Requirement) -> Path | None:
-    name = canonicalize_name(requirement.name)
-    supported = set(sys_tags())
-    for path in sorted(dest.glob("*.whl")):
-        try:
-            wheel_name, version, _build, tags = parse_wheel_filename(path.name)
-        except InvalidWheelFilename:
-            continue
-        if wheel_name == name and version in requirement.specifier and tags & supported:
-            return path
-    return None
-
-
-def pip_download(
-    python: Path, requirement: str, dest: Path, log: IO[str], pip_log: Path | None = None
-) -> Path:
-    """The wheel for ``requirement`` (no dependencies) in ``dest``, downloaded if not cached."""
-    req = Requirement(requirement)
-    dest.mkdir(parents=True, exist_ok=True)
-    cached = _cached_wheel(dest, req)
-    if cached is not None:
-        log.write(f"\nusing cached {cached}\n")
-        return cached
-    cmd = [str(python), "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-    cmd += ["--progress-bar", "off", "--dest", str(dest), requirement]
-    if pip_log is not None:
-        cmd[3:3] = ["--log", str(pip_log)]
-    run_logged(cmd, log, f"pip download {requirement}", pip_log=pip_log)
-    found = _cached_wheel(dest, req)
-    if found is None:
-        raise BuildError(f"pip download {requirement} left no matching wheel in {dest}")
-    return found
+        reason = failure_reason(step, code, list(tail), pip_log)
+        raise BuildError(reason, no_space=reason.startswith("no space left"))
 
 
 _INSPECT = """

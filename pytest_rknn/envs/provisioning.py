@@ -1,9 +1,10 @@
 """Provisioning: the cache root, and building missing environments in parallel with progress.
 
 Owns :func:`default_root`, :func:`provision` (build the missing or broken environments in
-parallel, one file lock per environment, after a disk-space check), :func:`get_envs` (the
-plugin's entry point) and :func:`exporter_env`. Checking a built environment only reads its
-marker and stats a few paths, so it never imports the toolkit or torch, nor runs pip.
+parallel, one file lock per environment, after a disk-space check; then the uv cache's path
+and size, once), :func:`get_envs` (the plugin's entry point) and :func:`exporter_env`.
+Checking a built environment only reads its marker and stats a few paths, so it never imports
+the toolkit or torch, nor runs pip or uv.
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ from pytest_rknn.envs.base import (
     default_root,
 )
 from pytest_rknn.envs.exporter import ExporterEnv
+from pytest_rknn.envs.install import BuildError
+from pytest_rknn.envs.installers import PipInstaller, cache_summary, choose_installer
 from pytest_rknn.envs.recipes import ToolkitRequest, TorchSpec
 from pytest_rknn.envs.toolkit import ToolkitEnv
 from pytest_rknn.results.journal import free_space
 
 ENV_DISK_BYTES = 2 << 30
+# With uv's shared cache, an environment after the first adds what it does not share (its
+# toolkit, its onnx): about a quarter of the first.
+SHARED_ENV_FRACTION = 0.25
 BUILD_TIMEOUT = 1800.0
 
 
@@ -38,13 +44,16 @@ class EnvError(RuntimeError):
     """Provisioning cannot start (e.g. no disk space); the message names the fix."""
 
 
-def check_disk(root: Path, count: int) -> None:
-    """Raise :class:`EnvError` unless ``root``'s disk has room for ``count`` environments."""
+def check_disk(root: Path, count: int, shared: bool = False) -> None:
+    """Raise :class:`EnvError` unless ``root``'s disk has room for ``count`` environments
+    (``shared``: filled from one hard-linked cache, so the later ones are smaller)."""
     probe = root
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     need = count * ENV_DISK_BYTES
+    if shared and count:
+        need = int(ENV_DISK_BYTES * (1 + (count - 1) * SHARED_ENV_FRACTION))
     if free < need:
         raise EnvError(
             f"not enough disk space under {root}: {free / 2**30:.1f} GB free, about "
@@ -113,7 +122,11 @@ def provision(
             f"cannot write the environments folder {root_path} ({exc.strerror}; "
             f"{free_space(root_path)}): {fix}"
         ) from None
-    check_disk(root_path, sum(1 for env in todo if env.builds_venv))
+    try:
+        shared = not isinstance(choose_installer(root_path), PipInstaller)
+    except BuildError as exc:
+        raise EnvError(str(exc)) from None
+    check_disk(root_path, sum(1 for env in todo if env.builds_venv), shared)
     console = console or Console(stderr=True)
     columns = (
         SpinnerColumn(),
@@ -140,9 +153,12 @@ def provision(
                     f"{env.label}: {env.state.value} {env.reason}".rstrip(), soft_wrap=True
                 )
 
-        workers = max(1, min(jobs or 4, len(todo)))
+        workers = max(1, min(jobs or 5, len(todo)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rknn-env") as pool:
             list(pool.map(build, todo))
+    summary = cache_summary(root_path)
+    if summary:
+        console.print(summary, soft_wrap=True, highlight=False)
     return envs
 
 

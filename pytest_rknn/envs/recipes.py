@@ -224,17 +224,6 @@ def check_wheel(path_text: str, version: str, item: str | None = None) -> Path:
     return path
 
 
-def wheel_metadata(path: Path) -> str:
-    """The METADATA text of a wheel file."""
-    with zipfile.ZipFile(path) as archive:
-        names = [
-            n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-        ]
-        if not names:
-            raise ToolkitError(f"{path} has no .dist-info/METADATA; it is not a usable wheel")
-        return archive.read(names[0]).decode("utf-8")
-
-
 def derive_requirements(version: str, metadata: str) -> list[str]:
     """The requirements to install next to toolkit ``version`` (torch excluded).
 

@@ -22,14 +22,13 @@ from pytest_rknn.envs.base import (
     py_tag,
     python_version,
 )
-from pytest_rknn.envs.install import pip_download
+from pytest_rknn.envs.install import BuildError, inspect_packages
 from pytest_rknn.envs.recipes import (
     DIST,
     ToolkitRequest,
     TorchSpec,
     derive_requirements,
     recipe_entry,
-    wheel_metadata,
 )
 
 SMOKE_TIMEOUT = 180.0
@@ -142,20 +141,25 @@ class ToolkitEnv(ManagedEnv):
             return [], {"packages": _local_versions(), "dist_info": {}}
         self.fresh_venv(log, report)
         wheel = self.request.wheel
-        if wheel is None:
-            report("downloading rknn-toolkit2")
-            wheel = pip_download(
-                self.python, f"{DIST}=={self.version}", self.root / "wheels", log, self.pip_log
-            )
-        requirements = derive_requirements(self.version, wheel_metadata(wheel))
         report("installing rknn-toolkit2")
-        self.pip_install(["--no-deps", str(wheel)], log, "pip install rknn-toolkit2")
+        source = str(wheel) if wheel is not None else f"{DIST}=={self.version}"
+        self.pip_install(["--no-deps", source], log, "pip install rknn-toolkit2")
+        requirements = derive_requirements(self.version, self.installed_metadata())
         report("installing requirements")
         self.pip_install(
             [*requirements, *self.torch.pip_args()], log, "pip install requirements", report
         )
         info = self.check_packages(report, (DIST, *self.shown_packages, "numpy"))
         return requirements, info
+
+    def installed_metadata(self) -> str:
+        """The METADATA text of the rknn-toolkit2 installed in the environment (the wheel's
+        own, as installers copy it): where its declared requirements are read from."""
+        info = inspect_packages(self.python, self.path, [DIST])
+        meta = info["dist_info"].get(DIST)
+        if meta is None:
+            raise BuildError(f"{DIST} {self.version} is not installed in {self.path} after install")
+        return (self.path / meta).read_text(encoding="utf-8")
 
     def _smoke(self, workdir: Path) -> dict[str, Any]:
         from pytest_rknn.envs.smoke import smoke_convert

@@ -2,6 +2,7 @@
 
 The list is a pure function of the settings (same seed, same cells, in the same order, in every
 process), which is what lets pytest-xdist's workers agree with each other on the collection.
+With ``--rknn-shard K/N`` it is shard K's part of that list (:mod:`~pytest_rknn.pipeline.shard`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_rknn.pipeline.shard import select
 from pytest_rknn.pipeline.subjects import Subject, VariantSubject
 from pytest_rknn.variants.curated import curated_cases
 from pytest_rknn.variants.strategies import draw_variants
@@ -59,10 +61,12 @@ def subjects(settings: Settings) -> list[Subject]:
 
 
 def build_cells(settings: Settings) -> list[CellSpec]:
-    return [
+    """Every cell of the run (only its shard's with ``--rknn-shard``)."""
+    cells = [
         CellSpec(subject, platform, toolkit, quant)
         for subject in subjects(settings)
         for toolkit in settings.toolkit_names
         for platform in settings.platforms
         for quant in settings.quant
     ]
+    return select(cells, settings.shard)

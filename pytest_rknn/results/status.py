@@ -148,4 +148,3 @@ FIX_REJECTED = "rejected"
 """The status of an advisor's fix (``CellRecord.fixes``) that the toolkit version refuses (an
 option its ``config()`` does not take): not tried, so neither a pass nor a failure. A fix that
 was tried has the status of its conversion."""
-

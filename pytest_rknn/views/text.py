@@ -36,7 +36,7 @@ _SELECTION = (
 
 
 def fixes_text(cells: list[Any]) -> list[str]:
-    """"What fixes what": per failure signature, each fix the advisor tried and how many of
+    """ "What fixes what": per failure signature, each fix the advisor tried and how many of
     that signature's cells it turned green (``rejected``: the toolkit refused the option)."""
     advised = [c for c in cells if getattr(c, "fixes", None)]
     if not advised:

@@ -1,0 +1,172 @@
+"""``--rknn-shard K/N``: the cut (deterministic, disjoint, whole, balanced by cost), its usage
+errors, the shard recorded in the matrix, and ``merge`` refusing overlapping or missing shards.
+
+The runs use the FAKE toolkit (``-p fake_toolkits``): only the toolkit is fake.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_support import SELECTION, use_fake
+
+from pytest_rknn.pipeline.plan import CellSpec
+from pytest_rknn.pipeline.shard import Shard, ShardError, cell_cost, partition, select
+from pytest_rknn.pipeline.subjects import VariantSubject
+from pytest_rknn.variants.spec import VariantSpec
+
+CELLS = """
+def test_cell(rknn_cell):
+    outcome = rknn_cell.check()
+    assert outcome.status == "pass", outcome.message
+"""
+
+
+def cell(q_len: int, platform: str = "rk3588", quant: str = "fp16") -> CellSpec:
+    spec = VariantSpec(
+        form="manual", batch=1, num_heads=4, num_kv_heads=4, q_len=q_len, kv_len=q_len, head_dim=64
+    )
+    return CellSpec(VariantSubject(spec), platform, "2.3.2", quant)
+
+
+def test_shard_values() -> None:
+    assert Shard.parse("2/4") == Shard(2, 4) and str(Shard.parse(" 1 / 1 ")) == "1/1"
+    for text, words in (
+        ("3", "expected K/N"),
+        ("a/b", "expected K/N"),
+        ("0/4", "K must be between 1 and 4"),
+        ("5/4", "K must be between 1 and 4"),
+        ("1/0", "N must be at least 1"),
+        ("-1/2", "expected K/N"),
+    ):
+        with pytest.raises(ShardError, match=re.escape(words)):
+            Shard.parse(text)
+
+
+def test_the_cut_is_whole_disjoint_ordered_and_balanced() -> None:
+    cells = [cell(q, p) for q in (8, 16, 64, 256, 1024, 2048, 4096) for p in ("rk3566", "rk3588")]
+    for count in (1, 2, 3, 5):
+        shards = partition(cells, count)
+        ids = [c.id for shard in shards for c in shard]
+        assert sorted(ids) == sorted(c.id for c in cells)
+        for shard in shards:
+            positions = [cells.index(c) for c in shard]
+            assert positions == sorted(positions), "a shard keeps the run's order"
+        assert partition(list(cells), count) == shards
+    two = [sum(cell_cost(c) for c in shard) for shard in partition(cells, 2)]
+    assert max(two) / min(two) < 1.2
+    assert cell_cost(cell(4096)) > 4 * cell_cost(cell(8))
+    assert cell_cost(cell(64, quant="int8")) == 2 * cell_cost(cell(64))
+    assert select(cells, None) == cells == select(cells, Shard(1, 1))
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    use_fake(monkeypatch)
+    pytester.makepyfile(test_rknn_cells=CELLS)
+    return pytester
+
+
+def collected(result: pytest.RunResult) -> list[str]:
+    found = []
+    for line in result.outlines:
+        match = re.fullmatch(r"test_rknn_cells\.py::test_cell\[(.+)\]", line.strip())
+        if match:
+            found.append(match.group(1))
+    return found
+
+
+def test_shards_partition_the_collection_the_same_in_every_process(suite: pytest.Pytester) -> None:
+    whole = collected(suite.runpytest_subprocess(*SELECTION, "--collect-only", "-q"))
+    assert len(whole) == 8
+    parts = []
+    for k in (1, 2, 3):
+        ids = collected(
+            suite.runpytest_subprocess(*SELECTION, "--collect-only", "-q", f"--rknn-shard={k}/3")
+        )
+        again = collected(
+            suite.runpytest_subprocess(*SELECTION, "--collect-only", "-q", f"--rknn-shard={k}/3")
+        )
+        assert ids == again and ids
+        parts.append(ids)
+    assert sorted(sum(parts, [])) == sorted(whole)
+    assert all(set(a).isdisjoint(b) for i, a in enumerate(parts) for b in parts[i + 1 :])
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("--rknn-shard=3", ["--rknn-shard '3'", "expected K/N", "e.g. 1/4"]),
+        ("--rknn-shard=0/2", ["--rknn-shard '0/2'", "between 1 and 2"]),
+        ("--rknn-shard=3/2", ["--rknn-shard '3/2'", "between 1 and 2"]),
+        ("--rknn-shard=1/0", ["N must be at least 1"]),
+        ("--rknn-shard=9/9", ["--rknn-shard 9/9", "the run has 8 cell(s)", "use N <= 8"]),
+    ],
+)
+def test_bad_shard_is_one_usage_error(suite: pytest.Pytester, value: str, words: list[str]) -> None:
+    result = suite.runpytest(*SELECTION[2:], value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert len(errors) == 1, result.errlines
+    for word in words:
+        assert word in errors[0]
+
+
+def test_shard_with_explore_is_a_usage_error(suite: pytest.Pytester) -> None:
+    result = suite.runpytest(*SELECTION[2:], "--rknn-shard=1/2", "--rknn-explore")
+    errors = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and len(errors) == 1
+    assert "--rknn-explore" in errors[0]
+
+
+def merge(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pytest_rknn.cli", "merge", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_shard_matrices_merge_only_when_whole(suite: pytest.Pytester) -> None:
+    for k in (1, 2):
+        result = suite.runpytest_subprocess(
+            *SELECTION, f"--rknn-shard={k}/2", f"--rknn-matrix=shards/m{k}.json"
+        )
+        assert result.ret == 0, result.outlines[-3:]
+    shards = suite.path / "shards"
+    metas = [json.loads((shards / f"m{k}.json").read_text())["meta"] for k in (1, 2)]
+    assert [(m["shard"]["index"], m["shard"]["count"]) for m in metas] == [(1, 2), (2, 2)]
+    assert metas[0]["shard"]["plan"] == metas[1]["shard"]["plan"]
+
+    done = merge(shards, "-o", suite.path / "all.json")
+    assert done.returncode == 0, done.stderr
+    merged = json.loads((suite.path / "all.json").read_text())
+    assert len(merged["cells"]) == 8 and "shard" not in merged["meta"]
+
+    alone = merge(shards / "m1.json", "-o", suite.path / "one.json")
+    assert alone.returncode == 2 and not (suite.path / "one.json").exists()
+    (line,) = alone.stderr.strip().splitlines()
+    assert line.startswith("pytest-rknn merge: error: shard 2/2 of the run of toolkits ")
+    assert "is missing (given: 1/2)" in line
+
+    rerun = suite.runpytest_subprocess(*SELECTION, "--rknn-shard=1/2", "--rknn-matrix=again.json")
+    assert rerun.ret == 0
+    twice = merge(shards, suite.path / "again.json", "-o", suite.path / "two.json")
+    (line,) = twice.stderr.strip().splitlines()
+    assert twice.returncode == 2 and "shard 1/2 of the run" in line and "is given twice" in line
+
+    other = suite.path / "other"
+    other.mkdir()
+    shutil.copy(shards / "m1.json", other / "m1.json")
+    three = suite.runpytest_subprocess(
+        *SELECTION, "--rknn-shard=2/3", "--rknn-matrix=other/m2.json"
+    )
+    assert three.ret == 0
+    data = json.loads((other / "m2.json").read_text())
+    data["meta"]["shard"]["plan"] = metas[0]["shard"]["plan"]
+    (other / "m2.json").write_text(json.dumps(data))
+    cut = merge(other, "-o", suite.path / "cut.json")
+    assert cut.returncode == 2 and "was cut into 2 shards in" in cut.stderr
