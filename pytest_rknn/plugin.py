@@ -215,7 +215,7 @@ def _select_mode(config: pytest.Config, items: list[pytest.Item], explore: bool)
 
 
 def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
-    family = "int8" if quant.startswith("int8") else "fp16"
+    family = "int8" if quant.startswith("int8") else quant  # hybrid: no ini key, defaults
     try:
         bounds = Bounds.for_mode(quant)
         if settings.bounds.get(family):

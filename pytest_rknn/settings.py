@@ -38,7 +38,12 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
         "toolkit versions: all (every registry version), 2.2.0,2.3.2, installed, VERSION=PATH.whl",
     ),
     "platforms": ("string", ",".join(DEFAULT_PLATFORMS), "target platforms, e.g. rk3566,rk3588"),
-    "quant": ("string", "fp16", "quantization modes: fp16, int8, int8-mmse (comma-separated)"),
+    "quant": (
+        "string",
+        "fp16",
+        "quantization modes: fp16, int8, int8-mmse, int8-kl, hybrid (comma-separated)",
+    ),
+    "calibration": ("string", "8", "calibration samples of each quantized cell (int8*, hybrid)"),
     "examples": ("string", "16", "how many hypothesis-drawn variants besides the curated ones"),
     "seed": ("string", "0", "seed of the variant draw and of the inputs"),
     "profile": ("string", "ci", "size profile of drawn variants: ci (small) or full (long seqs)"),
@@ -243,6 +248,7 @@ class Settings:
     explore: bool = False
     explore_examples: int = 60
     bounds: dict[str, str] = field(default_factory=dict)
+    calibration: int = 8
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -319,6 +325,7 @@ class Settings:
             use_cache=not config.getoption("rknn_no_cache"),
             explore=bool(config.getoption("rknn_explore")),
             bounds=_bounds(config),
+            calibration=_int(config, "calibration", minimum=1),
         )
 
     @property

@@ -42,12 +42,19 @@ VERDICT_PREFIX = "pytest-rknn/verdicts/"
 VERDICT_SCHEMA = "pytest-rknn/verdict"
 # A stored judgement can only say that outputs were (or were not) within their bounds.
 JUDGED = frozenset({Status.PASS, Status.TOLERANCE_FAIL})
+ORIGIN_PREFIX = "pytest-rknn/origins/"
+ORIGIN_SCHEMA = "pytest-rknn/origin"
 REFERENCE_PREFIX = "pytest-rknn/references/"
 REFERENCE_SCHEMA = "pytest-rknn/reference"
 OUTPUTS_DIR = "pytest-rknn-outputs"
 REFERENCES_DIR = "pytest-rknn-references"
 # The code whose change changes a cached answer: the worker script and the log readers.
-_CODE = ("toolkit/remote.py", "verdict/signatures.py", "verdict/logtext.py")
+_CODE = (
+    "toolkit/remote.py",
+    "toolkit/remote_hybrid.py",
+    "verdict/signatures.py",
+    "verdict/logtext.py",
+)
 # ... and a cached reference: the float64 attention and the user models' onnxruntime run.
 _REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")
 
@@ -120,6 +127,7 @@ class Conversion:
     artifact: str | None = None
     cached: bool = False
     stored_outputs: list[str] | None = None
+    fp16_layers: list[dict[str, str]] | None = None
 
     @property
     def cacheable(self) -> bool:
@@ -146,6 +154,7 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "peak_rss_mb": (int, float, type(None)),
     "toolkit": (str, type(None)),
     "outputs": (list,),
+    "fp16_layers": (list, type(None)),
 }
 
 
@@ -215,6 +224,26 @@ class ResultCache:
         entry.update(reason=verdict.reason, metrics=verdict.metrics, report=verdict.report)
         self.cache.set(VERDICT_PREFIX + key, entry)
 
+    def get_origin(self, key: str) -> dict[str, Any] | None:
+        """The stored ``error_origin`` of an analysis job for ``key``, or None."""
+        entry = self._entry(ORIGIN_PREFIX + key)
+        if not isinstance(entry, dict) or entry.get("schema") != ORIGIN_SCHEMA:
+            return None
+        if entry.get("version") != ENTRY_VERSION or entry.get("key") != key:
+            return None
+        origin = entry.get("origin")
+        probe = {"variant_id": "v", "variant": {"form": "f"}, "platform": "p", "toolkit": "t"}
+        probe.update(quant="q", status="tolerance-fail", error_origin=origin)
+        if not isinstance(origin, dict) or not origin or cell_error(probe) is not None:
+            return None
+        return origin
+
+    def put_origin(self, key: str, origin: dict[str, Any]) -> None:
+        if self.cache is None:
+            return
+        entry = {"schema": ORIGIN_SCHEMA, "version": ENTRY_VERSION, "key": key}
+        self.cache.set(ORIGIN_PREFIX + key, {**entry, "origin": origin})
+
     def put_reference(self, key: str, outputs: list[np.ndarray]) -> None:
         if self.cache is None:
             return
@@ -269,6 +298,7 @@ class ResultCache:
             toolkit=entry["toolkit"],
             cached=True,
             stored_outputs=list(entry["outputs"]) if outputs else None,
+            fp16_layers=_layers(entry["fp16_layers"]),
         )
 
     def put(self, key: str, conversion: Conversion) -> None:
@@ -295,10 +325,25 @@ class ResultCache:
             "peak_rss_mb": conversion.peak_rss_mb,
             "toolkit": conversion.toolkit,
             "outputs": digests,
+            "fp16_layers": conversion.fp16_layers,
         }
         self.cache.set(CACHE_PREFIX + key, entry)
         if conversion.status is None:
             conversion.stored_outputs = digests
+
+
+def _layers(value: Any) -> list[dict[str, str]] | None:
+    """Stored fp16 layers, or None when absent; ValueError when not a list of name/op pairs."""
+    if value is None:
+        return None
+    if not all(
+        isinstance(x, dict)
+        and set(x) == {"name", "op"}
+        and all(isinstance(v, str) for v in x.values())
+        for x in value
+    ):
+        raise ValueError("malformed fp16_layers")
+    return [dict(x) for x in value]
 
 
 def _read_arrays(folder: Path, digests: Any) -> list[np.ndarray] | None:

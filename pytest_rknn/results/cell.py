@@ -55,7 +55,11 @@ class CellRecord:
 
     ``job_id`` names the worker job whose answer the cell holds (None when no job ran: an
     unsupported cell, a broken environment); ``bounds`` are the tolerance bounds the metrics were
-    judged against. ``extra`` is room for fields a later version adds.
+    judged against. ``fp16_layers`` names the layers a ``hybrid`` build kept in float16 (each
+    ``{"name", "op"}`` as in the toolkit's graph; None for other modes). ``error_origin`` says,
+    for a tolerance failure, where the toolkit's ``accuracy_analysis`` sees the error start
+    (``layer``, ``op``, ``cosine``, ``input_cosine``) or why it could not tell (``error``).
+    ``extra`` is room for fields a later version adds.
     """
 
     variant_id: str
@@ -75,6 +79,8 @@ class CellRecord:
     artifact: str | None = None
     job_id: str | None = None
     finished: str | None = None
+    fp16_layers: list[dict[str, str]] | None = None
+    error_origin: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,6 +110,9 @@ class CellRecord:
         data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
         if not data["extra"]:
             del data["extra"]
+        for name in ("fp16_layers", "error_origin"):
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod
