@@ -121,7 +121,13 @@ def run_job(job: dict, rknn_cls: type) -> dict:
         if failed("load_onnx", step("load_onnx", rknn.load_onnx, model=job["onnx"])):
             return result
         if job.get("hybrid"):
-            if not _hybrid_build(job, rknn, step, failed, result):
+            # Step 2 refuses an object that loaded a model: it gets a fresh one.
+            first, rknn = rknn, None
+            try:
+                rknn, ok = _hybrid_build(job, first, rknn_cls, config, step, failed, result)
+            finally:
+                first.release()
+            if not ok:
                 return result
         else:
             ret = step(
@@ -209,8 +215,10 @@ class _Cwd:
         os.chdir(self.saved)
 
 
-def _hybrid_build(job: dict, rknn, step, failed, result: dict) -> bool:
-    """Step 1 in the job's folder, the attention layers to float16, step 2; False on failure."""
+def _hybrid_build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, result: dict):
+    """Step 1 in the job's folder, the attention layers to float16, then step 2 on a new RKNN
+    object (configured like the first); returns that object (or None) and whether all went
+    well."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import remote_hybrid
 
@@ -223,14 +231,14 @@ def _hybrid_build(job: dict, rknn, step, failed, result: dict) -> bool:
             proposal=False,
         )
     if failed("hybrid_quantization_step1", ret):
-        return False
+        return None, False
     stem = os.path.splitext(os.path.basename(job["onnx"]))[0]
     model, data, cfg = (os.path.join(outdir, f"{stem}.{ext}") for ext in remote_hybrid.STEP1_FILES)
     missing = [p for p in (model, data, cfg) if not os.path.isfile(p)]
     if missing:
         result["failed_phase"] = "hybrid_quantization_step1"
         result["error"] = f"hybrid_quantization_step1 wrote no {', '.join(missing)}"
-        return False
+        return None, False
     try:
         with open(model, "rb") as fh, open(cfg, encoding="utf-8") as ch:
             text = ch.read()
@@ -238,7 +246,7 @@ def _hybrid_build(job: dict, rknn, step, failed, result: dict) -> bool:
     except (OSError, ValueError) as exc:
         result["failed_phase"] = "hybrid_config"
         result["error"] = f"hybrid: cannot read step 1's files: {type(exc).__name__}: {exc}"
-        return False
+        return None, False
     result["fp16_layers"] = [{"name": n.name, "op": n.op} for n in layers]
     if not tensors:
         result["failed_phase"] = "hybrid_config"
@@ -246,19 +254,22 @@ def _hybrid_build(job: dict, rknn, step, failed, result: dict) -> bool:
             "hybrid: no attention layer (a MatMul of two activations, Softmax, a fused attention "
             f"op) in the toolkit's graph {os.path.basename(model)}: nothing to keep in float16"
         )
-        return False
+        return None, False
     edited = os.path.join(outdir, f"{stem}.hybrid.cfg")
     with open(edited, "w", encoding="utf-8") as fh:
         fh.write(remote_hybrid.with_float16(text, tensors))
     print(f"hybrid: float16 tensors {tensors}")
+    second = step("step2_create", rknn_cls, verbose=bool(job.get("verbose", False)))
+    if failed("step2_config", step("step2_config", second.config, **config)):
+        return second, False
     ret = step(
         "hybrid_quantization_step2",
-        rknn.hybrid_quantization_step2,
+        second.hybrid_quantization_step2,
         model_input=model,
         data_input=data,
         model_quantization_cfg=edited,
     )
-    return not failed("hybrid_quantization_step2", ret)
+    return second, not failed("hybrid_quantization_step2", ret)
 
 
 def _read(jobs) -> dict | None:

@@ -24,11 +24,12 @@ dataset as the real toolkit reads it (one line per sample, ``.npy`` paths relati
 folder, the same number of inputs per line) and return -1 for a bad one; the dataset's lines are
 written to ``FAKE-dataset.json`` beside the list. The hybrid flow writes ``<model>.model`` (the
 ONNX model itself: an ONNX ModelProto like the real one), ``<model>.data`` and
-``<model>.quantization.cfg`` (every tensor of the graph) into the CWD; step 2 rejects a
-``custom_quantize_layers`` name that is not a tensor ("Invalid operands name", as the real
-one) and writes the float16 tensors to ``FAKE-hybrid.json``. ``accuracy_analysis`` writes an
-``error_analysis.txt`` in the real layout, one row per node, the first Softmax's own error large;
-``FAKE_RKNN_ANALYSIS`` = ``fail`` (returns -1) or ``hang`` (sleeps) makes it fail.
+``<model>.quantization.cfg`` (every tensor of the graph) into the CWD. Step 2, as the real one,
+refuses an object that loaded a model and a ``custom_quantize_layers`` name that is not a tensor
+("Invalid operands name"); it writes the float16 tensors to ``FAKE-hybrid.json``.
+``accuracy_analysis`` writes an ``error_analysis.txt`` in the real layout, one row per node, the
+first Softmax's own error large; ``FAKE_RKNN_ANALYSIS`` = ``fail`` (returns -1) or ``hang``
+(sleeps) makes it fail.
 
 ``MODE+simulate`` (e.g. ``late-line+simulate``) behaves as MODE in ``build`` and as simulate in
 ``inference``.
@@ -133,6 +134,9 @@ class RKNN:
         return 0
 
     def hybrid_quantization_step2(self, model_input, data_input, model_quantization_cfg):
+        if self.model is not None:  # as the real one: step 2 wants an object of its own
+            print("E hybrid_quantization_step2: The model already exists. Do not call 'load_onnx'")
+            return -1
         with open(data_input) as fh:
             self.model = fh.read().strip()
         known = set(_tensors(self.model))
