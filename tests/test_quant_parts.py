@@ -20,6 +20,7 @@ from pytest_rknn.pipeline.calibration import (
 from pytest_rknn.pipeline.subjects import ProvidedModel, UserModel, VariantSubject
 from pytest_rknn.pipeline.targets import QUANT_MODES
 from pytest_rknn.toolkit import remote_hybrid
+from pytest_rknn.toolkit.protocol import Job, ProtocolError, check_result
 from pytest_rknn.variants.forms import build_model
 from pytest_rknn.variants.spec import VariantSpec
 
@@ -189,3 +190,28 @@ def test_no_single_layer_and_no_layers_are_said_as_such(tmp_path) -> None:
     missing = read_origin(tmp_path / "none.txt")
     assert "cannot read" in missing["error"]
     assert describe(missing).startswith("where the error starts: unknown")
+
+
+def _answer(job: Job, **fields: object) -> dict[str, object]:
+    body = {"id": job.id, "failed_phase": None, "outputs": [], **fields}
+    return {"op": "result", "id": job.id, "result": body}
+
+
+def test_the_protocol_checks_the_new_fields(tmp_path) -> None:
+    hybrid = Job.create(tmp_path / "m.onnx", "rk3588", tmp_path, hybrid=True, simulate=False)
+    layers = [{"name": "att", "op": "exSDPAttention"}]
+    assert check_result(_answer(hybrid, fp16_layers=layers), hybrid).fp16_layers == layers
+    with pytest.raises(ProtocolError, match="malformed fp16_layers"):
+        check_result(_answer(hybrid, fp16_layers=[{"name": 3, "op": "x"}]), hybrid)
+    plain = Job.create(tmp_path / "m.onnx", "rk3588", tmp_path, simulate=False)
+    with pytest.raises(ProtocolError, match="not hybrid"):
+        check_result(_answer(plain, fp16_layers=layers), plain)
+    with pytest.raises(ProtocolError, match="not asked for"):
+        check_result(_answer(plain, analysis=f"{plain.outdir}/analysis/e.txt"), plain)
+    asked = Job.create(tmp_path / "m.onnx", "rk3588", tmp_path, analysis=True, simulate=False)
+    report = f"{asked.outdir}/analysis/error_analysis.txt"
+    assert check_result(_answer(asked, analysis=report), asked).analysis == report
+    with pytest.raises(ProtocolError, match="not asked for"):
+        check_result(_answer(asked, analysis="/etc/passwd"), asked)
+    with pytest.raises(ProtocolError, match="names no analysis"):
+        check_result(_answer(asked), asked)

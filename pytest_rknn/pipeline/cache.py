@@ -3,14 +3,14 @@
 A :class:`Conversion` is what one worker job produced (outputs, or the status and signature of
 the failure, timings, the log excerpt). :class:`ResultCache` keeps it in pytest's cache under a
 key made of everything that went into the job (:func:`conversion_key`): the model's bytes, the
-inputs, the toolkit environment's identity, the platform, the quantization mode and every toolkit
-option, and the code that ran the job and read its log. It also keeps reference outputs, keyed
-by the subject, the model's bytes, the inputs, the reference code and the host's numpy and
-onnxruntime (:func:`reference_key`), and the judgement of a conversion's outputs against a
-reference under given bounds (:func:`verdict_key`: the outputs' hashes, the reference's key and
-the bounds). The cell's record
-(its identity, with the verdict) is made anew on every run, so a hit can never carry another
-cell's id or another model's path.
+inputs, the toolkit environment's identity, the platform, the quantization mode and every
+toolkit option (with a quantized build's calibration samples and whether it is hybrid), and the
+code that ran the job and read its log. It also keeps reference outputs, keyed by the subject,
+the model's bytes, the inputs, the reference code and the host's numpy and onnxruntime
+(:func:`reference_key`), and the judgement of a conversion's outputs against a reference under
+given bounds (:func:`verdict_key`: the outputs' hashes, the reference's key and the bounds). The
+cell's record (its identity, with the verdict) is made anew on every run, so a hit can never
+carry another cell's id or another model's path.
 
 Only statuses the vocabulary marks cacheable are stored; ``--rknn-no-cache`` neither reads nor
 writes. An entry that is not exactly what this module writes (wrong schema, a field of the
