@@ -186,7 +186,14 @@ def test_no_single_layer_and_no_layers_are_said_as_such(tmp_path) -> None:
     origin = find_origin(rows)
     assert origin["layer"] == "b" and "accumulates" in origin["note"]
     assert find_origin(rows[:2] + [rows[2].__class__("Softmax", "s", 0.9, 0.9)])["layer"] == "s"
-    assert "error" in find_origin([])
+    assert "error" in find_origin([]) and "error" in find_origin(rows[:1])
+    flat = parse_error_analysis(
+        "[Input] q  1.00000 | 0.0   1.00000 | 0.0\n"
+        "[exSDPAttention] a  0.99990 | 1.0   0.99995 | 1.0\n"
+    )
+    spread = find_origin(flat)
+    assert "layer" not in spread and "spread over the graph" in spread["note"]
+    assert describe(spread).startswith("where the error starts: no layer's own error")
     missing = read_origin(tmp_path / "none.txt")
     assert "cannot read" in missing["error"]
     assert describe(missing).startswith("where the error starts: unknown")

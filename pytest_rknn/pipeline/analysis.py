@@ -72,16 +72,24 @@ def _error(cosine: float) -> float:
 
 def find_origin(rows: list[LayerError]) -> dict[str, Any]:
     """The first layer whose own error is far worse than its inputs' (see the module's
-    docstring), or, when no layer stands out, the layer of the worst own error with a note."""
-    if not rows:
+    docstring); when no layer stands out, the layer of the worst own error with a note, or
+    only a note when no layer's own error reaches :data:`FLOOR`. Graph inputs are never it."""
+    layers = [row for row in rows if row.op.lower() != "input"]
+    if not layers:
         return {"error": "accuracy_analysis listed no layers"}
     worst_before = 0.0
     for row in rows:
         own = _error(row.single)
-        if own >= FLOOR and own >= FACTOR * worst_before:
+        if row.op.lower() != "input" and own >= FLOOR and own >= FACTOR * worst_before:
             return _origin(row, worst_before, len(rows))
         worst_before = max(worst_before, _error(row.entire))
-    worst = max(rows, key=lambda r: _error(r.single))
+    worst = max(layers, key=lambda r: _error(r.single))
+    if _error(worst.single) < FLOOR:
+        return {
+            "layers": len(rows),
+            "note": f"no layer's own error reaches {FLOOR:g} (every single cosine is above "
+            f"{1 - FLOOR:g}): the error is spread over the graph",
+        }
     found = _origin(worst, None, len(rows))
     found["note"] = "no single layer stands out: the error accumulates over several layers"
     return found
@@ -112,6 +120,8 @@ def describe(origin: dict[str, Any] | None) -> str | None:
         return None
     if "error" in origin:
         return f"where the error starts: unknown ({origin['error']})"
+    if "layer" not in origin:
+        return f"where the error starts: {origin.get('note', 'unknown')}"
     cosine = origin.get("cosine")
     text = f"the error starts in {origin['op']} {origin['layer']}"
     if cosine is not None:

@@ -121,10 +121,16 @@ def run_job(job: dict, rknn_cls: type) -> dict:
         if failed("load_onnx", step("load_onnx", rknn.load_onnx, model=job["onnx"])):
             return result
         if job.get("hybrid"):
-            # Step 2 refuses an object that loaded a model: it gets a fresh one.
+            # Step 2 refuses an object that loaded a model: it gets a fresh one, released at
+            # the end like the first would have been.
             first, rknn = rknn, None
+
+            def adopt(second: object) -> None:
+                nonlocal rknn
+                rknn = second
+
             try:
-                rknn, ok = _hybrid_build(job, first, rknn_cls, config, step, failed, result)
+                ok = _hybrid_build(job, first, rknn_cls, config, step, failed, result, adopt)
             finally:
                 first.release()
             if not ok:
@@ -215,10 +221,12 @@ class _Cwd:
         os.chdir(self.saved)
 
 
-def _hybrid_build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, result: dict):
+def _hybrid_build(
+    job: dict, rknn, rknn_cls: type, config: dict, step, failed, result: dict, adopt
+) -> bool:
     """Step 1 in the job's folder, the attention layers to float16, then step 2 on a new RKNN
-    object (configured like the first); returns that object (or None) and whether all went
-    well."""
+    object configured like the first (handed to ``adopt`` as soon as it exists); False when
+    a step failed."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import remote_hybrid
 
@@ -231,14 +239,14 @@ def _hybrid_build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, r
             proposal=False,
         )
     if failed("hybrid_quantization_step1", ret):
-        return None, False
+        return False
     stem = os.path.splitext(os.path.basename(job["onnx"]))[0]
     model, data, cfg = (os.path.join(outdir, f"{stem}.{ext}") for ext in remote_hybrid.STEP1_FILES)
     missing = [p for p in (model, data, cfg) if not os.path.isfile(p)]
     if missing:
         result["failed_phase"] = "hybrid_quantization_step1"
         result["error"] = f"hybrid_quantization_step1 wrote no {', '.join(missing)}"
-        return None, False
+        return False
     try:
         with open(model, "rb") as fh, open(cfg, encoding="utf-8") as ch:
             text = ch.read()
@@ -246,7 +254,7 @@ def _hybrid_build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, r
     except (OSError, ValueError) as exc:
         result["failed_phase"] = "hybrid_config"
         result["error"] = f"hybrid: cannot read step 1's files: {type(exc).__name__}: {exc}"
-        return None, False
+        return False
     result["fp16_layers"] = [{"name": n.name, "op": n.op} for n in layers]
     if not tensors:
         result["failed_phase"] = "hybrid_config"
@@ -254,14 +262,15 @@ def _hybrid_build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, r
             "hybrid: no attention layer (a MatMul of two activations, Softmax, a fused attention "
             f"op) in the toolkit's graph {os.path.basename(model)}: nothing to keep in float16"
         )
-        return None, False
+        return False
     edited = os.path.join(outdir, f"{stem}.hybrid.cfg")
     with open(edited, "w", encoding="utf-8") as fh:
         fh.write(remote_hybrid.with_float16(text, tensors))
     print(f"hybrid: float16 tensors {tensors}")
     second = step("step2_create", rknn_cls, verbose=bool(job.get("verbose", False)))
+    adopt(second)
     if failed("step2_config", step("step2_config", second.config, **config)):
-        return second, False
+        return False
     ret = step(
         "hybrid_quantization_step2",
         second.hybrid_quantization_step2,
@@ -269,7 +278,7 @@ def _hybrid_build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, r
         data_input=data,
         model_quantization_cfg=edited,
     )
-    return second, not failed("hybrid_quantization_step2", ret)
+    return not failed("hybrid_quantization_step2", ret)
 
 
 def _read(jobs) -> dict | None:
