@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pytest_rknn.pipeline import analysis
-from pytest_rknn.pipeline.cache import Conversion, conversion_key, verdict_key
+from pytest_rknn.pipeline.cache import Conversion, code_digest, conversion_key, verdict_key
 from pytest_rknn.pipeline.calibration import CalibrationSet, write_dataset
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
@@ -183,7 +183,9 @@ def _error_origin(
 ) -> dict[str, object]:
     """Where the toolkit's accuracy_analysis sees a tolerance failure's error start (from the
     cache when the same conversion was analysed); a failed analysis is a field, not a status."""
-    origin_key = f"{key}-analysis{analysis.ANALYSIS_VERSION}" if key else None
+    # The reading of the report is part of the answer: its code is in the key.
+    reader = code_digest(("pipeline/analysis.py",))
+    origin_key = f"{key}-analysis{analysis.ANALYSIS_VERSION}-{reader}" if key else None
     found = session.cache.get_origin(origin_key) if origin_key else None
     if found is not None:
         return found
