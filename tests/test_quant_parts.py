@@ -222,3 +222,13 @@ def test_the_protocol_checks_the_new_fields(tmp_path) -> None:
         check_result(_answer(asked, analysis="/etc/passwd"), asked)
     with pytest.raises(ProtocolError, match="names no analysis"):
         check_result(_answer(asked), asked)
+
+
+def test_layers_the_analysis_cannot_compare_are_skipped() -> None:
+    """2.5.0's report of an int8 attention with an additive mask holding float32's lowest
+    value: the mask's rows read ``q_unknow``; the error starts in the Softmax after it."""
+    origin = read_origin(DATA / "error_analysis-2.5.0-int8-additive-mask.txt")
+    assert origin["op"] == "exSoftmax13" and origin["layer"] == "/Softmax_output_0"
+    assert origin["cosine"] == pytest.approx(0.52537)
+    assert origin["input_cosine"] == pytest.approx(0.99976)
+    assert "3 layer(s)" in origin["note"]

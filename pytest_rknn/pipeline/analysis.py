@@ -66,22 +66,35 @@ def parse_error_analysis(text: str) -> list[LayerError]:
 
 
 def _error(cosine: float) -> float:
-    """1 - cosine; a NaN cosine counts as the worst error."""
-    return 2.0 if math.isnan(cosine) else max(0.0, 1.0 - cosine)
+    """1 - cosine (never below 0)."""
+    return max(0.0, 1.0 - cosine)
+
+
+def _known(row: LayerError) -> bool:
+    """Whether the analysis could compare the layer: it writes ``q_unknow`` for a tensor it
+    cannot (e.g. a mask holding the dtype's lowest value); such rows are skipped."""
+    return math.isfinite(row.single) and math.isfinite(row.entire)
 
 
 def find_origin(rows: list[LayerError]) -> dict[str, Any]:
     """The first layer whose own error is far worse than its inputs' (see the module's
     docstring); when no layer stands out, the layer of the worst own error with a note, or
-    only a note when no layer's own error reaches :data:`FLOOR`. Graph inputs are never it."""
-    layers = [row for row in rows if row.op.lower() != "input"]
+    only a note when no layer's own error reaches :data:`FLOOR`. Graph inputs are never it,
+    nor layers the analysis could not compare."""
+    layers = [row for row in rows if row.op.lower() != "input" and _known(row)]
     if not layers:
-        return {"error": "accuracy_analysis listed no layers"}
+        return {"error": "accuracy_analysis listed no layer it could compare"}
+    unknown = sum(1 for row in rows if not _known(row))
     worst_before = 0.0
     for row in rows:
+        if not _known(row):
+            continue
         own = _error(row.single)
         if row.op.lower() != "input" and own >= FLOOR and own >= FACTOR * worst_before:
-            return _origin(row, worst_before, len(rows))
+            found = _origin(row, worst_before, len(rows))
+            if unknown:
+                found["note"] = f"{unknown} layer(s) the analysis could not compare (q_unknow)"
+            return found
         worst_before = max(worst_before, _error(row.entire))
     worst = max(layers, key=lambda r: _error(r.single))
     if _error(worst.single) < FLOOR:

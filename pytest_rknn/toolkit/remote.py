@@ -122,18 +122,14 @@ def run_job(job: dict, rknn_cls: type) -> dict:
             return result
         if job.get("hybrid"):
             # Step 2 refuses an object that loaded a model: it gets a fresh one, released at
-            # the end like the first would have been.
+            # the end like the first would have been (which goes right after step 1).
             first, rknn = rknn, None
 
             def adopt(second: object) -> None:
                 nonlocal rknn
                 rknn = second
 
-            try:
-                ok = _hybrid_build(job, first, rknn_cls, config, step, failed, result, adopt)
-            finally:
-                first.release()
-            if not ok:
+            if not _hybrid_build(job, first, rknn_cls, config, step, failed, result, adopt):
                 return result
         else:
             ret = step(
@@ -224,20 +220,24 @@ class _Cwd:
 def _hybrid_build(
     job: dict, rknn, rknn_cls: type, config: dict, step, failed, result: dict, adopt
 ) -> bool:
-    """Step 1 in the job's folder, the attention layers to float16, then step 2 on a new RKNN
-    object configured like the first (handed to ``adopt`` as soon as it exists); False when
-    a step failed."""
+    """Step 1 in the job's folder (``rknn`` is released after it), the attention layers to
+    float16, then step 2 on a new RKNN object configured like the first (handed to ``adopt``
+    as soon as it exists); False when a step failed."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import remote_hybrid
 
     outdir = job["outdir"]
-    with _Cwd(outdir):
-        ret = step(
-            "hybrid_quantization_step1",
-            rknn.hybrid_quantization_step1,
-            dataset=job.get("dataset"),
-            proposal=False,
-        )
+    try:
+        with _Cwd(outdir):
+            ret = step(
+                "hybrid_quantization_step1",
+                rknn.hybrid_quantization_step1,
+                dataset=job.get("dataset"),
+                proposal=False,
+            )
+    finally:
+        # Its files hold all step 2 needs: free the first object's memory before the second.
+        rknn.release()
     if failed("hybrid_quantization_step1", ret):
         return False
     stem = os.path.splitext(os.path.basename(job["onnx"]))[0]
