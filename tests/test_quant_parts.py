@@ -232,3 +232,21 @@ def test_layers_the_analysis_cannot_compare_are_skipped() -> None:
     assert origin["cosine"] == pytest.approx(0.52537)
     assert origin["input_cosine"] == pytest.approx(0.99976)
     assert "3 layer(s)" in origin["note"]
+
+
+def test_a_matmul_with_a_constant_scale_is_still_attention() -> None:
+    """rk3566's step-1 graph of a causal attention (any version): q.k^T fused with its scale
+    into one exMatMul whose third input is a constant, then the mask's Add and exSoftmax13."""
+    node = remote_hybrid.Node
+    nodes = [
+        node("q_cvt", "exDataConvert", ["q"], ["q8"]),
+        node("k_cvt", "exDataConvert", ["k"], ["k8"]),
+        node("v_cvt", "exDataConvert", ["v"], ["v8"]),
+        node("/MatMul#1", "exMatMul", ["k8", "q8", "scale"], ["s"]),
+        node("/Add", "Add", ["s", "causal_mask"], ["sm"]),
+        node("/Softmax", "exSoftmax13", ["sm"], ["p"]),
+        node("/MatMul_1#1", "exMatMul", ["p", "v8"], ["o"]),
+        node("/proj", "exMatMul", ["o", "w_o"], ["y"]),
+    ]
+    chosen = remote_hybrid.attention_layers(nodes, {"scale", "causal_mask", "w_o"})
+    assert [n.name for n in chosen] == ["/MatMul#1", "/Add", "/Softmax", "/MatMul_1#1"]

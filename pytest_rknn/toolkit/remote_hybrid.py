@@ -13,8 +13,8 @@ fused attention op's output leaves most of the int8 error (the int8 layout ops a
 re-quantize); setting the attention and the layout ops around it gives fp16's accuracy.
 
 :func:`attention_layers` picks the attention subgraph of that graph: MatMuls of two activations
-(no initializer input), Softmax, the fused attention ops (``exSDPAttention`` and any op named
-``*attention*``/``*sdpa*``), the ops between them (scale, mask), and the pure layout ops
+(neither operand an initializer), Softmax, the fused attention ops (``exSDPAttention`` and any
+op named ``*attention*``/``*sdpa*``), the ops between them (scale, mask), and the pure layout ops
 (Transpose, Reshape, ...) that feed only them or read only them. Weighted ops (projections,
 convolutions) and the graph's input/output conversions stay int8.
 :func:`with_float16` writes the config with those tensors set to ``float16``, editing the text
@@ -137,8 +137,11 @@ def _kind(op: str) -> str:
 
 
 def _weighted(node: Node, initializers: set[str]) -> bool:
+    """A projection or convolution: one of its two operands is a constant. (rk3566's fused
+    ``exMatMul`` of q and k takes the attention's scale as a constant third input: that one is
+    not a weight.)"""
     return any(w in _kind(node.op) for w in WEIGHTED_OPS) and any(
-        i in initializers for i in node.inputs
+        i in initializers for i in node.inputs[:2]
     )
 
 
