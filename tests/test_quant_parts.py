@@ -242,11 +242,12 @@ def test_a_matmul_with_a_constant_scale_is_still_attention() -> None:
         node("q_cvt", "exDataConvert", ["q"], ["q8"]),
         node("k_cvt", "exDataConvert", ["k"], ["k8"]),
         node("v_cvt", "exDataConvert", ["v"], ["v8"]),
-        node("/MatMul#1", "exMatMul", ["k8", "q8", "scale"], ["s"]),
+        node("/Mul", "Mul", ["q8", "sqrt_scale"], ["qs"]),
+        node("/MatMul#1", "exMatMul", ["k8", "qs", "scale"], ["s"]),
         node("/Add", "Add", ["s", "causal_mask"], ["sm"]),
         node("/Softmax", "exSoftmax13", ["sm"], ["p"]),
         node("/MatMul_1#1", "exMatMul", ["p", "v8"], ["o"]),
         node("/proj", "exMatMul", ["o", "w_o"], ["y"]),
     ]
-    chosen = remote_hybrid.attention_layers(nodes, {"scale", "causal_mask", "w_o"})
-    assert [n.name for n in chosen] == ["/MatMul#1", "/Add", "/Softmax", "/MatMul_1#1"]
+    chosen = remote_hybrid.attention_layers(nodes, {"scale", "sqrt_scale", "causal_mask", "w_o"})
+    assert [n.name for n in chosen] == ["/Mul", "/MatMul#1", "/Add", "/Softmax", "/MatMul_1#1"]

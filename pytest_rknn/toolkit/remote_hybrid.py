@@ -14,8 +14,9 @@ re-quantize); setting the attention and the layout ops around it gives fp16's ac
 
 :func:`attention_layers` picks the attention subgraph of that graph: MatMuls of two activations
 (neither operand an initializer), Softmax, the fused attention ops (``exSDPAttention`` and any
-op named ``*attention*``/``*sdpa*``), the ops between them (scale, mask), and the pure layout ops
-(Transpose, Reshape, ...) that feed only them or read only them. Weighted ops (projections,
+op named ``*attention*``/``*sdpa*``), the ops between them (scale, mask), the pure layout ops
+(Transpose, Reshape, ...) that feed only them or read only them, and the constant scalings
+(Mul/Div by a constant) that feed only them. Weighted ops (projections,
 convolutions) and the graph's input/output conversions stay int8.
 :func:`with_float16` writes the config with those tensors set to ``float16``, editing the text
 only: the toolkit compares every saved scale with its own, so a YAML round trip that rewrites a
@@ -44,6 +45,8 @@ LAYOUT_OPS = frozenset(
     }
 )
 WEIGHTED_OPS = ("matmul", "gemm", "conv")
+# A constant scaling of q or k (torch's SDPA export multiplies both by sqrt(scale)).
+SCALE_OPS = frozenset({"mul", "div"})
 # What hybrid_quantization_step1 writes into the CWD: <model>.<ext> for each.
 STEP1_FILES = ("model", "data", "quantization.cfg")
 
@@ -145,6 +148,11 @@ def _weighted(node: Node, initializers: set[str]) -> bool:
     )
 
 
+def _scaling(node: Node, initializers: set[str]) -> bool:
+    """A Mul/Div of one activation by a constant."""
+    return len(node.inputs) == 2 and sum(i in initializers for i in node.inputs) == 1
+
+
 def _core(node: Node, initializers: set[str]) -> bool:
     kind = _kind(node.op)
     if "softmax" in kind or "attention" in kind or "sdpa" in kind:
@@ -182,10 +190,12 @@ def attention_layers(nodes: list[Node], initializers: set[str]) -> list[Node]:
     while grown:
         grown = False
         for i, node in enumerate(nodes):
-            if i in chosen or _kind(node.op) not in LAYOUT_OPS:
+            if i in chosen or _kind(node.op) not in LAYOUT_OPS | SCALE_OPS:
                 continue
             feeds_only = consumers[i] and all(j in chosen for j in consumers[i])
             reads_only = parents(i) and all(j in chosen for j in parents(i))
+            if _kind(node.op) in SCALE_OPS and not _scaling(node, initializers):
+                continue
             if feeds_only or reads_only:
                 chosen.add(i)
                 grown = True
