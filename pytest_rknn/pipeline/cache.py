@@ -233,7 +233,7 @@ class ResultCache:
             return None
         origin = entry.get("origin")
         probe = {"variant_id": "v", "variant": {"form": "f"}, "platform": "p", "toolkit": "t"}
-        probe.update(quant="q", status="tolerance-fail", error_origin=origin)
+        probe.update(quant="q", status=Status.TOLERANCE_FAIL.value, error_origin=origin)
         if not isinstance(origin, dict) or not origin or cell_error(probe) is not None:
             return None
         return origin
