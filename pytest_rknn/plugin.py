@@ -24,6 +24,7 @@ from pytest_rknn.pipeline.plan import CellSpec, build_cells
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.shard import ShardError
+from pytest_rknn.pipeline.targets import base_quant
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.settings import Settings, add_options
 from pytest_rknn.verdict.tolerance import Bounds
@@ -221,7 +222,8 @@ def _select_mode(config: pytest.Config, items: list[pytest.Item], explore: bool)
 
 
 def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
-    family = "int8" if quant.startswith("int8") else "fp16"
+    base = base_quant(quant)
+    family = "int8" if base.startswith("int8") else base  # hybrid: no ini key, defaults
     try:
         bounds = Bounds.for_mode(quant)
         if settings.bounds.get(family):

@@ -134,6 +134,7 @@ class Recorder:
             "toolkit_envs": self.envs,
             "platforms": list(s.platforms),
             "quant": list(s.quant),
+            "calibration": s.calibration,
             "seed": s.seed,
             "profile": s.profile,
             "examples": s.examples,

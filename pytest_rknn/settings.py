@@ -40,7 +40,12 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
         "toolkit versions: all (every registry version), 2.2.0,2.3.2, installed, VERSION=PATH.whl",
     ),
     "platforms": ("string", ",".join(DEFAULT_PLATFORMS), "target platforms, e.g. rk3566,rk3588"),
-    "quant": ("string", "fp16", "quantization modes: fp16, int8, int8-mmse (comma-separated)"),
+    "quant": (
+        "string",
+        "fp16",
+        "quantization modes: fp16, int8, int8-mmse, int8-kl, hybrid (comma-separated)",
+    ),
+    "calibration": ("string", "8", "calibration samples of each quantized cell (int8*, hybrid)"),
     "examples": ("string", "16", "how many hypothesis-drawn variants besides the curated ones"),
     "seed": ("string", "0", "seed of the variant draw and of the inputs"),
     "profile": ("string", "ci", "size profile of drawn variants: ci (small) or full (long seqs)"),
@@ -296,6 +301,7 @@ class Settings:
     markdown: Path | None = None
     bounds: dict[str, str] = field(default_factory=dict)
     shard: Shard | None = None
+    calibration: int = 8
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -387,6 +393,7 @@ class Settings:
             markdown=markdown,
             bounds=_bounds(config),
             shard=shard,
+            calibration=_int(config, "calibration", minimum=1),
         )
 
     @property

@@ -3,14 +3,14 @@
 A :class:`Conversion` is what one worker job produced (outputs, or the status and signature of
 the failure, timings, the log excerpt). :class:`ResultCache` keeps it in pytest's cache under a
 key made of everything that went into the job (:func:`conversion_key`): the model's bytes, the
-inputs, the toolkit environment's identity, the platform, the quantization mode and every toolkit
-option, and the code that ran the job and read its log. It also keeps reference outputs, keyed
-by the subject, the model's bytes, the inputs, the reference code and the host's numpy and
-onnxruntime (:func:`reference_key`), and the judgement of a conversion's outputs against a
-reference under given bounds (:func:`verdict_key`: the outputs' hashes, the reference's key and
-the bounds). The cell's record
-(its identity, with the verdict) is made anew on every run, so a hit can never carry another
-cell's id or another model's path.
+inputs, the toolkit environment's identity, the platform, the quantization mode and every
+toolkit option (with a quantized build's calibration samples and whether it is hybrid), and the
+code that ran the job and read its log. It also keeps reference outputs, keyed by the subject,
+the model's bytes, the inputs, the reference code and the host's numpy and onnxruntime
+(:func:`reference_key`), and the judgement of a conversion's outputs against a reference under
+given bounds (:func:`verdict_key`: the outputs' hashes, the reference's key and the bounds). The
+cell's record (its identity, with the verdict) is made anew on every run, so a hit can never
+carry another cell's id or another model's path.
 
 Only statuses the vocabulary marks cacheable are stored; ``--rknn-no-cache`` neither reads nor
 writes. An entry that is not exactly what this module writes (wrong schema, a field of the
@@ -42,12 +42,19 @@ VERDICT_PREFIX = "pytest-rknn/verdicts/"
 VERDICT_SCHEMA = "pytest-rknn/verdict"
 # A stored judgement can only say that outputs were (or were not) within their bounds.
 JUDGED = frozenset({Status.PASS, Status.TOLERANCE_FAIL})
+ORIGIN_PREFIX = "pytest-rknn/origins/"
+ORIGIN_SCHEMA = "pytest-rknn/origin"
 REFERENCE_PREFIX = "pytest-rknn/references/"
 REFERENCE_SCHEMA = "pytest-rknn/reference"
 OUTPUTS_DIR = "pytest-rknn-outputs"
 REFERENCES_DIR = "pytest-rknn-references"
 # The code whose change changes a cached answer: the worker script and the log readers.
-_CODE = ("toolkit/remote.py", "verdict/signatures.py", "verdict/logtext.py")
+_CODE = (
+    "toolkit/remote.py",
+    "toolkit/remote_hybrid.py",
+    "verdict/signatures.py",
+    "verdict/logtext.py",
+)
 # ... and a cached reference: the float64 attention and the user models' onnxruntime run.
 _REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")
 
@@ -121,6 +128,7 @@ class Conversion:
     artifact: str | None = None
     cached: bool = False
     stored_outputs: list[str] | None = None
+    fp16_layers: list[dict[str, str]] | None = None
 
     @property
     def cacheable(self) -> bool:
@@ -147,6 +155,7 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "peak_rss_mb": (int, float, type(None)),
     "toolkit": (str, type(None)),
     "outputs": (list,),
+    "fp16_layers": (list, type(None)),
 }
 
 
@@ -216,6 +225,26 @@ class ResultCache:
         entry.update(reason=verdict.reason, metrics=verdict.metrics, report=verdict.report)
         self.cache.set(VERDICT_PREFIX + key, entry)
 
+    def get_origin(self, key: str) -> dict[str, Any] | None:
+        """The stored ``error_origin`` of an analysis job for ``key``, or None."""
+        entry = self._entry(ORIGIN_PREFIX + key)
+        if not isinstance(entry, dict) or entry.get("schema") != ORIGIN_SCHEMA:
+            return None
+        if entry.get("version") != ENTRY_VERSION or entry.get("key") != key:
+            return None
+        origin = entry.get("origin")
+        probe = {"variant_id": "v", "variant": {"form": "f"}, "platform": "p", "toolkit": "t"}
+        probe.update(quant="q", status=Status.TOLERANCE_FAIL.value, error_origin=origin)
+        if not isinstance(origin, dict) or not origin or cell_error(probe) is not None:
+            return None
+        return origin
+
+    def put_origin(self, key: str, origin: dict[str, Any]) -> None:
+        if self.cache is None:
+            return
+        entry = {"schema": ORIGIN_SCHEMA, "version": ENTRY_VERSION, "key": key}
+        self.cache.set(ORIGIN_PREFIX + key, {**entry, "origin": origin})
+
     def put_reference(self, key: str, outputs: list[np.ndarray]) -> None:
         if self.cache is None:
             return
@@ -270,6 +299,7 @@ class ResultCache:
             toolkit=entry["toolkit"],
             cached=True,
             stored_outputs=list(entry["outputs"]) if outputs else None,
+            fp16_layers=_layers(entry["fp16_layers"]),
         )
 
     def put(self, key: str, conversion: Conversion) -> None:
@@ -296,10 +326,25 @@ class ResultCache:
             "peak_rss_mb": conversion.peak_rss_mb,
             "toolkit": conversion.toolkit,
             "outputs": digests,
+            "fp16_layers": conversion.fp16_layers,
         }
         self.cache.set(CACHE_PREFIX + key, entry)
         if conversion.status is None:
             conversion.stored_outputs = digests
+
+
+def _layers(value: Any) -> list[dict[str, str]] | None:
+    """Stored fp16 layers, or None when absent; ValueError when not a list of name/op pairs."""
+    if value is None:
+        return None
+    if not all(
+        isinstance(x, dict)
+        and set(x) == {"name", "op"}
+        and all(isinstance(v, str) for v in x.values())
+        for x in value
+    ):
+        raise ValueError("malformed fp16_layers")
+    return [dict(x) for x in value]
 
 
 def _read_arrays(folder: Path, digests: Any) -> list[np.ndarray] | None:

@@ -11,6 +11,7 @@ errors are kept in pytest's cache.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import onnx
 
 from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
+from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
 from pytest_rknn.pipeline.subjects import Subject
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.spec import VariantSpec
@@ -62,6 +64,7 @@ class Materials:
     _inputs: dict[str, Any] = field(default_factory=dict)
     _references: dict[str, Any] = field(default_factory=dict)
     _digests: dict[str, Any] = field(default_factory=dict)
+    _calibrations: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
@@ -103,6 +106,28 @@ class Materials:
         return self._once(
             self._digests, subject, lambda: {n: array_digest(a) for n, a in inputs.items()}
         )
+
+    def calibration(
+        self, subject: Subject, inputs: dict[str, np.ndarray], names: list[str], n: int
+    ) -> CalibrationSet:
+        """``n`` calibration samples of the subject's inputs ``names`` (never its test input),
+        written once per subject and process; HostError when they cannot be drawn."""
+        memo = getattr(subject, "given", None) is None
+        key = (subject.id, n)
+        found = self._calibrations.get(key) if memo else None
+        if found is None:
+            folder = self.workdir / "calibration" / subject.id / f"n{n}-{uuid.uuid4().hex[:8]}"
+            try:
+                found = make_calibration(subject, self.seed, n, names, inputs, folder)
+            except CalibrationError as exc:
+                found = HostError(str(exc))
+            except MemoryError:
+                found = HostError(f"out of memory making the calibration set of {subject.id}")
+            if memo:
+                self._calibrations[key] = found
+        if isinstance(found, HostError):
+            raise found
+        return found
 
     def reference_key(
         self, subject: Subject, built: BuiltModel, inputs: dict[str, np.ndarray]

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pytest_rknn.pipeline import analysis
 from pytest_rknn.pipeline.build_config import config_of, rejected_by
-from pytest_rknn.pipeline.cache import Conversion, conversion_key, verdict_key
+from pytest_rknn.pipeline.cache import Conversion, code_digest, conversion_key, verdict_key
+from pytest_rknn.pipeline.calibration import CalibrationSet, write_dataset
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.session import RknnSession
@@ -66,6 +68,9 @@ def message(record: CellRecord) -> str:
     lines = [f"{record.status.value}: {record.signature or record.reason or ''}".rstrip()]
     if record.reason and record.reason != record.signature:
         lines.append(f"reason: {record.reason}")
+    origin = analysis.describe(record.error_origin)
+    if origin:
+        lines.append(origin)
     first = next(error_lines(record.log_excerpt or "", aborts=True), None)
     if first is not None and first[1].strip() not in (record.reason or ""):
         lines.append(f"first error in the toolkit's log: {first[1].strip()[:300]}")
@@ -119,13 +124,21 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     names = [i.name for i in built.model.graph.input if i.name in inputs]
     arrays = [inputs[n] for n in names]
     digests = materials.digests(cell.subject, inputs)
+    calibration = None
+    if QUANT_MODES[base_quant(cell.quant)].do_quantization:
+        try:
+            calibration = materials.calibration(
+                cell.subject, inputs, names, session.settings.calibration
+            )
+        except HostError as exc:
+            return _short(cell, Status.REFERENCE_ERROR, str(exc), "calibration set not computable")
 
     def key_now() -> str | None:
         """The conversion's cache key, once the environment is usable (its identity known)."""
         identity = session.toolkits.identity(cell.toolkit)
         if identity is None:
             return None
-        return _key(cell, built, [(n, digests[n]) for n in names], identity)
+        return _key(cell, built, [(n, digests[n]) for n in names], identity, calibration)
 
     key = key_now()
     conversion = session.cache.get(key) if key else None
@@ -133,7 +146,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         python, why = session.python_for(cell.toolkit)
         if python is None:
             return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
-        job = _job(cell, built.path, arrays, session.workdir / "jobs")
+        job = _job(cell, built.path, arrays, session.workdir / "jobs", calibration)
         conversion = _conversion(session.pool.run(cell.toolkit, job))
         key = key or key_now()
         if key is not None:
@@ -141,6 +154,9 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
 
     verdict = _verdict(cell, session, built, inputs, conversion, bounds)
     warning = conversion.signature if conversion.status is None else None
+    origin = None
+    if verdict.status is Status.TOLERANCE_FAIL:
+        origin = _error_origin(cell, session, built.path, arrays, calibration, key)
     record = new_record(
         cell,
         verdict.status,
@@ -155,8 +171,43 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         artifact=conversion.artifact,
         job_id=conversion.job_id,
         warning=warning,
+        fp16_layers=conversion.fp16_layers,
+        error_origin=origin,
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
+
+
+def _error_origin(
+    cell: CellSpec,
+    session: RknnSession,
+    model: Path,
+    arrays: list[np.ndarray],
+    calibration: CalibrationSet | None,
+    key: str | None,
+) -> dict[str, object]:
+    """Where the toolkit's accuracy_analysis sees a tolerance failure's error start (from the
+    cache when the same conversion was analysed); a failed analysis is a field, not a status."""
+    # The reading of the report is part of the answer: its code is in the key.
+    reader = code_digest(("pipeline/analysis.py",))
+    origin_key = f"{key}-analysis{analysis.ANALYSIS_VERSION}-{reader}" if key else None
+    found = session.cache.get_origin(origin_key) if origin_key else None
+    if found is not None:
+        return found
+    python, why = session.python_for(cell.toolkit)
+    if python is None:
+        return {"error": f"no toolkit environment to run accuracy_analysis: {why}"}
+    job = _job(cell, model, arrays, session.workdir / "jobs", calibration, analyse=True)
+    result = session.pool.run(cell.toolkit, job)
+    if result.fault is not None:
+        # The worker died, hung or passed its cap: say so, and never store it.
+        return {"error": f"accuracy_analysis {result.fault.value}: {result.error}"}
+    if result.failed_phase is not None or result.analysis is None:
+        found = {"error": f"accuracy_analysis failed: {result.error or 'no report'}"}
+    else:
+        found = analysis.read_origin(result.analysis)
+    if origin_key is not None:
+        session.cache.put_origin(origin_key, found)
+    return found
 
 
 def _verdict(
@@ -219,6 +270,7 @@ def _conversion(result: JobResult) -> Conversion:
         peak_rss_mb=result.peak_rss_mb,
         toolkit=result.toolkit,
         artifact=result.artifact,
+        fp16_layers=result.fp16_layers,
     )
 
 
@@ -228,7 +280,11 @@ def _config(cell: CellSpec) -> dict[str, object]:
 
 
 def _key(
-    cell: CellSpec, built: BuiltModel, inputs: list[tuple[str, str]], identity: dict[str, object]
+    cell: CellSpec,
+    built: BuiltModel,
+    inputs: list[tuple[str, str]],
+    identity: dict[str, object],
+    calibration: CalibrationSet | None,
 ) -> str:
     mode = QUANT_MODES[base_quant(cell.quant)]
     return conversion_key(
@@ -238,17 +294,36 @@ def _key(
         quant=cell.quant,
         config=_config(cell),
         do_quantization=mode.do_quantization,
+        hybrid=mode.hybrid,
+        calibration=calibration.key() if calibration is not None else None,
         toolkit=cell.toolkit,
         environment=identity,
     )
 
 
-def _job(cell: CellSpec, model: Path, arrays: list[np.ndarray], jobs: Path) -> Job:
+def _job(
+    cell: CellSpec,
+    model: Path,
+    arrays: list[np.ndarray],
+    jobs: Path,
+    calibration: CalibrationSet | None,
+    analyse: bool = False,
+) -> Job:
+    """A worker job for the cell; a quantized one gets its calibration set in its own folder."""
     mode = QUANT_MODES[base_quant(cell.quant)]
-    job = Job.create(model, cell.platform, jobs, arrays, config=_config(cell))
+    job = Job.create(
+        model,
+        cell.platform,
+        jobs,
+        arrays,
+        config=_config(cell),
+        hybrid=mode.hybrid,
+        analysis=analyse,
+        simulate=not analyse,
+    )
     if mode.do_quantization:
-        # One calibration sample: the cell's own inputs, as .npy paths relative to the list.
-        dataset = Path(job.outdir) / "dataset.txt"
-        dataset.write_text(" ".join(Path(p).name for p in job.inputs) + "\n")
-        job.do_quantization, job.dataset = True, str(dataset)
+        if calibration is None:
+            raise ValueError(f"{cell.quant} needs a calibration set")
+        job.do_quantization = True
+        job.dataset = str(write_dataset(calibration, Path(job.outdir)))
     return job

@@ -33,6 +33,8 @@ class Subject(Protocol):
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]: ...
 
+    def sample(self, seed: int) -> dict[str, np.ndarray]: ...
+
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list: ...
 
     def host_bytes(self) -> int: ...
@@ -55,6 +57,10 @@ class VariantSubject:
         return build_model(self.spec)
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
+        return make_inputs(self.spec, seed)
+
+    def sample(self, seed: int) -> dict[str, np.ndarray]:
+        """Inputs drawn from the distribution of :meth:`inputs` (a calibration sample)."""
         return make_inputs(self.spec, seed)
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
@@ -146,6 +152,10 @@ class UserModel:
                 arrays[name] = rng.standard_normal(dims).astype(dtype)
         return arrays
 
+    def sample(self, seed: int) -> dict[str, np.ndarray]:
+        """Inputs drawn from the distribution of :meth:`inputs` (a calibration sample)."""
+        return self.inputs(seed)
+
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
 
@@ -176,6 +186,11 @@ class ProvidedModel:
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
+
+    def sample(self, seed: int) -> dict[str, np.ndarray]:
+        """A calibration sample: generated from the model's declared inputs, never the given
+        inputs (a calibration set of the test input alone would flatter int8)."""
+        return self.model.inputs(seed)
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return self.model.reference(model, inputs)

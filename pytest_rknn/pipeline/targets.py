@@ -30,19 +30,26 @@ REQUIRES_QUANTIZATION: frozenset[str] = frozenset({"rv1103", "rv1103b", "rv1106"
 
 @dataclass(frozen=True)
 class QuantMode:
-    """How a cell is built: the toolkit's build/config options for one ``--rknn-quant`` name."""
+    """How a cell is built: the toolkit's build/config options for one ``--rknn-quant`` name.
+
+    ``hybrid``: int8 through the toolkit's hybrid flow (``hybrid_quantization_step1``, the
+    attention layers set to float16 in its quantization config, ``hybrid_quantization_step2``)
+    instead of ``build``.
+    """
 
     name: str
     do_quantization: bool
     config: tuple[tuple[str, str], ...] = ()
+    hybrid: bool = False
 
 
+W8A8 = (("quantized_dtype", "w8a8"),)
 QUANT_MODES: dict[str, QuantMode] = {
     "fp16": QuantMode("fp16", False, (("float_dtype", "float16"),)),
-    "int8": QuantMode("int8", True, (("quantized_dtype", "w8a8"),)),
-    "int8-mmse": QuantMode(
-        "int8-mmse", True, (("quantized_dtype", "w8a8"), ("quantized_algorithm", "mmse"))
-    ),
+    "int8": QuantMode("int8", True, W8A8),
+    "int8-mmse": QuantMode("int8-mmse", True, (*W8A8, ("quantized_algorithm", "mmse"))),
+    "int8-kl": QuantMode("int8-kl", True, (*W8A8, ("quantized_algorithm", "kl_divergence"))),
+    "hybrid": QuantMode("hybrid", True, W8A8, hybrid=True),
 }
 
 

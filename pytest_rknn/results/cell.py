@@ -57,8 +57,11 @@ class CellRecord:
     unsupported cell, a broken environment); ``bounds`` are the tolerance bounds the metrics were
     judged against. ``warning`` is the signature of a silent failure: every toolkit call
     returned success but the log shows an exception. ``fixes`` are what ``--rknn-advise`` tried
-    on a failing cell (fix, status, signature, reason, metrics). ``extra`` is room for fields
-    a later version adds.
+    on a failing cell (fix, status, signature, reason, metrics). ``fp16_layers`` names the
+    layers a ``hybrid`` build kept in float16 (each ``{"name", "op"}`` as in the toolkit's graph;
+    None for other modes). ``error_origin`` says, for a tolerance failure, where the toolkit's
+    ``accuracy_analysis`` sees the error start (``layer``, ``op``, ``cosine``, ``input_cosine``)
+    or why it could not tell (``error``). ``extra`` is room for fields a later version adds.
     """
 
     variant_id: str
@@ -80,6 +83,8 @@ class CellRecord:
     finished: str | None = None
     warning: str | None = None
     fixes: list[dict[str, Any]] | None = None
+    fp16_layers: list[dict[str, str]] | None = None
+    error_origin: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +114,9 @@ class CellRecord:
         data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
         if not data["extra"]:
             del data["extra"]
+        for name in ("fp16_layers", "error_origin"):
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod

@@ -27,7 +27,7 @@ import numpy as np
 
 from pytest_rknn.results.status import Status
 
-PROTOCOL = 2
+PROTOCOL = 3
 MAX_MESSAGE_BYTES = 4 << 20
 MIN_MEMORY = 256 << 20
 
@@ -73,6 +73,9 @@ class Job:
 
     ``outdir`` belongs to this job alone (the host makes a fresh one per job id): its inputs,
     outputs, artifact and log are all there, so nothing of another job can be read as its own.
+    ``dataset`` lists the calibration samples of a quantized build (in ``outdir``); ``hybrid``
+    builds through the toolkit's hybrid flow with the attention layers in float16; ``analysis``
+    runs ``accuracy_analysis`` on ``inputs`` after the build instead of exporting and simulating.
     """
 
     onnx: str
@@ -82,6 +85,8 @@ class Job:
     config: dict[str, Any] = field(default_factory=dict)
     do_quantization: bool = False
     dataset: str | None = None
+    hybrid: bool = False
+    analysis: bool = False
     simulate: bool = True
     verbose: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
@@ -142,6 +147,8 @@ class JobResult:
     artifact: str | None = None
     error: str | None = None
     peak_rss_mb: float | None = None
+    fp16_layers: list[dict[str, str]] | None = None
+    analysis: str | None = None
     log: str = ""
     log_path: str | None = None
 
@@ -170,6 +177,8 @@ _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "artifact": (str, type(None)),
     "error": (str, type(None)),
     "peak_rss_mb": (int, float, type(None)),
+    "fp16_layers": (list, type(None)),
+    "analysis": (str, type(None)),
 }
 
 
@@ -220,8 +229,24 @@ def check_result(message: dict[str, Any], job: Job) -> JobResult:
     artifact = body.get("artifact")
     if artifact is not None and not _inside(artifact, folder):
         raise ProtocolError(f"the result for job {job.id} names an artifact outside its folder")
-    if phase is None and job.simulate and not outputs:
+    if phase is None and job.simulate and not job.analysis and not outputs:
         raise ProtocolError(f"job {job.id} succeeded but its result lists no outputs")
+    layers = body.get("fp16_layers")
+    if layers is not None:
+        if not job.hybrid:
+            raise ProtocolError(f"job {job.id} is not hybrid but its result names fp16 layers")
+        if not all(
+            isinstance(x, dict)
+            and set(x) == {"name", "op"}
+            and all(isinstance(v, str) for v in x.values())
+            for x in layers
+        ):
+            raise ProtocolError(f"the result for job {job.id} has malformed fp16_layers")
+    report = body.get("analysis")
+    if report is not None and not (job.analysis and _inside(report, folder)):
+        raise ProtocolError(f"the result for job {job.id} names an analysis it was not asked for")
+    if job.analysis and phase is None and report is None:
+        raise ProtocolError(f"analysis job {job.id} succeeded but names no analysis file")
     return JobResult(
         id=job.id,
         failed_phase=phase,
@@ -231,4 +256,6 @@ def check_result(message: dict[str, Any], job: Job) -> JobResult:
         artifact=artifact,
         error=body.get("error"),
         peak_rss_mb=body.get("peak_rss_mb"),
+        fp16_layers=[dict(x) for x in layers] if layers is not None else None,
+        analysis=report,
     )

@@ -22,6 +22,18 @@ Modes:
   naming another job id) before the real answer; late-line: an unasked-for line on that channel
   0.2 s after build (usually after the answer).
 
+Quantized builds: ``build(do_quantization=True)`` and ``hybrid_quantization_step1`` check their
+dataset as the real toolkit reads it (one line per sample, ``.npy`` paths relative to the list's
+folder, the same number of inputs per line) and return -1 for a bad one; the dataset's lines are
+written to ``FAKE-dataset.json`` beside the list. The hybrid flow writes ``<model>.model`` (the
+ONNX model itself: an ONNX ModelProto like the real one), ``<model>.data`` and
+``<model>.quantization.cfg`` (every tensor of the graph) into the CWD. Step 2, as the real one,
+refuses an object that loaded a model and a ``custom_quantize_layers`` name that is not a tensor
+("Invalid operands name"); it writes the float16 tensors to ``FAKE-hybrid.json``.
+``accuracy_analysis`` writes an ``error_analysis.txt`` in the real layout, one row per node, the
+first Softmax's own error large; ``FAKE_RKNN_ANALYSIS`` = ``fail`` (returns -1) or ``hang``
+(sleeps) makes it fail.
+
 ``MODE+simulate`` (e.g. ``late-line+simulate``) behaves as MODE in ``build`` and as simulate in
 ``inference``.
 
@@ -72,6 +84,33 @@ def _mode(platform):
     return mode
 
 
+def _check_dataset(dataset):
+    """The dataset's lines, or an error string (as the real toolkit would refuse it)."""
+    if not dataset or not os.path.isfile(dataset):
+        return f"dataset {dataset!r} does not exist"
+    folder = os.path.dirname(os.path.abspath(dataset))
+    with open(dataset) as fh:
+        lines = [line.split() for line in fh if line.strip()]
+    if not lines or len({len(line) for line in lines}) != 1:
+        return f"dataset {dataset} has no lines or lines of different lengths"
+    for line in lines:
+        for name in line:
+            try:
+                np.load(os.path.join(folder, name), allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                return f"dataset entry {name}: {exc}"
+    with open(os.path.join(folder, "FAKE-dataset.json"), "w") as fh:
+        json.dump(lines, fh)
+    return lines
+
+
+def _tensors(model):
+    import onnx
+
+    graph = onnx.load(model).graph
+    return [o for node in graph.node for o in node.output]
+
+
 class RKNN:
     def __init__(self, verbose=False):
         self.platform = None
@@ -87,8 +126,75 @@ class RKNN:
         self.model = model
         return 0 if os.path.exists(model) else -1
 
+    def hybrid_quantization_step1(self, dataset="dataset.txt", proposal=False, **kwargs):
+        lines = _check_dataset(dataset)
+        if isinstance(lines, str):
+            print(f"E hybrid_quantization_step1: {lines}")
+            return -1
+        stem = os.path.splitext(os.path.basename(self.model))[0]
+        with open(self.model, "rb") as src, open(f"{stem}.model", "wb") as dst:
+            dst.write(src.read())
+        with open(f"{stem}.data", "w") as fh:
+            fh.write(os.path.abspath(self.model))
+        with open(f"{stem}.quantization.cfg", "w") as fh:
+            fh.write("custom_quantize_layers: {}\nquantize_parameters:\n")
+            for name in _tensors(self.model):
+                fh.write(f"    {name}:\n        qtype: asym\n        dtype: int8\n")
+        return 0
+
+    def hybrid_quantization_step2(self, model_input, data_input, model_quantization_cfg):
+        if self.model is not None:  # as the real one: step 2 wants an object of its own
+            print("E hybrid_quantization_step2: The model already exists. Do not call 'load_onnx'")
+            return -1
+        with open(data_input) as fh:
+            self.model = fh.read().strip()
+        known = set(_tensors(self.model))
+        fp16 = []
+        with open(model_quantization_cfg) as fh:
+            text = fh.read()
+        block = text.split("custom_quantize_layers:", 1)[1].split("quantize_parameters:", 1)[0]
+        for line in block.splitlines():
+            if line.strip() and line.strip() != "{}":
+                name = line.rsplit(":", 1)[0].strip().strip("'")
+                if name not in known:
+                    print(f"E hybrid_quantization_step2: Invalid operands name '{name}'")
+                    raise ValueError(f"Invalid operands name '{name}' in custom_quantize_layers!")
+                fp16.append(name)
+        with open(os.path.join(os.path.dirname(model_input), "FAKE-hybrid.json"), "w") as fh:
+            json.dump(fp16, fh)
+        return 0
+
+    def accuracy_analysis(self, inputs, output_dir="./snapshot", target=None, device_id=None):
+        how = os.environ.get("FAKE_RKNN_ANALYSIS", "")
+        if how == "fail":
+            print("E accuracy_analysis: told to fail")
+            return -1
+        if how == "hang":
+            time.sleep(3600)
+        import onnx
+
+        os.makedirs(output_dir, exist_ok=True)
+        rows, hit = [], False
+        for node in onnx.load(self.model).graph.node:
+            single = 0.99999
+            if node.op_type == "Softmax" and not hit:
+                single, hit = 0.5, True
+            entire = 0.5 if hit else 0.99999
+            rows.append(
+                f"[{node.op_type}] {node.output[0]}   {entire:.5f} | 1.0   {single:.5f} | 1.0"
+            )
+        with open(os.path.join(output_dir, "error_analysis.txt"), "w") as fh:
+            fh.write("# FAKE simulator_error\nlayer_name   simulator_error\n-----\n")
+            fh.write("\n".join(rows) + "\n")
+        return 0
+
     def build(self, do_quantization=True, dataset=None, **kwargs):
         mode = _mode(self.platform).split("+")[0]
+        if do_quantization:
+            lines = _check_dataset(dataset)
+            if isinstance(lines, str):
+                print(f"E build: {lines}")
+                return -1
         marks = os.environ.get("FAKE_RKNN_MARKS")
         if marks:
             name = f"{time.time_ns()}-{os.getpid()}-{self.platform}-{mode}"

@@ -1,0 +1,125 @@
+"""Calibration sets of quantized cells: N samples drawn like the inputs, never the test input.
+
+A quantized build (``int8``, ``int8-mmse``, ``int8-kl``, ``hybrid``) calibrates its activation
+ranges on a dataset. Calibrating on the very input that is then judged flatters int8 (the
+ranges fit that input exactly), so :func:`make_calibration` draws ``n`` samples from the same
+distribution as the subject's inputs with seeds of their own (derived from the run's seed and
+the sample's index, never equal to it), drops any sample identical to the test input or to an
+earlier sample, and writes each as ``.npy`` files on the host. :func:`write_dataset` puts them
+into a job's own folder with the toolkit's ``dataset.txt``: one line per sample, the model's
+inputs space-separated, paths relative to the dataset file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pytest_rknn.pipeline.subjects import Subject
+
+DEFAULT_SAMPLES = 8
+DATASET = "dataset.txt"
+
+
+class CalibrationError(RuntimeError):
+    """No calibration set different from the test input can be drawn; the message says why."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """``samples[i][j]``: the file of input ``names[j]`` in sample ``i``; ``digests`` likewise."""
+
+    names: tuple[str, ...]
+    samples: tuple[tuple[Path, ...], ...]
+    digests: tuple[tuple[str, ...], ...]
+    seeds: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def key(self) -> list[list[str]]:
+        """What the conversion depends on: every sample's arrays, by content."""
+        return [list(d) for d in self.digests]
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of calibration sample ``index`` of a run with ``seed`` (never ``seed`` itself)."""
+    digest = hashlib.sha256(f"pytest-rknn calibration|{seed}|{index}".encode()).digest()
+    value = int.from_bytes(digest[:7], "little")
+    return value if value != seed else value + 1
+
+
+def _digest(array: np.ndarray) -> str:
+    data = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{data.dtype.str}{data.shape}".encode() + data.tobytes()).hexdigest()
+
+
+def make_calibration(
+    subject: Subject,
+    seed: int,
+    n: int,
+    names: list[str],
+    test_inputs: dict[str, np.ndarray],
+    folder: Path,
+) -> CalibrationSet:
+    """Draw ``n`` samples of ``subject``'s inputs ``names`` and write them under ``folder``."""
+    if n < 1:
+        raise ValueError(f"a calibration set needs at least one sample, not {n}")
+    folder.mkdir(parents=True, exist_ok=True)
+    test = tuple(_digest(test_inputs[name]) for name in names)
+    seen = {test}
+    samples: list[tuple[Path, ...]] = []
+    digests: list[tuple[str, ...]] = []
+    seeds: list[int] = []
+    index = 0
+    while len(samples) < n and index < 4 * n:
+        seed_i = sample_seed(seed, index)
+        index += 1
+        arrays = subject.sample(seed_i)
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise CalibrationError(f"a calibration sample lacks the input(s) {missing}")
+        row = tuple(_digest(arrays[name]) for name in names)
+        if row in seen:
+            continue
+        seen.add(row)
+        paths = []
+        for j, name in enumerate(names):
+            path = folder / f"sample{len(samples)}-{j}.npy"
+            np.save(path, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            paths.append(path)
+        samples.append(tuple(paths))
+        digests.append(row)
+        seeds.append(seed_i)
+    if len(samples) < n:
+        raise CalibrationError(
+            f"cannot draw {n} calibration samples of {subject.id} that differ from its test "
+            f"input and from each other (got {len(samples)} in {index} draws): its inputs take "
+            "too few values; use a smaller --rknn-calibration"
+        )
+    return CalibrationSet(tuple(names), tuple(samples), tuple(digests), tuple(seeds))
+
+
+def write_dataset(calibration: CalibrationSet, outdir: Path) -> Path:
+    """Put the samples into a job's folder (hard links where possible) and write its dataset
+    list; returns the list's path."""
+    outdir = Path(outdir)
+    lines = []
+    for i, paths in enumerate(calibration.samples):
+        row = []
+        for j, source in enumerate(paths):
+            target = outdir / f"calib{i}-{j}.npy"
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+            row.append(target.name)
+        lines.append(" ".join(row))
+    dataset = outdir / DATASET
+    dataset.write_text("\n".join(lines) + "\n")
+    return dataset
