@@ -113,6 +113,28 @@ def test_fixes_and_the_rerun_command_reach_the_panel() -> None:
     assert "--rknn-toolkits=2.2.0" in rerun and rerun.endswith("--rknn-matrix=rknn-rerun.json")
 
 
+def test_warnings_error_origins_and_fp16_layers_reach_the_panel() -> None:
+    matrix = merged()
+    failing = next(c for c in matrix.cells if c.status is Status.TOLERANCE_FAIL)
+    failing.error_origin = {
+        "layer": "/Softmax_output_0",
+        "op": "exSoftmax13",
+        "cosine": 0.52,
+        "input_cosine": 0.9997,
+    }
+    failing.fp16_layers = [{"name": "/MatMul_output_0", "op": "exMatMul"}]
+    passing = next(c for c in matrix.cells if c.status is Status.PASS)
+    passing.warning = "silent: KeyError in quant.run: '<path>'"
+    details = payload(matrix)["details"]
+    notes = dict(details[matrix.cells.index(failing)]["notes"])
+    assert notes["where the error starts"] == (
+        "exSoftmax13 /Softmax_output_0 (cosine 0.52; its inputs 0.9997)"
+    )
+    assert notes["kept in float16 (1 layers)"] == "exMatMul /MatMul_output_0"
+    (warning,) = details[matrix.cells.index(passing)]["notes"]
+    assert warning[1] == passing.warning
+
+
 def test_toolkit_diffs_what_changed_and_history() -> None:
     matrix = merged()
     earlier = run_matrix("2.3.2", "2026-11-20T07:00:00+00:00", "2026-11-20T07:10:00+00:00")

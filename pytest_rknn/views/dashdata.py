@@ -154,6 +154,27 @@ def fixes_of(cell: CellRecord) -> list[dict[str, Any]]:
     return rows
 
 
+def notes_of(cell: CellRecord) -> list[list[str]]:
+    """What else a cell says, as (heading, text): a silent failure's warning, where a tolerance
+    failure's error starts, the layers a hybrid build kept in float16."""
+    notes = []
+    if cell.warning:
+        notes.append(["warning (the toolkit survived an exception)", cell.warning])
+    origin = cell.error_origin or {}
+    if origin.get("error"):
+        notes.append(["where the error starts", f"not found: {origin['error']}"])
+    elif origin.get("layer"):
+        text = f"{origin.get('op', '')} {origin['layer']} (cosine {origin.get('cosine')}"
+        text += f"; its inputs {origin.get('input_cosine')})"
+        notes.append(["where the error starts", text.strip()])
+    if cell.fp16_layers:
+        layers = ", ".join(
+            f"{x.get('op', '')} {x.get('name', '')}".strip() for x in cell.fp16_layers
+        )
+        notes.append([f"kept in float16 ({len(cell.fp16_layers)} layers)", layers])
+    return notes
+
+
 def _rerun(cell: CellRecord, meta: dict[str, Any]) -> str:
     test = meta.get("cell_test")
     target = f"{test}[{cell.id}]" if test else DEFAULT_SUITE
@@ -268,6 +289,7 @@ def payload(
                 "log_head": strings(head),
                 "log_tail": strings(tail),
                 "fixes": fixes_of(cell),
+                "notes": notes_of(cell),
                 "rerun": _rerun(cell, meta),
             }
         )

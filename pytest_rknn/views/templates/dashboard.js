@@ -218,6 +218,7 @@
       body.append(el("h3", { text: "signature" }), el("p", {}, el("code", { text: d.signature }), " ", C[i][3] >= 0 ? link : null));
     }
     if (d.reason >= 0) body.append(el("h3", { text: "reason" }), el("pre", { class: "reason", text: str(d.reason) }));
+    for (const [heading, text] of d.notes) body.append(el("h3", { text: heading }), el("pre", { class: "reason", text: text }));
     if (d.metrics.length) {
       body.append(el("h3", { text: "metrics against their bounds" }), table(["output", "metric", "value", "bound", ""],
         d.metrics.map((m) => [
