@@ -475,6 +475,9 @@ def test_markdown_report(m232: Matrix, m220: Matrix) -> None:
     assert "## Failure signatures" in text and "`failed to config argb mode layer`" in text
     failing_rows = text.split("## Failing cells")[1].strip().splitlines()[2:]
     assert len(failing_rows) == 3
+    for row in (r for r in failing_rows if "| tolerance-fail |" in r):
+        cosine, rel_l2 = row.rstrip(" |").rsplit("| ", 1)[1].split(" / ")
+        assert 0.0 < float(cosine) < 0.9999 and rel_l2.endswith("%"), row
     assert to_markdown(Matrix()).strip().endswith("No cells.")
 
 

@@ -41,6 +41,16 @@ def md_code(text: Any) -> str:
     return f"{fence}{pad}{value}{pad}{fence}"
 
 
+def _accuracy(cell: Any) -> str:
+    """The worst output's cosine and relative L2 error (blank for a cell without outputs)."""
+    found = [m for m in (cell.metrics or {}).values() if isinstance(m.get("cosine"), float)]
+    if not found:
+        return ""
+    worst = min(found, key=lambda m: m["cosine"])
+    rel = worst.get("rel_l2")
+    return f"{worst['cosine']:.5f} / " + (f"{rel:.2%}" if isinstance(rel, float) else "n/a")
+
+
 def to_markdown(matrix: Any, top: int = 20) -> str:
     """A Markdown report: summary line, platform x toolkit table, signatures, failing cells."""
     cells = cells_of(matrix)
@@ -71,15 +81,16 @@ def to_markdown(matrix: Any, top: int = 20) -> str:
     if failing:
         lines += ["", "## Failing cells", ""]
         lines += [
-            "| variant | platform | toolkit | quant | status | signature |",
-            "|---|---|---|---|---|---|",
+            "| variant | platform | toolkit | quant | status | signature | cosine / rel_l2 |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in sorted(
             failing, key=lambda c: (c.variant_id, c.platform, version_key(c.toolkit), c.quant)
         ):
             lines.append(
                 f"| {md_code(c.variant_id)} | {md_text(c.platform)} | {md_text(c.toolkit)} "
-                f"| {md_text(c.quant)} | {md_text(c.status.value)} | {md_text(c.signature)} |"
+                f"| {md_text(c.quant)} | {md_text(c.status.value)} | {md_text(c.signature)} "
+                f"| {md_text(_accuracy(c))} |"
             )
     return "\n".join(lines) + "\n"
 
