@@ -137,3 +137,26 @@ def test_second_call_of_the_console_script_is_fast() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert seconds < 2.0
     assert f"{len(envs)} of {len(envs)} environments usable" in proc.stdout
+
+
+def test_cache_key_changes_with_what_decides_the_environments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def key(*args: str) -> str:
+        assert main(["envs", "--cache-key", "--rknn-envs", str(tmp_path), *args]) == 0
+        out = capsys.readouterr().out.strip()
+        assert out.startswith("rknn-envs-") and "\n" not in out
+        return out
+
+    base = key("--toolkits", "2.3.2")
+    assert key("--toolkits", "2.3.2") == base, "stable"
+    assert not list(tmp_path.iterdir()), "builds nothing"
+    others = {
+        key("--toolkits", "2.5.0"),
+        key("--toolkits", "2.3.2,2.5.0"),
+        key("--toolkits", "2.3.2", "--no-exporter"),
+        key("--toolkits", "2.3.2", "--torch", "torch==2.12.0"),
+    }
+    monkeypatch.setenv("PYTEST_RKNN_INSTALLER", "pip")
+    others.add(key("--toolkits", "2.3.2"))
+    assert base not in others and len(others) == 5

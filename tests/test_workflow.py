@@ -34,9 +34,17 @@ def test_the_workflow_does_what_the_readme_says() -> None:
     assert triggers["schedule"][0]["cron"]
     assert flow["permissions"] == {"contents": "read"}
     toolkit, report = flow["jobs"]["toolkit"], flow["jobs"]["report"]
-    cache = next(s for s in toolkit["steps"] if str(s.get("uses", "")).startswith("actions/cache"))
-    assert "hashFiles('pytest_rknn/envs/recipes.py'" in cache["with"]["key"]
-    assert "${{ matrix.toolkit }}" in cache["with"]["key"]
+    steps = toolkit["steps"]
+    cache = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache"))
+    (keyed,) = [s for s in steps if s.get("id") == "envkey"]
+    assert (
+        "pytest-rknn envs --cache-key" in keyed["run"] and "${{ matrix.toolkit }}" in keyed["run"]
+    )
+    assert steps.index(keyed) < steps.index(cache)
+    assert "${{ steps.envkey.outputs.key }}" in cache["with"]["key"]
+    assert cache["with"]["path"] == ".rknn-envs" and flow["env"]["PYTEST_RKNN_ENVS"].endswith(
+        "/.rknn-envs"
+    )
     uploads = [
         s
         for job in (toolkit, report)

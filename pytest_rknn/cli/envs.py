@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from rich.table import Table
 
 from pytest_rknn.cli.main import Subcommand, register
 from pytest_rknn.envs import ENVS_ENV, default_root, get_envs, provision
+from pytest_rknn.envs.exporter import ExporterEnv
+from pytest_rknn.envs.installers import INSTALLER_ENV
 from pytest_rknn.envs.recipes import (
     DEFAULT_TORCH,
     TORCH_ENV,
@@ -22,6 +26,7 @@ from pytest_rknn.envs.recipes import (
     TorchSpec,
     parse_toolkits,
 )
+from pytest_rknn.envs.toolkit import ToolkitEnv
 
 TOOLKITS_ENV = "PYTEST_RKNN_TOOLKITS"
 
@@ -95,6 +100,13 @@ def _configure_envs(parser: argparse.ArgumentParser) -> None:
         help="environments built at once (default 5: four toolkits and the exporter)",
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument(
+        "--cache-key",
+        action="store_true",
+        help="only print a key of what decides the environments' contents (recipes, a local "
+        "wheel's sha256, torch, Python, machine, installer code), e.g. for a CI cache; "
+        "builds and verifies nothing",
+    )
 
 
 ENV_COLUMNS = (
@@ -129,6 +141,24 @@ def _print_env_table(rows: list[dict[str, Any]], root: Path, seconds: float) -> 
     out.print(f"{usable} of {len(rows)} environments usable ({seconds:.1f} s)", highlight=False)
 
 
+def cache_key(envs: list[Any]) -> str:
+    """``rknn-envs-<hash>``: changes whenever anything that decides what the environments hold
+    changes (each one's recipe, the machine, and the code that installs them)."""
+    code = Path(__file__).resolve().parent.parent / "envs"
+    sources = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(code.glob("*.py"))
+    }
+    data = {
+        "recipes": [env.recipe() for env in envs],
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "code": sources,
+        "installer": os.environ.get(INSTALLER_ENV, "auto"),
+    }
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return f"rknn-envs-{digest[:24]}"
+
+
 def _run_envs(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     none = args.toolkits.strip() == "none"
@@ -137,6 +167,10 @@ def _run_envs(args: argparse.Namespace) -> int:
         raise ToolkitError("--toolkits none with --no-exporter names no environment; drop one")
     torch = TorchSpec.resolve(args.torch, args.torch_index)
     root = Path(args.rknn_envs).expanduser() if args.rknn_envs else default_root()
+    if args.cache_key:
+        envs = [ToolkitEnv(request, root, torch) for request in requests]
+        print(cache_key([*envs, *([ExporterEnv(root, torch)] if args.exporter else [])]))
+        return 0
     if args.check:
         envs = get_envs(requests, root=root, create=False, torch=torch, exporter=args.exporter)
     else:
