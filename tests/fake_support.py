@@ -10,6 +10,7 @@ mode (right answers, through onnxruntime), no per-version mode, nothing broken;
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,13 @@ def fake_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> py
     use_fake(monkeypatch)
     pytester.makepyfile(test_rknn_cells=CELLS)
     return pytester
+
+
+def collected(result: pytest.RunResult) -> list[str]:
+    """The cell ids a ``--collect-only -q`` run of a :func:`fake_suite` listed, in order."""
+    found = []
+    for line in result.outlines:
+        match = re.fullmatch(r"test_rknn_cells\.py::test_cell\[(.+)\]", line.strip())
+        if match:
+            found.append(match.group(1))
+    return found

@@ -11,14 +11,9 @@ import json
 import re
 
 import pytest
+from fake_support import CELLS, collected
 
 from pytest_rknn.variants.strategies import draw_variants
-
-CELLS = """
-def test_cell(rknn_cell):
-    outcome = rknn_cell.check()
-    assert outcome.status == "pass", outcome.message
-"""
 
 # A small, fully specified selection; no toolkit runs in this file.
 BASE = (
@@ -34,16 +29,6 @@ BASE = (
 def cells(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyfile(test_rknn_cells=CELLS)
     return pytester
-
-
-def collected(result: pytest.RunResult) -> list[str]:
-    """The cell ids a ``--collect-only -q`` run listed, in order."""
-    found = []
-    for line in result.outlines:
-        match = re.fullmatch(r"test_rknn_cells\.py::test_cell\[(.+)\]", line.strip())
-        if match:
-            found.append(match.group(1))
-    return found
 
 
 def usage_error(result: pytest.RunResult) -> str:

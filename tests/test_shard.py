@@ -14,18 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_support import SELECTION, use_fake
+from fake_support import SELECTION, collected, fake_suite
 
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.shard import Shard, ShardError, cell_cost, partition, select
 from pytest_rknn.pipeline.subjects import VariantSubject
 from pytest_rknn.variants.spec import VariantSpec
-
-CELLS = """
-def test_cell(rknn_cell):
-    outcome = rknn_cell.check()
-    assert outcome.status == "pass", outcome.message
-"""
 
 
 def cell(q_len: int, platform: str = "rk3588", quant: str = "fp16") -> CellSpec:
@@ -68,18 +62,7 @@ def test_the_cut_is_whole_disjoint_ordered_and_balanced() -> None:
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    use_fake(monkeypatch)
-    pytester.makepyfile(test_rknn_cells=CELLS)
-    return pytester
-
-
-def collected(result: pytest.RunResult) -> list[str]:
-    found = []
-    for line in result.outlines:
-        match = re.fullmatch(r"test_rknn_cells\.py::test_cell\[(.+)\]", line.strip())
-        if match:
-            found.append(match.group(1))
-    return found
+    return fake_suite(pytester, monkeypatch)
 
 
 def test_shards_partition_the_collection_the_same_in_every_process(suite: pytest.Pytester) -> None:
