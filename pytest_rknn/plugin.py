@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_rknn.options import add_options
 from pytest_rknn.pipeline.advise import ADVISED, advise
 from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec, build_cells
@@ -26,7 +27,7 @@ from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.shard import ShardError
 from pytest_rknn.pipeline.targets import base_quant
 from pytest_rknn.recorder import Recorder, baseline_failures
-from pytest_rknn.settings import Settings, add_options
+from pytest_rknn.settings import Settings
 from pytest_rknn.verdict.tolerance import Bounds
 
 SETTINGS = pytest.StashKey[Settings]()

@@ -46,21 +46,26 @@ def test_unreachable_registry_is_named_with_the_fix(no_network: None, tmp_path: 
     assert "No matching distribution found for rknn-toolkit2==2.3.2" in log.getvalue()
 
 
-def test_uv_unreachable_registry_is_named_the_same_way(
-    no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _uv_failure(tmp_path: Path, sources: PipSources, flag: str) -> pytest.ExceptionInfo:
+    """The BuildError of a ``uv pip install --dry-run FLAG rknn-toolkit2`` that must fail."""
     binary = find_uv()
-    if binary is None:
-        pytest.skip("no uv binary")
-    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
-    uv = UvInstaller(binary, tmp_path / "uv-cache", PipSources())
+    assert binary is not None, "uv is a dependency of pytest-rknn: pip install uv"
+    uv = UvInstaller(binary, tmp_path / "uv-cache", sources)
     with pytest.raises(BuildError) as info:
         uv.install(
             Path(sys.executable),
-            ["--dry-run", "--no-deps", "rknn-toolkit2==2.3.2"],
+            ["--dry-run", flag, "rknn-toolkit2==2.3.2"],
             io.StringIO(),
             "pip install rknn-toolkit2",
         )
+    return info
+
+
+def test_uv_unreachable_registry_is_named_the_same_way(
+    no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    info = _uv_failure(tmp_path, PipSources(), "--no-deps")
     assert str(info.value) == (
         "cannot reach the package registry: https://pypi.org/simple/rknn-toolkit2/ (cannot "
         "connect to the proxy); check network/proxy or pip config (pip config list)"
@@ -69,17 +74,7 @@ def test_uv_unreachable_registry_is_named_the_same_way(
 
 
 def test_uv_errors_come_back_as_their_first_line(tmp_path: Path) -> None:
-    binary = find_uv()
-    if binary is None:
-        pytest.skip("no uv binary")
-    uv = UvInstaller(binary, tmp_path / "uv-cache", PipSources(find_links=(str(tmp_path),)))
-    with pytest.raises(BuildError) as info:
-        uv.install(
-            Path(sys.executable),
-            ["--dry-run", "--no-index", "rknn-toolkit2==2.3.2"],
-            io.StringIO(),
-            "pip install rknn-toolkit2",
-        )
+    info = _uv_failure(tmp_path, PipSources(find_links=(str(tmp_path),)), "--no-index")
     message = str(info.value)
     assert message.startswith("uv pip install rknn-toolkit2 failed (exit 1): error: ")
     assert "rknn-toolkit2" in message and "\n" not in message

@@ -96,8 +96,7 @@ def test_installer_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(BuildError, match=r"PYTEST_RKNN_INSTALLER='conda' is not one of auto"):
         choose_installer(tmp_path)
     monkeypatch.setenv(INSTALLER_ENV, "auto")
-    if find_uv() is None:
-        pytest.skip("no uv binary")
+    assert find_uv() is not None, "uv is a dependency of pytest-rknn: pip install uv"
     chosen = choose_installer(tmp_path)
     assert isinstance(chosen, UvInstaller)
     assert chosen.cache == tmp_path / "uv-cache"
@@ -137,8 +136,7 @@ class FlakyEnv(ManagedEnv):
 
 @pytest.fixture
 def with_uv(monkeypatch: pytest.MonkeyPatch) -> None:
-    if find_uv() is None:
-        pytest.skip("no uv binary")
+    assert find_uv() is not None, "uv is a dependency of pytest-rknn: pip install uv"
     monkeypatch.setenv(INSTALLER_ENV, "uv")
 
 
@@ -209,8 +207,7 @@ def test_uv_picks_the_torch_pip_would(tmp_path: Path) -> None:
     """The machine's trap: pip finds the CPU torch through its own configuration only; uv,
     given pip's sources, must pick the same build (not the registry's CUDA one)."""
     uv = find_uv()
-    if uv is None:
-        pytest.skip("no uv binary")
+    assert uv is not None, "uv is a dependency of pytest-rknn: pip install uv"
     report = tmp_path / "pip.json"
     pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q"]
     subprocess.run([*pip, "--report", str(report), "--no-deps", "torch==2.13.0"], check=True)

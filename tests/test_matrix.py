@@ -20,8 +20,9 @@ from pytest_rknn.results.cell import CellRecord as Cell
 from pytest_rknn.results.compare import diff, merge
 from pytest_rknn.results.journal import Journal
 from pytest_rknn.results.matrix import Matrix, MatrixError, schema
+from pytest_rknn.verdict.metrics import compute_metrics
 from pytest_rknn.verdict.signatures import classify
-from pytest_rknn.verdict.tolerance import Bounds, compute_metrics
+from pytest_rknn.verdict.tolerance import Bounds
 from pytest_rknn.views.markdown import to_markdown
 from pytest_rknn.views.tally import version_key
 from pytest_rknn.views.text import summary_text

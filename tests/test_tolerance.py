@@ -8,14 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pytest_rknn.verdict.tolerance import (
-    Bounds,
-    Metrics,
-    check,
-    compute_metrics,
-    format_report,
-    violation_signature,
-)
+from pytest_rknn.verdict.metrics import Metrics, compute_metrics
+from pytest_rknn.verdict.tolerance import Bounds, check, format_report, violation_signature
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -15,13 +15,8 @@ import numpy as np
 
 from pytest_rknn.results.status import Status
 from pytest_rknn.verdict import signatures
-from pytest_rknn.verdict.tolerance import (
-    Bounds,
-    check,
-    compute_metrics,
-    format_report,
-    violation_signature,
-)
+from pytest_rknn.verdict.metrics import compute_metrics
+from pytest_rknn.verdict.tolerance import Bounds, check, format_report, violation_signature
 
 
 @dataclass

@@ -104,7 +104,7 @@ def diff_text(reports: Iterable[Any]) -> str:
 
 def _kept(args: Sequence[str], dropped: tuple[str, ...]) -> list[str]:
     """``args`` without the options in ``dropped`` and the values given to them."""
-    from pytest_rknn.settings import rknn_args
+    from pytest_rknn.options import rknn_args
 
     kept: list[str] = []
     previous = ""
@@ -119,7 +119,7 @@ def _kept(args: Sequence[str], dropped: tuple[str, ...]) -> list[str]:
 
 def _toolkit_request(args: Sequence[str], version: str) -> str:
     """The ``--rknn-toolkits`` entry of ``version`` in ``args`` (``2.1.0=x.whl`` stays whole)."""
-    from pytest_rknn.settings import rknn_args
+    from pytest_rknn.options import rknn_args
 
     listed = rknn_args(args)
     for flag, value in zip(listed, [*listed[1:], ""][: len(listed)], strict=True):
