@@ -140,8 +140,3 @@ def advise(
             continue
         fixes.append({"fix": fix.name, **_summary(run(fix.cell))})
     return fixes
-
-
-def turns_green(fixes: list[dict[str, Any]]) -> list[str]:
-    """The names of the fixes that made the cell pass."""
-    return [f["fix"] for f in fixes if f.get("status") == Status.PASS.value]
