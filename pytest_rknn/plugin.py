@@ -21,7 +21,7 @@ import pytest
 from pytest_rknn.options import add_options
 from pytest_rknn.pipeline.advise import ADVISED, advise
 from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
-from pytest_rknn.pipeline.plan import CellSpec, build_cells
+from pytest_rknn.pipeline.plan import EXPORTER_FORMS, CellSpec, build_cells
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.shard import ShardError
@@ -123,7 +123,7 @@ def _needs(targets: Iterable[CellSpec | ExploreTarget], settings: Settings) -> t
         if isinstance(target, CellSpec):
             exporter = exporter or target.needs_exporter
         else:
-            exporter = exporter or "torch-export" in settings.forms
+            exporter = exporter or any(f in EXPORTER_FORMS for f in settings.forms)
     return versions, exporter
 
 

@@ -25,6 +25,8 @@ from pytest_rknn.pipeline.targets import (
     parse_quant,
 )
 from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
+from pytest_rknn.variants.families import FORM as HF_FORM
+from pytest_rknn.variants.families import FamilySpec, spec_from_id
 from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
 from pytest_rknn.verdict.tolerance import Bounds
 
@@ -162,7 +164,7 @@ class Settings:
     envs_root: Path | None
     curated: bool
     models: tuple[UserModel, ...] = ()
-    variants: tuple[VariantSpec, ...] = ()
+    variants: tuple[VariantSpec | FamilySpec, ...] = ()
     use_cache: bool = True
     explore: bool = False
     explore_examples: int = 60
@@ -210,13 +212,14 @@ class Settings:
             )
         envs_text = str(_value(config, "envs") or os.environ.get("PYTEST_RKNN_ENVS", ""))
         forms = tuple(f.strip() for f in str(_value(config, "forms")).split(",") if f.strip())
-        unknown = [f for f in forms if f not in FORMS]
+        known_forms = (*FORMS, HF_FORM)
+        unknown = [f for f in forms if f not in known_forms]
         if unknown:
             raise pytest.UsageError(
-                f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(FORMS)}"
+                f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(known_forms)}"
             )
         try:
-            variants = tuple(VariantSpec.from_id(v) for v in config.getoption("rknn_variant"))
+            variants = tuple(spec_from_id(v) for v in config.getoption("rknn_variant"))
         except SpecError as exc:
             raise pytest.UsageError(f"--rknn-variant: {exc}") from None
         only = bool(config.getoption("rknn_only"))

@@ -67,6 +67,28 @@ class ExporterEnv(ManagedEnv):
         return smoke_export(self.python, workdir)
 
 
+def _smoke_families(python: Path, folder: Path) -> list[str]:
+    """Export a tiny transformers BERT and check it against torch; what went wrong, if any."""
+    from pytest_rknn.variants.families import FamilySpec, family_inputs
+    from pytest_rknn.variants.hf_export import ExportFailed, cross_check, export_families
+
+    spec = FamilySpec(family="bert", hidden=16, heads=2, kv_heads=2, seq_len=4, mask="pad")
+    inputs = family_inputs(spec, 0)
+    (outcome,) = export_families(
+        [(spec, inputs, folder / f"{spec.id}.onnx")], python, timeout=EXPORT_SMOKE_TIMEOUT
+    )
+    if isinstance(outcome, Exception):
+        return [f"hf: {outcome}"]
+    try:
+        import numpy as np
+
+        with np.load(outcome.eager) as data:
+            cross_check(outcome.path, inputs, data["out"])
+    except ExportFailed as exc:
+        return [f"hf: {exc.reason}"]
+    return []
+
+
 def smoke_export(python: Path, workdir: Path | None = None) -> dict[str, Any]:
     """Export :data:`SMOKE_SPEC` with every exporter using ``python``'s torch and check each
     model: loads, passes ``onnx.checker``, matches the float64 reference in onnxruntime."""
@@ -103,11 +125,12 @@ def smoke_export(python: Path, workdir: Path | None = None) -> dict[str, Any]:
             if error > onnxruntime_bound(spec, inputs):
                 failures.append(f"{spec.exporter}: onnxruntime max-abs error {error:.3g}")
             worst = max(worst, error)
+        failures += _smoke_families(python, Path(tmp))
     seconds = round(time.perf_counter() - start, 2)
     if failures:
         return {"ok": False, "detail": "; ".join(failures), "seconds": seconds}
     detail = (
-        f"{', '.join(EXPORTERS)} exported with torch {torch_version}; "
+        f"{', '.join(EXPORTERS)} and a transformers BERT exported with torch {torch_version}; "
         f"onnxruntime max-abs error {worst:.1e}"
     )
     return {"ok": True, "detail": detail, "seconds": seconds}

@@ -60,8 +60,10 @@ KNOWN_VERSIONS: tuple[str, ...] = tuple(v for v in RECIPES if v != "*")
 
 # The exporter environment: torch (from TorchSpec) plus what `torch.onnx.export(dynamo=True)`
 # needs, pinned to versions measured together with torch 2.13.0+cpu on all three exporters of
-# pytest_rknn.variants.torch_export. It is free of the toolkits' caps (numpy<=1.26.4,
-# onnx<=1.18.0): onnx is the host's, so models are written by the onnx that reads them.
+# pytest_rknn.variants.torch_export, and transformers for the hf form's models (built from
+# configs, never downloaded), measured on every family of pytest_rknn.variants.families. It is
+# free of the toolkits' caps (numpy<=1.26.4, onnx<=1.18.0): onnx is the host's, so models are
+# written by the onnx that reads them.
 EXPORTER_RECIPE: dict[str, Any] = {
     "pin": {
         "onnxscript": "==0.7.2",
@@ -69,6 +71,10 @@ EXPORTER_RECIPE: dict[str, Any] = {
         "ml-dtypes": "==0.6.0",
         "onnx": "==1.23.2",
         "numpy": "==2.4.6",
+        "transformers": "==5.23.0",
+        "huggingface-hub": "==2.4.0",
+        "tokenizers": "==0.23.3",
+        "safetensors": "==0.8.0",
     },
 }
 

@@ -29,10 +29,11 @@ from typing import Any
 
 from pytest_rknn.pipeline.build_config import mode_name, rejected_by, split_mode
 from pytest_rknn.pipeline.plan import CellSpec
-from pytest_rknn.pipeline.subjects import VariantSubject
+from pytest_rknn.pipeline.subjects import subject_of
 from pytest_rknn.pipeline.targets import QUANT_MODES
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.status import FIX_REJECTED, Status
+from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import SpecError
 
 ADVISED: frozenset[Status] = frozenset(
@@ -68,15 +69,20 @@ def _other_forms(cell: CellSpec) -> list[tuple[str, CellSpec]]:
     if spec is None:
         return []
     tries: list[tuple[str, dict[str, Any]]] = []
-    if spec.form != "manual":
+    if isinstance(spec, FamilySpec):
+        other_attn = "sdpa" if spec.attn == "eager" else "eager"
+        tries.append((f"attn_implementation {other_attn}", {"attn": other_attn}))
+        other = "dynamo" if spec.exporter == "torchscript" else "torchscript"
+        tries.append((f"exporter {other}", {"exporter": other}))
+    elif spec.form != "manual":
         tries.append(("manual decomposition", {"form": "manual", "exporter": ""}))
-    if spec.form == "torch-export" and spec.exporter in _OTHER_EXPORTER:
+    if getattr(spec, "form", "") == "torch-export" and spec.exporter in _OTHER_EXPORTER:
         other = _OTHER_EXPORTER[spec.exporter]
         tries.append((f"exporter {other}", {"exporter": other}))
     found = []
     for name, changes in tries:
         try:
-            subject = VariantSubject(dataclasses.replace(spec, **changes))
+            subject = subject_of(dataclasses.replace(spec, **changes))
         except SpecError:
             continue
         found.append((name, dataclasses.replace(cell, subject=subject)))

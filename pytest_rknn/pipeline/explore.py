@@ -16,8 +16,9 @@ import pytest
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
-from pytest_rknn.pipeline.subjects import VariantSubject
+from pytest_rknn.pipeline.subjects import subject_of
 from pytest_rknn.variants.explore import find_minimal
+from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.strategies import HOST_FORMS
 from pytest_rknn.verdict.tolerance import Bounds
@@ -59,9 +60,9 @@ class Explorer:
         self.records = records
         self.tried: dict[str, Outcome] = {}
 
-    def outcome(self, spec: VariantSpec) -> Outcome:
+    def outcome(self, spec: VariantSpec | FamilySpec) -> Outcome:
         if spec.id not in self.tried:
-            cell = CellSpec(VariantSubject(spec), *self._coords())
+            cell = CellSpec(subject_of(spec), *self._coords())
             outcome = run_guarded(cell, self.session, self.bounds)
             self.tried[spec.id] = outcome
             self.records.append(outcome.record)
@@ -70,7 +71,7 @@ class Explorer:
     def _coords(self) -> tuple[str, str, str]:
         return (self.target.platform, self.target.toolkit, self.target.quant)
 
-    def search(self) -> VariantSpec | None:
+    def search(self) -> VariantSpec | FamilySpec | None:
         settings = self.session.settings
         python, why = self.session.python_for(self.target.toolkit)
         if python is None:
@@ -83,7 +84,7 @@ class Explorer:
             forms=settings.forms or HOST_FORMS,
         )
 
-    def check(self) -> VariantSpec | None:
+    def check(self) -> VariantSpec | FamilySpec | None:
         """Search; fail with the minimal failing variant and how to re-run it, if one exists."""
         found = self.search()
         tried = len(self.tried)

@@ -3,9 +3,11 @@
 :class:`Materials` makes each once per subject and process and remembers failures: a model that
 cannot be built here (:class:`~pytest_rknn.variants.forms.NotBuildable`, e.g. no torch
 interpreter for the ``torch-export`` form), inputs larger than the memory the run allows, a
-reference that cannot be computed (:class:`HostError`). All torch-export variants of a run go
-through one torch process the first time any of them is needed; exported models and exporter
-errors are kept in pytest's cache.
+reference that cannot be computed (:class:`HostError`), an hf model the exporter could not make
+faithfully (:class:`~pytest_rknn.variants.hf_export.ExportFailed`). All torch-export variants of
+a run go through one torch process the first time any of them is needed, and so do all hf
+models (:mod:`~pytest_rknn.pipeline.family_exports`); exported models and exporter errors are
+kept in pytest's cache.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import onnx
 
 from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
-from pytest_rknn.pipeline.subjects import Subject
+from pytest_rknn.pipeline.family_exports import FamilyExports
+from pytest_rknn.pipeline.subjects import FamilySubject, Subject
+from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.torch_export import TorchExportError, export_many
 
@@ -39,6 +44,7 @@ class BuiltModel:
     path: Path
     model: onnx.ModelProto
     sha256: str
+    export: dict[str, Any] | None = None
 
 
 def _gib(n: int) -> str:
@@ -60,6 +66,8 @@ class Materials:
     export_root: Path
     cache: ResultCache
     export_specs: list[VariantSpec] = field(default_factory=list)
+    family_specs: list[FamilySpec] = field(default_factory=list)
+    _families: FamilyExports | None = None
     _models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
     _inputs: dict[str, Any] = field(default_factory=dict)
     _references: dict[str, Any] = field(default_factory=dict)
@@ -71,22 +79,48 @@ class Materials:
         cached = self._models.get(subject.id)
         if cached is None:
             try:
-                spec = getattr(subject, "spec", None)
-                if spec is not None and spec.form == "torch-export":
-                    model = self._torch_export(spec)
+                if isinstance(subject, FamilySubject):
+                    cached = self._family_export(subject)
                 else:
-                    model = subject.build()
-                data = model.SerializeToString()
-                path = self.workdir / "models" / f"{subject.id}.onnx"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                cached = BuiltModel(path, model, hashlib.sha256(data).hexdigest())
-            except NotBuildable as exc:
+                    cached = self._write(subject, self._build(subject))
+            except (NotBuildable, ExportFailed, HostError) as exc:
                 cached = exc
             self._models[subject.id] = cached
         if isinstance(cached, Exception):
             raise cached
         return cached
+
+    def _build(self, subject: Subject) -> onnx.ModelProto:
+        spec = getattr(subject, "spec", None)
+        if spec is not None and spec.form == "torch-export":
+            return self._torch_export(spec)
+        return subject.build()
+
+    def _write(
+        self, subject: Subject, model: onnx.ModelProto, export: dict[str, Any] | None = None
+    ) -> BuiltModel:
+        data = model.SerializeToString()
+        path = self.workdir / "models" / f"{subject.id}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return BuiltModel(path, model, hashlib.sha256(data).hexdigest(), export)
+
+    def _family_export(self, subject: FamilySubject) -> BuiltModel:
+        """The hf subject's checked export on the run's inputs (the same inputs the cell is
+        converted and judged with)."""
+        if self._families is None:
+            self._families = FamilyExports(
+                root=self.export_root,
+                torch_python=self.torch_python,
+                inputs_of=lambda spec: self.inputs(FamilySubject(spec)),
+                pending=list(self.family_specs),
+            )
+        export = self._families.get(subject.spec, self.inputs(subject))
+        try:
+            model = onnx.load(str(export.path))
+        except Exception as exc:  # noqa: BLE001 - a damaged export reads as any error
+            raise ExportFailed("export unreadable", f"{export.path.name}: {exc}") from None
+        return self._write(subject, model, export.to_dict())
 
     def inputs(self, subject: Subject) -> dict[str, np.ndarray]:
         """The subject's inputs for the run's seed; HostError when they would not fit."""

@@ -11,12 +11,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_rknn.pipeline.shard import select
-from pytest_rknn.pipeline.subjects import Subject, VariantSubject
-from pytest_rknn.variants.curated import curated_cases
+from pytest_rknn.pipeline.subjects import Subject, subject_of
+from pytest_rknn.variants.curated import curated_cases, curated_families
+from pytest_rknn.variants.families import FORM as HF_FORM
+from pytest_rknn.variants.family_strategies import draw_families
 from pytest_rknn.variants.strategies import draw_variants
 
 if TYPE_CHECKING:
     from pytest_rknn.settings import Settings
+
+
+EXPORTER_FORMS: frozenset[str] = frozenset({"torch-export", HF_FORM})
+"""The forms whose models the exporter environment makes."""
+
+HF_DRAWS_PER_CORE_DRAW = 8
+"""With other forms in the run, one hf draw per this many ``--rknn-examples``."""
 
 
 @dataclass(frozen=True)
@@ -40,21 +49,33 @@ class CellSpec:
     def needs_exporter(self) -> bool:
         """Whether building the subject's model runs the torch exporter."""
         spec = getattr(self.subject, "spec", None)
-        return spec is not None and spec.form == "torch-export"
+        return spec is not None and spec.form in EXPORTER_FORMS
 
 
 def subjects(settings: Settings) -> list[Subject]:
     """Named variants, curated ones, then drawn ones, then user models; each id once
-    (``--rknn-only``: the named variants and user models alone)."""
+    (``--rknn-only``: the named variants and user models alone).
+
+    Whole models (the ``hf`` form) come after the attention variants: their curated rows, then
+    ``--rknn-examples`` draws when hf is the only form asked for, else one per
+    :data:`HF_DRAWS_PER_CORE_DRAW`."""
     forms = settings.forms or None
-    specs = list(settings.variants)
-    if settings.curated and not settings.only:
-        specs += [c.spec for c in curated_cases() if forms is None or c.spec.form in forms]
-    if settings.examples and not settings.only:
-        specs += draw_variants(settings.examples, settings.seed, settings.profile, forms=forms)
+    cores = [f for f in forms if f != HF_FORM] if forms else None
+    families = forms is None or HF_FORM in forms
+    specs: list = list(settings.variants)
+    if not settings.only:
+        if settings.curated and cores != []:
+            specs += [c.spec for c in curated_cases() if cores is None or c.spec.form in cores]
+        if settings.examples and cores != []:
+            specs += draw_variants(settings.examples, settings.seed, settings.profile, cores)
+        if settings.curated and families:
+            specs += [c.spec for c in curated_families()]
+        if settings.examples and families:
+            n = settings.examples if cores == [] else settings.examples // HF_DRAWS_PER_CORE_DRAW
+            specs += draw_families(n, settings.seed, settings.profile)
     found: dict[str, Subject] = {}
     for spec in specs:
-        found.setdefault(spec.id, VariantSubject(spec))
+        found.setdefault(spec.id, subject_of(spec))
     for model in settings.models:
         found.setdefault(model.id, model)
     return list(found.values())

@@ -28,6 +28,7 @@ from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.status import Status
 from pytest_rknn.toolkit.protocol import Job, JobResult
 from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
 from pytest_rknn.verdict.logtext import error_lines, log_excerpt, without_harness_frames
 from pytest_rknn.verdict.signatures import silent_failure
@@ -117,6 +118,10 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         built = materials.model(cell.subject)
     except NotBuildable as exc:
         return _short(cell, Status.UNSUPPORTED, f"not buildable here: {exc}", "not buildable")
+    except ExportFailed as exc:
+        return _short(cell, Status.EXPORT_FAIL, exc.reason, exc.signature)
+    except HostError as exc:
+        return _short(cell, Status.REFERENCE_ERROR, str(exc), "inputs not computable")
     try:
         inputs = materials.inputs(cell.subject)
     except HostError as exc:
@@ -173,6 +178,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         warning=warning,
         fp16_layers=conversion.fp16_layers,
         error_origin=origin,
+        attention=built.export,
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
 

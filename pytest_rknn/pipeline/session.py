@@ -14,6 +14,7 @@ from pytest_rknn.envs.registry import Toolkits
 from pytest_rknn.pipeline.cache import ResultCache
 from pytest_rknn.pipeline.materials import Materials
 from pytest_rknn.toolkit.supervisor import WorkerPool
+from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import VariantSpec
 
 if TYPE_CHECKING:
@@ -49,11 +50,15 @@ class RknnSession:
         workdir: Path,
         toolkits: Toolkits,
         pytest_cache: Any | None,
-        export_specs: list[VariantSpec],
+        export_specs: list[VariantSpec | FamilySpec],
     ) -> RknnSession:
+        """``export_specs``: the run's specs whose models the exporter makes (exported in
+        batches, the first time any of them is needed)."""
         cache = ResultCache(pytest_cache, enabled=settings.use_cache)
         session = cls(settings, workdir, toolkits, cache)
-        session.materials.export_specs = export_specs
+        families = [s for s in export_specs if isinstance(s, FamilySpec)]
+        session.materials.export_specs = [s for s in export_specs if s not in families]
+        session.materials.family_specs = families
         return session
 
     def python_for(self, version: str) -> tuple[Path | None, str | None]:

@@ -1,8 +1,10 @@
-"""What a matrix row converts: a generated attention variant or a user's own ONNX model.
+"""What a matrix row converts: a generated attention variant, a tiny whole model of a
+transformer family (the ``hf`` form), or a user's own ONNX model.
 
-Both answer the same questions: a stable id, a JSON description, the ONNX model, deterministic
+All answer the same questions: a stable id, a JSON description, the ONNX model, deterministic
 inputs for a seed, and the reference outputs the simulator is judged against (float64 numpy for
-variants, onnxruntime for user models).
+attention variants, onnxruntime for whole models; an hf model's export is also checked against
+torch's own output, see :mod:`~pytest_rknn.pipeline.family_exports`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from pytest_rknn.variants.forms import build_model
+from pytest_rknn.variants.families import FamilySpec, family_inputs
+from pytest_rknn.variants.forms import NotBuildable, build_model
 from pytest_rknn.variants.inputs import make_inputs
 from pytest_rknn.variants.reference import onnxruntime_outputs, reference_outputs
 from pytest_rknn.variants.spec import VariantSpec
@@ -69,6 +72,43 @@ class VariantSubject:
     def host_bytes(self) -> int:
         """What making the inputs and the float64 reference allocates, roughly."""
         return 2 * estimate_memory_bytes(self.spec)
+
+
+@dataclass(frozen=True)
+class FamilySubject:
+    """A tiny model of a transformer family, exported by torch in the exporter environment."""
+
+    spec: FamilySpec
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+    def build(self) -> onnx.ModelProto:
+        raise NotBuildable("an hf model is made by the exporter: see pipeline.family_exports")
+
+    def inputs(self, seed: int) -> dict[str, np.ndarray]:
+        return family_inputs(self.spec, seed)
+
+    def sample(self, seed: int) -> dict[str, np.ndarray]:
+        """Inputs drawn like :meth:`inputs` (a calibration sample)."""
+        return family_inputs(self.spec, seed)
+
+    def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
+        return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
+
+    def host_bytes(self) -> int:
+        return self.spec.host_bytes()
+
+
+def subject_of(spec: VariantSpec | FamilySpec) -> VariantSubject | FamilySubject:
+    """The subject of a generated spec, whichever kind it is."""
+    if isinstance(spec, FamilySpec):
+        return FamilySubject(spec)
+    return VariantSubject(spec)
 
 
 class ModelError(ValueError):

@@ -61,7 +61,10 @@ class CellRecord:
     layers a ``hybrid`` build kept in float16 (each ``{"name", "op"}`` as in the toolkit's graph;
     None for other modes). ``error_origin`` says, for a tolerance failure, where the toolkit's
     ``accuracy_analysis`` sees the error start (``layer``, ``op``, ``cosine``, ``input_cosine``)
-    or why it could not tell (``error``). ``extra`` is room for fields a later version adds.
+    or why it could not tell (``error``). ``attention`` says, for an ``hf`` variant, how peaked
+    its attention was in the torch reference run (``peak``: the mean largest attention
+    probability; ``uniform``: the same for uniform attention over the allowed keys) and which
+    torch and transformers exported it. ``extra`` is room for fields a later version adds.
     """
 
     variant_id: str
@@ -85,6 +88,7 @@ class CellRecord:
     fixes: list[dict[str, Any]] | None = None
     fp16_layers: list[dict[str, str]] | None = None
     error_origin: dict[str, Any] | None = None
+    attention: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,7 +118,7 @@ class CellRecord:
         data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
         if not data["extra"]:
             del data["extra"]
-        for name in ("fp16_layers", "error_origin"):
+        for name in ("fp16_layers", "error_origin", "attention"):
             if data[name] is None:
                 del data[name]
         return data

@@ -24,6 +24,7 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     OOM = "oom"
     UNSUPPORTED = "unsupported"
+    EXPORT_FAIL = "export-fail"
     ENV_ERROR = "env-error"
 
     def __str__(self) -> str:
@@ -131,6 +132,15 @@ STATUS_TABLE: dict[Status, StatusInfo] = {
         "skipped",
         "#d8d8d8",
         "unsupported",
+    ),
+    Status.EXPORT_FAIL: StatusInfo(
+        "the torch exporter made no faithful ONNX model of this variant (the exporter's finding, "
+        "not the toolkit's); skipped with the exporter's reason",
+        False,
+        True,
+        "skipped",
+        "#c9a0dc",
+        "export failed",
     ),
     Status.ENV_ERROR: StatusInfo(
         "the toolkit environment is broken (the harness' fault)",

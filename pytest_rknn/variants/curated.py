@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .families import GQA_FAMILIES, TEXT_FAMILIES, FamilySpec
 from .spec import VariantSpec
 
 
@@ -18,7 +19,7 @@ class CuratedCase:
     """One curated variant: a short name, the spec, and why it must always run."""
 
     name: str
-    spec: VariantSpec
+    spec: VariantSpec | FamilySpec
     reason: str
 
     @property
@@ -122,6 +123,52 @@ CURATED: tuple[CuratedCase, ...] = (
 )
 
 
+_FAMILY_REASONS = {
+    "bert": "a BERT encoder: the additive mask built from attention_mask inside the graph",
+    "vit": "a ViT encoder: Conv patch embedding and a CLS token, no mask",
+    "whisper": "a Whisper encoder: Conv front end over mel features, sinusoidal positions",
+    "llama": "a LLaMA decoder: grouped-query attention, rotary embeddings, RMSNorm, causal mask",
+    "gpt2": "a GPT-2 decoder: fused QKV projection split into heads, causal mask in the graph",
+    "t5": "a T5 encoder: relative position buckets, unscaled scores",
+}
+
+
+def _family(family: str, attn: str, exporter: str = "torchscript") -> CuratedCase:
+    """A curated whole model: one layer, hidden 64, 4 heads (2 kv heads for llama), 16 tokens,
+    peaked attention, a right-padded attention mask where the family takes one."""
+    spec = FamilySpec(
+        family=family,
+        attn=attn,
+        hidden=64,
+        heads=4,
+        kv_heads=2 if family in GQA_FAMILIES else 4,
+        seq_len=16,
+        mask="pad" if family in TEXT_FAMILIES else "none",
+        init="sharp",
+        exporter=exporter,
+    )
+    dynamo = exporter == "dynamo"
+    return CuratedCase(
+        f"hf-{family}-{attn}" + ("-dynamo" if dynamo else ""),
+        spec,
+        f"{_FAMILY_REASONS[family]}; transformers' {attn} attention"
+        + (", exported by torch.export (dynamo)" if dynamo else ""),
+    )
+
+
+CURATED_FAMILIES: tuple[CuratedCase, ...] = (
+    *(_family(f, attn) for f in _FAMILY_REASONS for attn in ("eager", "sdpa")),
+    _family("llama", "sdpa", exporter="dynamo"),
+    _family("gpt2", "sdpa", exporter="dynamo"),
+)
+
+
 def curated_cases() -> list[CuratedCase]:
-    """The curated cases, in a fixed order."""
+    """The curated attention variants, in a fixed order."""
     return list(CURATED)
+
+
+def curated_families() -> list[CuratedCase]:
+    """The curated whole models (the ``hf`` form): each family x attention implementation with
+    the TorchScript exporter, and two dynamo exports."""
+    return list(CURATED_FAMILIES)

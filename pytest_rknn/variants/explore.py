@@ -1,6 +1,7 @@
 """Search and shrink: find the minimal variant for which a predicate holds ("fails").
 
-``find_minimal`` hands ``variant_specs`` to hypothesis, treats ``predicate(spec) is True``
+``find_minimal`` hands ``generated_specs`` (attention variants, whole models, or both, by
+``forms``) to hypothesis, treats ``predicate(spec) is True``
 as a failure, lets hypothesis shrink it, and returns the minimal spec it reports. Nothing is
 written to an example database. The caller prints the spec's id and how to re-run it.
 """
@@ -12,8 +13,9 @@ from collections.abc import Callable, Sequence
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from .spec import VariantSpec
-from .strategies import variant_specs
+from .families import FamilySpec
+from .family_strategies import generated_specs
+from .spec import FORMS, VariantSpec
 
 
 class _Found(Exception):
@@ -21,13 +23,13 @@ class _Found(Exception):
 
 
 def find_minimal(
-    predicate: Callable[[VariantSpec], bool],
+    predicate: Callable[[VariantSpec | FamilySpec], bool],
     *,
     profile: str = "ci",
     seed: int = 0,
     max_examples: int = 200,
     forms: Sequence[str] | None = None,
-) -> VariantSpec | None:
+) -> VariantSpec | FamilySpec | None:
     """The minimal spec (in hypothesis' shrink order) for which ``predicate`` is True.
 
     Returns None when none of ``max_examples`` generated specs satisfies it. An exception
@@ -36,7 +38,7 @@ def find_minimal(
     """
     if max_examples < 1:
         raise ValueError(f"max_examples={max_examples} must be >= 1")
-    hits: list[VariantSpec] = []
+    hits: list[VariantSpec | FamilySpec] = []
 
     @hypothesis_seed(seed)
     @settings(
@@ -49,8 +51,8 @@ def find_minimal(
         report_multiple_bugs=False,
         print_blob=False,
     )
-    @given(variant_specs(profile, forms))
-    def search(spec: VariantSpec) -> None:
+    @given(generated_specs(profile, forms or FORMS))
+    def search(spec: VariantSpec | FamilySpec) -> None:
         if predicate(spec):
             hits.append(spec)
             raise _Found(spec.id)

@@ -253,7 +253,7 @@ def variant_specs(
     return _as_strategy(choose_spec, _profile(profile), _forms(forms))
 
 
-class _HashStream:
+class HashStream:
     """Choices from SHA-256 of (seed, counter): the same on every Python, numpy, hypothesis."""
 
     def __init__(self, seed: str) -> None:
@@ -286,7 +286,7 @@ def draw_variants(
     pools: list[list[VariantSpec]] = []
     per_form = -(-n // len(chosen))
     for form in chosen:
-        choose = _HashStream(f"{seed}:{profile}:{form}")
+        choose = HashStream(f"{seed}:{profile}:{form}")
         found: dict[str, VariantSpec] = {}
         for _ in range(per_form * 50):
             if len(found) >= per_form:

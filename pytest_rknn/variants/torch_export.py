@@ -87,31 +87,11 @@ def export_many(
     """
     for spec, _, exporter in jobs:
         _check_job(spec, exporter)
-    with tempfile.TemporaryDirectory(prefix="rknn-export-") as tmp:
-        jobs_file = Path(tmp) / "jobs.json"
-        result_file = Path(tmp) / "results.json"
-        payload = []
-        for spec, out_path, exporter in jobs:
-            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-            payload.append({"spec": spec.to_dict(), "out": str(out_path), "exporter": exporter})
-        jobs_file.write_text(json.dumps(payload))
-        cmd = [str(python), str(_SCRIPT), str(jobs_file), str(result_file)]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-            )
-        except subprocess.TimeoutExpired:
-            raise TorchExportError(
-                f"torch export of {len(jobs)} job(s) timed out after {timeout:.0f} s"
-            ) from None
-        except OSError as exc:
-            raise TorchExportError(f"cannot run {python}: {exc}") from None
-        results = json.loads(result_file.read_text()) if result_file.exists() else []
-        if proc.returncode != 0 and len(results) < len(jobs):
-            raise TorchExportError(
-                f"torch export with {python} failed with code {proc.returncode}: "
-                f"{_last_error_line(proc.stderr)}"
-            )
+    payload = []
+    for spec, out_path, exporter in jobs:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        payload.append({"spec": spec.to_dict(), "out": str(out_path), "exporter": exporter})
+    results = run_export_script(_SCRIPT, payload, python, timeout)
     outcomes: list[ExportInfo | TorchExportError] = []
     for (spec, out_path, exporter), result in zip(jobs, results, strict=True):
         if "error" in result:
@@ -129,6 +109,39 @@ def export_many(
             )
         )
     return outcomes
+
+
+def run_export_script(
+    script: Path, payload: list[dict], python: Path, timeout: float
+) -> list[dict]:
+    """Run an export ``script`` on ``payload`` (one dict per job) with ``python``; the
+    results it wrote, one per job. ``TorchExportError`` when the interpreter fails before
+    writing them all, or hangs past ``timeout``."""
+    with tempfile.TemporaryDirectory(prefix="rknn-export-") as tmp:
+        jobs_file = Path(tmp) / "jobs.json"
+        result_file = Path(tmp) / "results.json"
+        jobs_file.write_text(json.dumps(payload))
+        cmd = [str(python), str(script), str(jobs_file), str(result_file)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise TorchExportError(
+                f"torch export of {len(payload)} job(s) timed out after {timeout:.0f} s"
+            ) from None
+        except OSError as exc:
+            raise TorchExportError(f"cannot run {python}: {exc}") from None
+        try:
+            results = json.loads(result_file.read_text()) if result_file.exists() else []
+        except ValueError:
+            results = []
+        if not isinstance(results, list) or len(results) < len(payload):
+            raise TorchExportError(
+                f"torch export with {python} failed with code {proc.returncode}: "
+                f"{_last_error_line(proc.stderr)}"
+            )
+    return results[: len(payload)]
 
 
 def export_with_torch(

@@ -34,6 +34,7 @@ SYMBOLS: dict[Status, str] = {
     Status.TIMEOUT: "T",
     Status.OOM: "M",
     Status.UNSUPPORTED: "–",
+    Status.EXPORT_FAIL: "X",
     Status.ENV_ERROR: "E",
 }
 LOG_LINES = 40
@@ -42,9 +43,12 @@ DEFAULT_SUITE = "cases/"
 
 
 def family(variant: dict[str, Any]) -> str:
-    """The attention family of a variant: MHA, GQA, MQA (by kv heads), or ``model``."""
+    """The attention family of a variant: MHA, GQA, MQA (by kv heads), ``model``, or the
+    model family of an ``hf`` variant (``hf bert``)."""
     if variant.get("form") == "model":
         return "model"
+    if variant.get("form") == "hf":
+        return f"hf {variant.get('family')}"
     heads, kv = variant.get("num_heads"), variant.get("num_kv_heads")
     if not isinstance(heads, int) or not isinstance(kv, int) or kv < 1:
         return "other"

@@ -67,9 +67,9 @@ def status_line(cells: list[CellRecord]) -> str:
     text = f"{len(cells)} {noun}: {counts[Status.PASS]} pass, {sum(failing.values())} fail"
     if failing:
         text += " (" + ", ".join(f"{s.value} {n}" for s, n in sorted(failing.items())) + ")"
-    skipped = sum(n for s, n in counts.items() if not s.ran)
-    if skipped:
-        text += f", {skipped} unsupported"
+    for status, n in counts.items():
+        if not status.ran:
+            text += f", {n} {status.value}"
     return text
 
 

@@ -1,0 +1,182 @@
+"""The ``hf`` form's models: exported once, checked against torch, kept on disk.
+
+:class:`FamilyExports` turns an hf subject and its inputs into the exported ONNX model, or the
+reason it has none. Every hf subject of the run that is not on disk yet goes to the exporter
+in one batch the first time any of them is needed. Each export is checked on the host:
+onnxruntime must load the graph and agree with the torch model's own eager output on the same
+inputs (:func:`~pytest_rknn.variants.hf_export.cross_check`); otherwise the export is the
+exporter's failure (:class:`ExportFailed`), never the toolkit's. Finished exports and
+exporter failures are kept under ``<export root>/hf/`` (a folder per exporter interpreter and
+export code), named by spec id and input digest, so a warm run exports nothing; a failure of
+the exporter process itself (a crash, a timeout) is not kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pytest_rknn.pipeline.cache import code_digest
+from pytest_rknn.variants.families import FamilySpec
+from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.variants.hf_export import (
+    ExportFailed,
+    FamilyExport,
+    cross_check,
+    export_families,
+    read_export,
+)
+from pytest_rknn.variants.torch_export import TorchExportError
+from pytest_rknn.verdict.logtext import normalise
+
+EXPORT_VERSION = "1"
+_EXPORT_CODE = ("variants/hf_export_script.py", "variants/hf_export.py", "variants/families.py")
+"""The code that decides what an export holds: a change to it exports again."""
+
+
+def _digest(inputs: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(inputs):
+        array = np.ascontiguousarray(inputs[name])
+        h.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class FamilyExports:
+    """The run's hf exports. ``torch_python`` gives the exporter's interpreter (or None);
+    ``pending`` lists the run's hf specs, exported together with the first one needed."""
+
+    root: Path
+    torch_python: Callable[[], Path | None]
+    inputs_of: Callable[[FamilySpec], dict[str, np.ndarray]]
+    pending: list[FamilySpec] = field(default_factory=list)
+
+    def get(self, spec: FamilySpec, inputs: dict[str, np.ndarray]) -> FamilyExport:
+        """The checked export of ``spec`` on ``inputs``; raises NotBuildable (no exporter
+        here) or ExportFailed."""
+        python = self._python()
+        folder = self._folder(python)
+        base = self._base(folder, spec, inputs)
+        for _attempt in range(2):
+            if not (base.with_suffix(".json").exists() or base.with_suffix(".error").exists()):
+                transient = self._export(spec, inputs, folder, python)
+                if base in transient:
+                    raise transient[base]
+            failed = self._recorded_failure(base)
+            if failed is not None:
+                raise failed
+            try:
+                return read_export(base.with_suffix(".onnx"))
+            except (OSError, ValueError, KeyError):
+                for suffix in (".json", ".onnx", ".eager.npz"):
+                    base.with_suffix(suffix).unlink(missing_ok=True)
+        raise ExportFailed("export left no model", f"the export of {spec.id} wrote no model")
+
+    def _python(self) -> Path:
+        try:
+            python = self.torch_python()
+        except TorchExportError as exc:
+            raise NotBuildable(str(exc)) from None
+        if python is None:
+            raise NotBuildable(
+                "no exporter interpreter for the hf form: run `pytest-rknn envs` (it builds "
+                "the exporter environment, transformers included) or set "
+                "PYTEST_RKNN_TORCH_PYTHON to a python with torch and transformers"
+            )
+        return python
+
+    def _folder(self, python: Path) -> Path:
+        code = code_digest(_EXPORT_CODE)
+        stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}:{code}"
+        return self.root / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:12]
+
+    @staticmethod
+    def _base(folder: Path, spec: FamilySpec, inputs: dict[str, np.ndarray]) -> Path:
+        return folder / f"{spec.id}.{_digest(inputs)}.onnx"
+
+    @staticmethod
+    def _recorded_failure(base: Path) -> ExportFailed | None:
+        error = base.with_suffix(".error")
+        if not error.exists():
+            return None
+        try:
+            data = json.loads(error.read_text())
+            return ExportFailed(str(data["signature"]), str(data["reason"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            error.unlink(missing_ok=True)
+            return ExportFailed("export record damaged", f"{error.name} was damaged; run again")
+
+    def _export(
+        self, spec: FamilySpec, inputs: dict[str, np.ndarray], folder: Path, python: Path
+    ) -> dict[Path, ExportFailed]:
+        """Export ``spec`` and every pending spec not on disk yet; the failures that belong
+        to this run's exporter process rather than to a model (not kept)."""
+        todo: dict[Path, tuple[FamilySpec, dict[str, np.ndarray]]] = {}
+        for other in dict.fromkeys([spec, *self.pending]):
+            try:
+                given = inputs if other == spec else self.inputs_of(other)
+            except Exception:  # noqa: BLE001 - that spec's own cell reports why
+                continue
+            base = self._base(folder, other, given)
+            done = base.with_suffix(".json").exists() or base.with_suffix(".error").exists()
+            if not done:
+                todo[base] = (other, given)
+        jobs = [(s, given, base) for base, (s, given) in todo.items()]
+        try:
+            results = export_families(jobs, python)
+        except TorchExportError:
+            results = self._one_by_one(jobs, python)
+        transient = {}
+        for (s, given, base), result in zip(jobs, results, strict=True):
+            if isinstance(result, ExportFailed):
+                transient[base] = result
+            else:
+                self._keep(s, given, base, result)
+        return transient
+
+    @staticmethod
+    def _one_by_one(
+        jobs: list[tuple[FamilySpec, dict[str, np.ndarray], Path]], python: Path
+    ) -> list[FamilyExport | TorchExportError | ExportFailed]:
+        """After the batch's process failed: each job in a process of its own, so that one
+        model that kills the exporter costs only its own cells."""
+        results: list[FamilyExport | TorchExportError | ExportFailed] = []
+        for job in jobs:
+            try:
+                results.extend(export_families([job], python))
+            except TorchExportError as exc:
+                results.append(ExportFailed("exporter process failed", str(exc)))
+        return results
+
+    @staticmethod
+    def _keep(
+        spec: FamilySpec,
+        inputs: dict[str, np.ndarray],
+        base: Path,
+        result: FamilyExport | TorchExportError,
+    ) -> None:
+        error = base.with_suffix(".error")
+        if isinstance(result, TorchExportError):
+            first = str(result).partition(": ")[2] or str(result)
+            signature = f"{spec.exporter} export failed: {normalise(first, 80)}"
+            failed = ExportFailed(signature, str(result))
+        else:
+            try:
+                with np.load(result.eager) as data:
+                    eager = data["out"]
+                cross_check(result.path, inputs, eager)
+            except ExportFailed as exc:
+                failed = exc
+            except (OSError, ValueError, KeyError) as exc:
+                failed = ExportFailed("export output unreadable", f"{result.eager.name}: {exc}")
+            else:
+                base.with_suffix(".json").write_text(json.dumps(result.to_dict()))
+                return
+        error.write_text(json.dumps({"signature": failed.signature, "reason": failed.reason}))
