@@ -53,7 +53,17 @@ def _default_torch(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_requirements_are_the_tables_exact_pins() -> None:
     requirements = [Requirement(text) for text in exporter_requirements()]
     names = [canonicalize_name(req.name) for req in requirements]
-    assert names == ["onnxscript", "onnx-ir", "ml-dtypes", "onnx", "numpy"]
+    assert names == [
+        "onnxscript",
+        "onnx-ir",
+        "ml-dtypes",
+        "onnx",
+        "numpy",
+        "transformers",
+        "huggingface-hub",
+        "tokenizers",
+        "safetensors",
+    ]
     assert all(str(req.specifier).startswith("==") for req in requirements)
     assert "torch" not in names
 
