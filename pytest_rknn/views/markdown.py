@@ -14,6 +14,7 @@ from typing import Any
 from pytest_rknn.views.tally import (
     cells_of,
     failing_cells,
+    family_table,
     grid,
     pass_ran,
     status_line,
@@ -72,6 +73,12 @@ def to_markdown(matrix: Any, top: int = 20) -> str:
     for row in rows:
         entries = [pass_ran(counts.get((row, col))) for col in columns]
         lines.append(f"| {md_text(row)} | " + " | ".join(entries) + " |")
+    families = family_table(cells)
+    if families:
+        lines += ["", "## Whole models (hf form): pass / ran per family", ""]
+        lines.append("| " + " | ".join(md_text(v) for v in families[0]) + " |")
+        lines.append("|---|" + "---|" * (len(families[0]) - 1))
+        lines += ["| " + " | ".join(md_text(v) for v in row) + " |" for row in families[1:]]
     signatures = top_signatures(cells, top)
     if signatures:
         lines += ["", "## Failure signatures", "", "| cells | signature | where |", "|---|---|---|"]

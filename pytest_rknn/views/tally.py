@@ -49,6 +49,23 @@ def grid(
     return row_names, columns, counts
 
 
+def family_table(cells: list[CellRecord]) -> list[list[str]]:
+    """Pass/ran of the whole-model (``hf``) cells per family (rows) and platform x toolkit
+    (columns), header row first; empty when the run has no hf cells."""
+    hf = [c for c in cells if c.variant.get("form") == "hf"]
+    if not hf:
+        return []
+    columns = sorted({(c.platform, c.toolkit) for c in hf}, key=lambda t: (t[0], version_key(t[1])))
+    counts: dict[tuple[str, str, str], Counter[Status]] = {}
+    for c in hf:
+        key = (str(c.variant.get("family")), c.platform, c.toolkit)
+        counts.setdefault(key, Counter())[c.status] += 1
+    table = [["family", *[f"{p} {t}" for p, t in columns]]]
+    for family in sorted({f for f, _p, _t in counts}):
+        table.append([family, *[pass_ran(counts.get((family, p, t))) for p, t in columns]])
+    return table
+
+
 def pass_ran(counter: Counter[Status] | None) -> str:
     """``passed/ran`` of one grid entry, ``-`` when empty, ``unsupported`` when none ran."""
     if not counter:

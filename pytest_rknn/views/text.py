@@ -14,7 +14,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pytest_rknn.results.status import FIX_REJECTED, Status
-from pytest_rknn.views.tally import cells_of, grid, pass_ran, status_line, top_signatures
+from pytest_rknn.views.tally import (
+    cells_of,
+    family_table,
+    grid,
+    pass_ran,
+    status_line,
+    top_signatures,
+)
 
 RERUN_MATRIX = "rknn-rerun.json"
 # Options whose values are files of the run: a re-run writes its own and reads no baseline.
@@ -77,6 +84,14 @@ def summary_text(matrix: Any, top: int = 8) -> str:
     lines += [
         "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
+    families = family_table(cells)
+    if families:
+        widths = [max(len(r[i]) for r in families) for i in range(len(families[0]))]
+        lines.append("whole models (hf form), pass/ran per family:")
+        lines += [
+            "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+            for r in families
+        ]
     signatures = top_signatures(cells, top)
     if signatures:
         lines.append("most common failure signatures:")
