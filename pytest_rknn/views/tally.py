@@ -67,12 +67,14 @@ def family_table(cells: list[CellRecord]) -> list[list[str]]:
 
 
 def pass_ran(counter: Counter[Status] | None) -> str:
-    """``passed/ran`` of one grid entry, ``-`` when empty, ``unsupported`` when none ran."""
+    """``passed/ran`` of one grid entry, ``-`` when empty, the status when none ran (e.g.
+    ``unsupported``, ``export-fail``)."""
     if not counter:
         return "-"
     ran = sum(n for status, n in counter.items() if status.ran)
     if ran == 0:
-        return Status.UNSUPPORTED.value
+        skipped = {status for status, n in counter.items() if n}
+        return skipped.pop().value if len(skipped) == 1 else Status.UNSUPPORTED.value
     return f"{counter[Status.PASS]}/{ran}"
 
 
