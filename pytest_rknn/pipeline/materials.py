@@ -22,6 +22,7 @@ import onnx
 
 from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
+from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.subjects import Subject
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.spec import VariantSpec
@@ -121,6 +122,8 @@ class Materials:
                 found = make_calibration(subject, self.seed, n, names, inputs, folder)
             except CalibrationError as exc:
                 found = HostError(str(exc))
+            except InputRoleError as exc:
+                found = HostError(f"no calibration samples for {subject.id}: {exc}")
             except MemoryError:
                 found = HostError(f"out of memory making the calibration set of {subject.id}")
             if memo:
@@ -172,6 +175,8 @@ class Materials:
             )
         try:
             return subject.inputs(self.seed)
+        except InputRoleError as exc:
+            return HostError(f"no inputs for {subject.id}: {exc}")
         except MemoryError:
             return HostError(f"out of memory making the inputs of {subject.id}")
 
