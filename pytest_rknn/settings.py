@@ -201,7 +201,7 @@ class Settings:
                     f"--rknn-model {text}: no such file; give an ONNX model path"
                 )
             try:
-                models.append(UserModel.load(path.resolve()))
+                models.append(UserModel.load(path.resolve(), inputs_file=True))
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
         baseline_text = str(_value(config, "baseline") or "")

@@ -25,6 +25,7 @@ import onnx
 from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
 from pytest_rknn.pipeline.family_exports import FamilyExports
+from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.subjects import FamilySubject, Subject
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
@@ -155,6 +156,8 @@ class Materials:
                 found = make_calibration(subject, self.seed, n, names, inputs, folder)
             except CalibrationError as exc:
                 found = HostError(str(exc))
+            except InputRoleError as exc:
+                found = HostError(f"no calibration samples for {subject.id}: {exc}")
             except MemoryError:
                 found = HostError(f"out of memory making the calibration set of {subject.id}")
             if memo:
@@ -206,6 +209,8 @@ class Materials:
             )
         try:
             return subject.inputs(self.seed)
+        except InputRoleError as exc:
+            return HostError(f"no inputs for {subject.id}: {exc}")
         except MemoryError:
             return HostError(f"out of memory making the inputs of {subject.id}")
 

@@ -18,6 +18,22 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
+from pytest_rknn.pipeline.input_files import (
+    InputFile,
+    InputFileError,
+    beside,
+    check_inputs,
+    read_input_file,
+)
+from pytest_rknn.pipeline.input_roles import (
+    NUMPY_TYPES,
+    DeclaredInput,
+    InputRoleError,
+    Role,
+    declared_inputs,
+    generate_inputs,
+    judge_roles,
+)
 from pytest_rknn.variants.families import FamilySpec, family_inputs
 from pytest_rknn.variants.forms import NotBuildable, build_model
 from pytest_rknn.variants.inputs import make_inputs
@@ -115,28 +131,22 @@ class ModelError(ValueError):
     """A ``--rknn-model`` file that is not a usable ONNX model; the message names the fix."""
 
 
-_NUMPY_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-    onnx.TensorProto.INT8: np.int8,
-    onnx.TensorProto.UINT8: np.uint8,
-    onnx.TensorProto.BOOL: np.bool_,
-}
-
-
 @dataclass(frozen=True)
 class UserModel:
-    """An ONNX file of the user's: inputs drawn from its declared shapes (free dims become 1)."""
+    """An ONNX file of the user's. Its inputs are the arrays of ``inputs_file`` when it has
+    one (``model.npz`` beside a ``--rknn-model``), otherwise generated for each input's role
+    (:mod:`pytest_rknn.pipeline.input_roles`; free dims become 1)."""
 
     path: Path
     sha256: str
-    shapes: tuple[tuple[str, tuple[int, ...], int], ...] = field(default=(), compare=False)
+    declared: tuple[DeclaredInput, ...] = field(default=(), compare=False)
+    roles: tuple[tuple[str, Role], ...] = field(default=(), compare=False)
+    inputs_file: InputFile | None = None
 
     @classmethod
-    def load(cls, path: Path) -> UserModel:
+    def load(cls, path: Path, inputs_file: bool = False) -> UserModel:
+        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` beside it, if any.
+        ModelError (one line, naming the fix) for a bad model or inputs file."""
         try:
             data = Path(path).read_bytes()
             model = onnx.load_from_string(data)
@@ -147,64 +157,89 @@ class UserModel:
                 f"--rknn-model {path}: not a valid ONNX model ({type(exc).__name__}: {first}); "
                 "export it again or check the path"
             ) from None
-        initializers = {i.name for i in model.graph.initializer}
-        shapes = []
-        for value in model.graph.input:
-            if value.name in initializers:
-                continue
-            tensor = value.type.tensor_type
-            if tensor.elem_type not in _NUMPY_TYPES:
+        declared = tuple(declared_inputs(model))
+        for value in declared:
+            if value.elem not in NUMPY_TYPES:
                 raise ModelError(
                     f"--rknn-model {path}: input {value.name!r} has element type "
-                    f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}, which the suite cannot "
+                    f"{onnx.TensorProto.DataType.Name(value.elem)}, which the suite cannot "
                     "generate; use float, int or bool inputs"
                 )
-            dims = tuple(d.dim_value if d.dim_value > 0 else 1 for d in tensor.shape.dim)
-            shapes.append((value.name, dims, tensor.elem_type))
-        return cls(Path(path), hashlib.sha256(data).hexdigest(), tuple(shapes))
+        found = None
+        npz = beside(Path(path))
+        if inputs_file and npz.is_file():
+            try:
+                found = read_input_file(npz, declared, f"--rknn-model {Path(path).name}")
+            except InputFileError as exc:
+                raise ModelError(str(exc)) from None
+        roles = tuple(judge_roles(model, declared).items())
+        return cls(Path(path), hashlib.sha256(data).hexdigest(), declared, roles, found)
 
     @property
     def id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9]+", "_", self.path.stem).strip("_") or "model"
-        return f"model-{stem}-{self.sha256[:8]}"
+        suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
+        return f"model-{stem}-{self.sha256[:8]}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "form": "model",
             "path": str(self.path),
             "sha256": self.sha256,
-            "inputs": {name: list(dims) for name, dims, _ in self.shapes},
         }
+        if self.inputs_file is not None:
+            found["inputs"] = {n: list(a.shape) for n, a in self.inputs_file.arrays}
+            found["inputs_file"] = {
+                "path": str(self.inputs_file.path),
+                "sha256": self.inputs_file.sha256,
+            }
+        else:
+            found["inputs"] = {d.name: list(d.shape) for d in self.declared}
+            found["input_roles"] = {name: role.describe() for name, role in self.roles}
+        return found
 
     def build(self) -> onnx.ModelProto:
         return onnx.load(self.path)
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([seed, int(self.sha256[:8], 16)])
-        arrays = {}
-        for name, dims, elem in self.shapes:
-            dtype = _NUMPY_TYPES[elem]
-            if dtype is np.bool_:
-                arrays[name] = rng.random(dims) < 0.5
-            elif np.issubdtype(dtype, np.integer):
-                arrays[name] = rng.integers(0, 8, dims).astype(dtype)
-            else:
-                arrays[name] = rng.standard_normal(dims).astype(dtype)
-        return arrays
+        """The inputs file's arrays, or generated inputs for ``seed`` (InputRoleError, naming
+        the input and the fix, for an input whose role is unknown)."""
+        if self.inputs_file is not None:
+            return {name: array.copy() for name, array in self.inputs_file.arrays}
+        return self.generate(seed)
+
+    def generate(
+        self, seed: int, shapes: dict[str, tuple[int, ...]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Role-aware inputs for ``seed`` (``shapes`` overrides the declared ones)."""
+        try:
+            return generate_inputs(
+                self.declared, dict(self.roles), seed, int(self.sha256[:8], 16), shapes
+            )
+        except InputRoleError as exc:
+            raise InputRoleError(
+                exc.name,
+                f"{exc.reason}: {self.path.name} needs real inputs, e.g. "
+                f"{beside(self.path).name} beside it (keys: "
+                f"{', '.join(d.name for d in self.declared)}), or inputs= to rknn.convert",
+            ) from None
 
     def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Inputs drawn from the distribution of :meth:`inputs` (a calibration sample)."""
-        return self.inputs(seed)
+        """A calibration sample: generated for the inputs' roles, in the shapes of the test
+        inputs, never the inputs file's arrays."""
+        shapes = None
+        if self.inputs_file is not None:
+            shapes = {name: tuple(a.shape) for name, a in self.inputs_file.arrays}
+        return self.generate(seed, shapes)
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
 
     def host_bytes(self) -> int:
-        """What the declared inputs take (the reference run's own needs are unknown)."""
-        return sum(
-            int(np.prod(dims, dtype=np.int64)) * np.dtype(_NUMPY_TYPES[elem]).itemsize
-            for _name, dims, elem in self.shapes
-        )
+        """What the inputs take (the reference run's own needs are unknown)."""
+        if self.inputs_file is not None:
+            return sum(int(a.nbytes) for _name, a in self.inputs_file.arrays)
+        return sum(int(np.prod(d.shape, dtype=np.int64)) * d.dtype.itemsize for d in self.declared)
 
 
 @dataclass(frozen=True)
@@ -228,9 +263,12 @@ class ProvidedModel:
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
 
     def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """A calibration sample: generated from the model's declared inputs, never the given
-        inputs (a calibration set of the test input alone would flatter int8)."""
-        return self.model.inputs(seed)
+        """A calibration sample: generated for the model's input roles (in the given inputs'
+        shapes), never the given inputs (a calibration set of the test input alone would
+        flatter int8)."""
+        if self.given is None:
+            return self.model.sample(seed)
+        return self.model.generate(seed, {name: tuple(a.shape) for name, a in self.given})
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return self.model.reference(model, inputs)
@@ -244,7 +282,8 @@ class ProvidedModel:
 def provided_model(
     model: onnx.ModelProto | str | Path, folder: Path, inputs: dict[str, np.ndarray] | None
 ) -> ProvidedModel:
-    """Wrap a path or an in-memory model for the ``rknn`` fixture."""
+    """Wrap a path or an in-memory model for the ``rknn`` fixture; ValueError (one line) for
+    ``inputs`` that do not fit the model."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = folder / hashlib.sha256(data).hexdigest()[:8] / f"{model.graph.name or 'model'}.onnx"
@@ -255,4 +294,10 @@ def provided_model(
     given = None
     if inputs is not None:
         given = tuple((name, np.asarray(array)) for name, array in inputs.items())
-    return ProvidedModel(UserModel.load(path), given)
+    user = UserModel.load(path)
+    if given is not None:
+        try:
+            check_inputs(dict(given), user.declared, "inputs=", "")
+        except InputFileError as exc:
+            raise ValueError(f"rknn.convert: {exc}") from None
+    return ProvidedModel(user, given)

@@ -1,0 +1,75 @@
+"""A tiny BERT-like model's generated inputs on the real rknn-toolkit2 (2.5.0, rk3588, fp16).
+
+Its token ids index a 30-row embedding table and its attention mask becomes the additive bias
+``(1 - mask) * -10000``. Random integers 0..7 (what users' models got before) put ids past the
+table and mask values of 2..7 that turn the bias into +10000..+60000, an input no model ever
+sees (and past float16's range once added to the scores). With role-aware inputs the cell is
+judged on ids below 30 and a padded 0/1 mask, and passes. (2.3.2's build of this graph dies
+with SIGSEGV in its RKNNSubgraphManager pass, measured 2026-12-01: a finding, not this test's.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from bert_graphs import bert_like
+from onnx import TensorProto, helper
+
+from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import Status
+
+pytestmark = pytest.mark.toolkit
+
+DATA = Path(__file__).parent / "data" / "plugin"
+VOCAB = 30
+
+
+def test_a_bert_like_model_passes_on_inputs_of_its_roles(
+    rknn_pytester: pytest.Pytester, toolkit_python
+) -> None:
+    toolkit_python("2.5.0")
+    model = bert_like(
+        vocab=VOCAB, batch=2, length=8, hidden=16, scale=0.5, drop=("token_type_ids",)
+    )
+    onnx.save(model, rknn_pytester.path / "tiny_bert.onnx")
+    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
+    result = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.5.0",
+        "--rknn-platforms=rk3588",
+        "--rknn-only",
+        "--rknn-model=tiny_bert.onnx",
+        "--rknn-matrix=m.json",
+    )
+    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
+    assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
+    result.assert_outcomes(passed=1)
+    assert cell.metrics["output0"]["cosine"] > 0.9999
+    roles = cell.variant["input_roles"]
+    assert roles["input_ids"].startswith(f"token-ids below {VOCAB} ")
+    assert (roles["attention_mask"], roles["position_ids"]) == ("mask", "position-ids")
+    folder = Path(cell.artifact).parent
+    names = [i.name for i in model.graph.input]
+    fed = {name: np.load(folder / f"input{i}.npy") for i, name in enumerate(names)}
+    assert fed["input_ids"].min() >= 0 and fed["input_ids"].max() < VOCAB
+    mask = fed["attention_mask"]
+    assert set(np.unique(mask)) == {0, 1}, "a padded batch: ones and trailing zeros"
+    assert (mask.sum(axis=1) >= 1).all()
+    assert (fed["position_ids"] == np.arange(8)).all()
+    assert peakedness(model, fed) > 0.5, "a wrong mask or softmax would show"
+
+
+def peakedness(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> float:
+    """The mean largest attention probability of a score row (1/L when it is uniform)."""
+    import onnxruntime
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(
+        probe.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    _y, probs = session.run(None, inputs)
+    return float(probs.max(axis=-1).mean())
