@@ -340,6 +340,8 @@ def test_fixture_inputs_that_do_not_fit_are_a_value_error(tmp_path: Path) -> Non
     given = provided_model(bert_like(), tmp_path, bert_arrays())
     assert np.array_equal(given.inputs(0)["input_ids"], bert_arrays()["input_ids"])
     assert given.sample(0)["input_ids"].shape == (2, 6)
+    record = given.to_dict()
+    assert record["inputs_given"] is True and "input_roles" not in record
 
 
 def test_roles_come_from_the_graph_not_from_the_order(tmp_path: Path) -> None:

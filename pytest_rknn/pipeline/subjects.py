@@ -254,7 +254,12 @@ class ProvidedModel:
         return self.model.id
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model.to_dict()
+        found = self.model.to_dict()
+        if self.given is not None:
+            found.pop("input_roles", None)
+            found["inputs"] = {name: list(a.shape) for name, a in self.given}
+            found["inputs_given"] = True
+        return found
 
     def build(self) -> onnx.ModelProto:
         return self.model.build()
