@@ -163,18 +163,55 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     _prepare(config, *_needs([known[p] for p in params if p in known], settings))
 
 
-def _session(config: pytest.Config) -> RknnSession:
+def _session(config: pytest.Config, items: list[pytest.Item] | None = None) -> RknnSession:
+    """This process's session; made on first use, and given the cells of ``items`` (the
+    session's, in run order) so that it can get them ready ahead."""
     if SESSION not in config.stash:
         factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
         settings = config.stash[SETTINGS]
-        config.stash[SESSION] = RknnSession.create(
+        session = RknnSession.create(
             settings,
             factory.mktemp("rknn", numbered=True),
             _toolkits(config),
             getattr(config, "cache", None),
             [c.subject.spec for c in config.stash.get(CELLS, []) if c.needs_exporter],
         )
+        config.stash[SESSION] = session
+        if items is not None:
+            cells = [c for c in map(_cell_of, items) if c is not None]
+            session.plan(cells, _mine(config, cells))
     return config.stash[SESSION]
+
+
+def _cell_of(item: pytest.Item) -> CellSpec | None:
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("rknn_cell") if callspec else None
+    return cell if isinstance(cell, CellSpec) else None
+
+
+def _mine(config: pytest.Config, cells: list[CellSpec]) -> Any:
+    """Under pytest-xdist with the plugin's scheduling, whether a cell is in the same unit as
+    the one running now (so run by this process); None: every later cell is this process's."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return None
+    if config.getvalue("dist") != "load":
+        return lambda current, cell: current.toolkit == cell.toolkit
+    from pytest_rknn.pipeline.schedule import unit_names
+
+    names = unit_names(cells, int(workerinput.get("workercount", 1)))
+    return lambda current, cell: names.get(current.id) == names.get(cell.id)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n N`` (``--dist load``): cells go to xdist workers in units of whole toolkits
+    (:mod:`~pytest_rknn.pipeline.schedule`); other ``--dist`` modes are xdist's own."""
+    if config.getvalue("dist") != "load":
+        return None
+    from pytest_rknn.pipeline.schedule import make_scheduling
+
+    return make_scheduling(config, log, lambda: _cells(config))
 
 
 def _cells(config: pytest.Config) -> list[CellSpec]:
@@ -317,7 +354,7 @@ def rknn_cell(request: pytest.FixtureRequest) -> CellRunner:
         raise pytest.UsageError(
             "rknn_cell is parametrized by pytest-rknn; do not request it directly"
         )
-    return CellRunner(cell, request.node, _session(request.config))
+    return CellRunner(cell, request.node, _session(request.config, request.session.items))
 
 
 @pytest.fixture

@@ -255,6 +255,11 @@ class ResultCache:
         entry = {"schema": REFERENCE_SCHEMA, "version": ENTRY_VERSION, "key": key}
         self.cache.set(REFERENCE_PREFIX + key, {**entry, "outputs": digests})
 
+    def has(self, key: str) -> bool:
+        """Whether an entry for ``key`` looks stored (a hint: :meth:`get` checks it whole)."""
+        entry = self._entry(CACHE_PREFIX + key)
+        return isinstance(entry, dict) and entry.get("key") == key
+
     def get(self, key: str) -> Conversion | None:
         """The stored conversion for ``key``, or None (nothing stored, or not trustworthy)."""
         entry = self._entry(CACHE_PREFIX + key)

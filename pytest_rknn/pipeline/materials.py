@@ -5,12 +5,16 @@ cannot be built here (:class:`~pytest_rknn.variants.forms.NotBuildable`, e.g. no
 interpreter for the ``torch-export`` form), inputs larger than the memory the run allows, a
 reference that cannot be computed (:class:`HostError`). All torch-export variants of a run go
 through one torch process the first time any of them is needed; exported models and exporter
-errors are kept in pytest's cache.
+errors are kept in pytest's cache (one process exports at a time: a file lock beside them).
+Its methods may be called from several threads (the prefetcher's and the cells'): each subject's
+materials are made under that subject's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from filelock import FileLock
 
 from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
@@ -65,9 +70,25 @@ class Materials:
     _references: dict[str, Any] = field(default_factory=dict)
     _digests: dict[str, Any] = field(default_factory=dict)
     _calibrations: dict[tuple[str, int], Any] = field(default_factory=dict)
+    _locks: dict[str, threading.RLock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def _lock(self, name: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    def prepare_exports(self) -> None:
+        """Make the run's torch exports now (one batch; e.g. on a background thread)."""
+        for spec in self.export_specs[:1]:
+            with contextlib.suppress(NotBuildable), self._lock(spec.id):
+                self._torch_export(spec)
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
+        with self._lock(subject.id):
+            return self._model(subject)
+
+    def _model(self, subject: Subject) -> BuiltModel:
         cached = self._models.get(subject.id)
         if cached is None:
             try:
@@ -148,16 +169,16 @@ class Materials:
                 self.cache.put_reference(key, found)
         return found
 
-    @staticmethod
-    def _once(store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:
+    def _once(self, store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:
         """``make()`` once per subject (every time for inputs given by a test), HostError
         remembered and raised like the value is returned."""
         memo = getattr(subject, "given", None) is None
-        found = store.get(subject.id) if memo else None
-        if found is None:
-            found = make()
-            if memo:
-                store[subject.id] = found
+        with self._lock(subject.id):
+            found = store.get(subject.id) if memo else None
+            if found is None:
+                found = make()
+                if memo:
+                    store[subject.id] = found
         if isinstance(found, HostError):
             raise found
         return found
@@ -201,8 +222,11 @@ class Materials:
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
         for _attempt in range(2):
-            if not (model_path.exists() or error.exists()):
-                self._export_batch(spec, folder, python)
+            # Under the lock, so that no half-written export of another batch is read.
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._lock("exports"), FileLock(str(folder / ".export.lock")):
+                if not (model_path.exists() or error.exists()):
+                    self._export_batch(spec, folder, python)
             if error.exists():
                 raise NotBuildable(error.read_text())
             try:
