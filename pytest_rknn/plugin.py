@@ -14,24 +14,26 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_rknn.options import add_options
-from pytest_rknn.pipeline.advise import ADVISED, advise
-from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
+from pytest_rknn.pipeline.explore_targets import ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec, build_cells
-from pytest_rknn.pipeline.run import Outcome, run_guarded
-from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.shard import ShardError
 from pytest_rknn.pipeline.targets import base_quant
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.settings import Settings
 from pytest_rknn.verdict.tolerance import Bounds
 
+if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
+    from pytest_rknn.pipeline.explore import Explorer
+    from pytest_rknn.pipeline.run import Outcome
+    from pytest_rknn.pipeline.session import RknnSession
+
 SETTINGS = pytest.StashKey[Settings]()
-SESSION = pytest.StashKey[RknnSession]()
+SESSION = pytest.StashKey["RknnSession"]()
 TOOLKITS = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Recorder]()
 CELLS = pytest.StashKey[list[CellSpec]]()
@@ -167,6 +169,8 @@ def _session(config: pytest.Config, items: list[pytest.Item] | None = None) -> R
     """This process's session; made on first use, and given the cells of ``items`` (the
     session's, in run order) so that it can get them ready ahead."""
     if SESSION not in config.stash:
+        from pytest_rknn.pipeline.session import RknnSession
+
         factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
         settings = config.stash[SETTINGS]
         session = RknnSession.create(
@@ -280,8 +284,12 @@ def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
 def _run(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
     """Run a cell under the node's bounds (with ``--rknn-advise``, a failing one's known fixes
     too) and keep its record for the node's report."""
+    from pytest_rknn.pipeline.run import run_guarded
+
     settings = session.settings
     outcome = run_guarded(cell, session, _bounds(node, settings, cell.quant))
+    if settings.advise:
+        from pytest_rknn.pipeline.advise import ADVISED, advise
     if settings.advise and outcome.status in ADVISED:
 
         def attempt(fix: CellSpec) -> Any:
@@ -365,6 +373,8 @@ def rknn_explore(request: pytest.FixtureRequest) -> Explorer:
         raise pytest.UsageError("rknn_explore is parametrized by pytest-rknn; do not request it")
     session = _session(request.config)
     bounds = _bounds(request.node, session.settings, target.quant)
+    from pytest_rknn.pipeline.explore import Explorer
+
     return Explorer(target, session, bounds, request.node.stash.setdefault(RECORDS, []))
 
 

@@ -87,9 +87,17 @@ def conversion_key(**parts: Any) -> str:
 
 @lru_cache(maxsize=1)
 def _host_versions() -> dict[str, str]:
-    import onnxruntime
+    """The host libraries a reference depends on (onnxruntime's from its installed metadata:
+    importing it would cost a warm run more than all its cells)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        onnxruntime = version("onnxruntime")
+    except PackageNotFoundError:
+        import onnxruntime as module
+
+        onnxruntime = module.__version__
+    return {"numpy": np.__version__, "onnxruntime": onnxruntime}
 
 
 def verdict_key(outputs: list[str], reference: str, bounds: dict[str, Any]) -> str:
