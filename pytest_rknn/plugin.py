@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_rknn import xdist_support
 from pytest_rknn.options import add_options
 from pytest_rknn.pipeline.explore_targets import ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec, build_cells
@@ -72,6 +73,10 @@ def pytest_configure(config: pytest.Config) -> None:
         recorder = Recorder(config, settings, PROPERTY)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "rknn-recorder")
+    if not config.pluginmanager.has_plugin("rknn-xdist"):
+        config.pluginmanager.register(
+            xdist_support.XdistHooks(lambda: _cells(config)), "rknn-xdist"
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -183,7 +188,7 @@ def _session(config: pytest.Config, items: list[pytest.Item] | None = None) -> R
         config.stash[SESSION] = session
         if items is not None:
             cells = [c for c in map(_cell_of, items) if c is not None]
-            session.plan(cells, _mine(config, cells))
+            session.plan(cells, xdist_support.mine(config, cells))
     return config.stash[SESSION]
 
 
@@ -191,31 +196,6 @@ def _cell_of(item: pytest.Item) -> CellSpec | None:
     callspec = getattr(item, "callspec", None)
     cell = callspec.params.get("rknn_cell") if callspec else None
     return cell if isinstance(cell, CellSpec) else None
-
-
-def _mine(config: pytest.Config, cells: list[CellSpec]) -> Any:
-    """Under pytest-xdist with the plugin's scheduling, whether a cell is in the same unit as
-    the one running now (so run by this process); None: every later cell is this process's."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is None:
-        return None
-    if config.getvalue("dist") != "load":
-        return lambda current, cell: current.toolkit == cell.toolkit
-    from pytest_rknn.pipeline.schedule import unit_names
-
-    names = unit_names(cells, int(workerinput.get("workercount", 1)))
-    return lambda current, cell: names.get(current.id) == names.get(cell.id)
-
-
-@pytest.hookimpl(optionalhook=True, tryfirst=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``-n N`` (``--dist load``): cells go to xdist workers in units of whole toolkits
-    (:mod:`~pytest_rknn.pipeline.schedule`); other ``--dist`` modes are xdist's own."""
-    if config.getvalue("dist") != "load":
-        return None
-    from pytest_rknn.pipeline.schedule import make_scheduling
-
-    return make_scheduling(config, log, lambda: _cells(config))
 
 
 def _cells(config: pytest.Config) -> list[CellSpec]:
