@@ -1,16 +1,5 @@
-"""Repository-level pytest configuration: hypothesis profiles for development and CI.
+"""Repository-level pytest configuration (kept empty of imports: ``pytest cases/`` loads it).
 
-``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run``) derandomizes property tests and keeps no example
-database; ``dev`` is the default.
+The hypothesis profiles for the plugin's own property tests are registered by
+``tests/conftest.py``.
 """
-
-from __future__ import annotations
-
-import os
-
-from hypothesis import settings
-
-from pytest_rknn.variants.strategies import register_profiles
-
-register_profiles()
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -14,24 +14,27 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_rknn import xdist_support
 from pytest_rknn.options import add_options
-from pytest_rknn.pipeline.advise import ADVISED, advise
-from pytest_rknn.pipeline.explore import Explorer, ExploreTarget, explore_targets
+from pytest_rknn.pipeline.explore_targets import ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import EXPORTER_FORMS, CellSpec, build_cells
-from pytest_rknn.pipeline.run import Outcome, run_guarded
-from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.shard import ShardError
 from pytest_rknn.pipeline.targets import base_quant
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.settings import Settings
 from pytest_rknn.verdict.tolerance import Bounds
 
+if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
+    from pytest_rknn.pipeline.explore import Explorer
+    from pytest_rknn.pipeline.run import Outcome
+    from pytest_rknn.pipeline.session import RknnSession
+
 SETTINGS = pytest.StashKey[Settings]()
-SESSION = pytest.StashKey[RknnSession]()
+SESSION = pytest.StashKey["RknnSession"]()
 TOOLKITS = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Recorder]()
 CELLS = pytest.StashKey[list[CellSpec]]()
@@ -70,6 +73,10 @@ def pytest_configure(config: pytest.Config) -> None:
         recorder = Recorder(config, settings, PROPERTY)
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "rknn-recorder")
+    if not config.pluginmanager.has_plugin("rknn-xdist"):
+        config.pluginmanager.register(
+            xdist_support.XdistHooks(lambda: _cells(config)), "rknn-xdist"
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -163,18 +170,32 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     _prepare(config, *_needs([known[p] for p in params if p in known], settings))
 
 
-def _session(config: pytest.Config) -> RknnSession:
+def _session(config: pytest.Config, items: list[pytest.Item] | None = None) -> RknnSession:
+    """This process's session; made on first use, and given the cells of ``items`` (the
+    session's, in run order) so that it can get them ready ahead."""
     if SESSION not in config.stash:
+        from pytest_rknn.pipeline.session import RknnSession
+
         factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
         settings = config.stash[SETTINGS]
-        config.stash[SESSION] = RknnSession.create(
+        session = RknnSession.create(
             settings,
             factory.mktemp("rknn", numbered=True),
             _toolkits(config),
             getattr(config, "cache", None),
             [c.subject.spec for c in config.stash.get(CELLS, []) if c.needs_exporter],
         )
+        config.stash[SESSION] = session
+        if items is not None:
+            cells = [c for c in map(_cell_of, items) if c is not None]
+            session.plan(cells, xdist_support.mine(config, cells))
     return config.stash[SESSION]
+
+
+def _cell_of(item: pytest.Item) -> CellSpec | None:
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("rknn_cell") if callspec else None
+    return cell if isinstance(cell, CellSpec) else None
 
 
 def _cells(config: pytest.Config) -> list[CellSpec]:
@@ -243,8 +264,12 @@ def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
 def _run(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
     """Run a cell under the node's bounds (with ``--rknn-advise``, a failing one's known fixes
     too) and keep its record for the node's report."""
+    from pytest_rknn.pipeline.run import run_guarded
+
     settings = session.settings
     outcome = run_guarded(cell, session, _bounds(node, settings, cell.quant))
+    if settings.advise:
+        from pytest_rknn.pipeline.advise import ADVISED, advise
     if settings.advise and outcome.status in ADVISED:
 
         def attempt(fix: CellSpec) -> Any:
@@ -317,7 +342,7 @@ def rknn_cell(request: pytest.FixtureRequest) -> CellRunner:
         raise pytest.UsageError(
             "rknn_cell is parametrized by pytest-rknn; do not request it directly"
         )
-    return CellRunner(cell, request.node, _session(request.config))
+    return CellRunner(cell, request.node, _session(request.config, request.session.items))
 
 
 @pytest.fixture
@@ -328,6 +353,8 @@ def rknn_explore(request: pytest.FixtureRequest) -> Explorer:
         raise pytest.UsageError("rknn_explore is parametrized by pytest-rknn; do not request it")
     session = _session(request.config)
     bounds = _bounds(request.node, session.settings, target.quant)
+    from pytest_rknn.pipeline.explore import Explorer
+
     return Explorer(target, session, bounds, request.node.stash.setdefault(RECORDS, []))
 
 

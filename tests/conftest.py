@@ -3,6 +3,9 @@
 When any collected test carries the ``toolkit`` marker, every environment the tests use (the
 four registry toolkits and the exporter) is created or verified once, in parallel, before the
 first test runs, so that no integration test skips for want of one on a fresh machine.
+
+Hypothesis profiles for the property tests: ``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run``)
+derandomizes them and keeps no example database; ``dev`` is the default.
 """
 
 from __future__ import annotations
@@ -12,8 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+from pytest_rknn.variants.strategies import register_profiles
 
 pytest_plugins = ["pytester"]
+
+register_profiles()
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 TEST_TOOLKITS = os.environ.get("PYTEST_RKNN_TEST_TOOLKITS", "all")
 

@@ -176,8 +176,8 @@ def test_cells_are_items_named_by_variant_and_target(cells: pytest.Pytester) -> 
     specs = draw_variants(3, 0, "ci", forms=["manual", "onnx-attention"])
     expected = [
         f"{spec.id}-{platform}-{toolkit}-fp16"
-        for spec in specs
         for toolkit in ("2.3.2", "2.5.0")
+        for spec in specs
         for platform in ("rk3566", "rk3588")
     ]
     assert collected(result) == expected

@@ -14,10 +14,9 @@ import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from pytest_rknn.envs.base import (
     ENVS_ENV,
@@ -32,6 +31,9 @@ from pytest_rknn.envs.installers import PipInstaller, cache_summary, choose_inst
 from pytest_rknn.envs.recipes import ToolkitRequest, TorchSpec
 from pytest_rknn.envs.toolkit import ToolkitEnv
 from pytest_rknn.results.journal import free_space
+
+if TYPE_CHECKING:  # rich is imported only when something is built
+    from rich.console import Console
 
 ENV_DISK_BYTES = 2 << 30
 # With uv's shared cache, an environment after the first adds what it does not share (its
@@ -127,6 +129,9 @@ def provision(
     except BuildError as exc:
         raise EnvError(str(exc)) from None
     check_disk(root_path, sum(1 for env in todo if env.builds_venv), shared)
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     console = console or Console(stderr=True)
     columns = (
         SpinnerColumn(),

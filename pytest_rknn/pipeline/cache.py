@@ -87,9 +87,17 @@ def conversion_key(**parts: Any) -> str:
 
 @lru_cache(maxsize=1)
 def _host_versions() -> dict[str, str]:
-    import onnxruntime
+    """The host libraries a reference depends on (onnxruntime's from its installed metadata:
+    importing it would cost a warm run more than all its cells)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        onnxruntime = version("onnxruntime")
+    except PackageNotFoundError:
+        import onnxruntime as module
+
+        onnxruntime = module.__version__
+    return {"numpy": np.__version__, "onnxruntime": onnxruntime}
 
 
 def verdict_key(outputs: list[str], reference: str, bounds: dict[str, Any]) -> str:
@@ -254,6 +262,11 @@ class ResultCache:
             return
         entry = {"schema": REFERENCE_SCHEMA, "version": ENTRY_VERSION, "key": key}
         self.cache.set(REFERENCE_PREFIX + key, {**entry, "outputs": digests})
+
+    def has(self, key: str) -> bool:
+        """Whether an entry for ``key`` looks stored (a hint: :meth:`get` checks it whole)."""
+        entry = self._entry(CACHE_PREFIX + key)
+        return isinstance(entry, dict) and entry.get("key") == key
 
     def get(self, key: str) -> Conversion | None:
         """The stored conversion for ``key``, or None (nothing stored, or not trustworthy)."""

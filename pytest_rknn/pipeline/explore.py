@@ -8,11 +8,9 @@ signature, and the command that re-runs exactly that cell.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import pytest
 
+from pytest_rknn.pipeline.explore_targets import ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.run import Outcome, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
@@ -24,28 +22,7 @@ from pytest_rknn.variants.strategies import HOST_FORMS
 from pytest_rknn.verdict.tolerance import Bounds
 from pytest_rknn.views.text import rerun_command
 
-if TYPE_CHECKING:
-    from pytest_rknn.settings import Settings
-
-
-@dataclass(frozen=True)
-class ExploreTarget:
-    platform: str
-    toolkit: str
-    quant: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.platform}-{self.toolkit}-{self.quant}"
-
-
-def explore_targets(settings: Settings) -> list[ExploreTarget]:
-    return [
-        ExploreTarget(platform, toolkit, quant)
-        for toolkit in settings.toolkit_names
-        for platform in settings.platforms
-        for quant in settings.quant
-    ]
+__all__ = ["ExploreTarget", "Explorer", "explore_targets"]
 
 
 class Explorer:

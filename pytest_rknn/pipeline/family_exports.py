@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from pytest_rknn.pipeline.cache import code_digest
 from pytest_rknn.variants.families import FamilySpec
@@ -57,6 +59,7 @@ class FamilyExports:
     torch_python: Callable[[], Path | None]
     inputs_of: Callable[[FamilySpec], dict[str, np.ndarray]]
     pending: list[FamilySpec] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, spec: FamilySpec, inputs: dict[str, np.ndarray]) -> FamilyExport:
         """The checked export of ``spec`` on ``inputs``; raises NotBuildable (no exporter
@@ -65,10 +68,13 @@ class FamilyExports:
         folder = self._folder(python)
         base = self._base(folder, spec, inputs)
         for _attempt in range(2):
-            if not (base.with_suffix(".json").exists() or base.with_suffix(".error").exists()):
-                transient = self._export(spec, inputs, folder, python)
-                if base in transient:
-                    raise transient[base]
+            folder.mkdir(parents=True, exist_ok=True)
+            # One exporter at a time (threads and processes): no half-written export is read.
+            with self._lock, FileLock(str(folder / ".export.lock")):
+                if not (base.with_suffix(".json").exists() or base.with_suffix(".error").exists()):
+                    transient = self._export(spec, inputs, folder, python)
+                    if base in transient:
+                        raise transient[base]
             failed = self._recorded_failure(base)
             if failed is not None:
                 raise failed

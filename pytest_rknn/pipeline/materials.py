@@ -7,12 +7,16 @@ reference that cannot be computed (:class:`HostError`), an hf model the exporter
 faithfully (:class:`~pytest_rknn.variants.hf_export.ExportFailed`). All torch-export variants of
 a run go through one torch process the first time any of them is needed, and so do all hf
 models (:mod:`~pytest_rknn.pipeline.family_exports`); exported models and exporter errors are
-kept in pytest's cache.
+kept in pytest's cache (one process exports at a time: a file lock beside them). Its methods
+may be called from several threads (the prefetcher's and the cells'): each subject's materials
+are made under that subject's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from filelock import FileLock
 
 from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
@@ -74,9 +79,25 @@ class Materials:
     _references: dict[str, Any] = field(default_factory=dict)
     _digests: dict[str, Any] = field(default_factory=dict)
     _calibrations: dict[tuple[str, int], Any] = field(default_factory=dict)
+    _locks: dict[str, threading.RLock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def _lock(self, name: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    def prepare_exports(self) -> None:
+        """Make the run's torch exports now (one batch; e.g. on a background thread)."""
+        for spec in self.export_specs[:1]:
+            with contextlib.suppress(NotBuildable), self._lock(spec.id):
+                self._torch_export(spec)
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
+        with self._lock(subject.id):
+            return self._model(subject)
+
+    def _model(self, subject: Subject) -> BuiltModel:
         cached = self._models.get(subject.id)
         if cached is None:
             try:
@@ -109,19 +130,29 @@ class Materials:
     def _family_export(self, subject: FamilySubject) -> BuiltModel:
         """The hf subject's checked export on the run's inputs (the same inputs the cell is
         converted and judged with)."""
-        if self._families is None:
-            self._families = FamilyExports(
-                root=self.export_root,
-                torch_python=self.torch_python,
-                inputs_of=lambda spec: self.inputs(FamilySubject(spec)),
-                pending=list(self.family_specs),
-            )
+        with self._guard:
+            if self._families is None:
+                self._families = FamilyExports(
+                    root=self.export_root,
+                    torch_python=self.torch_python,
+                    inputs_of=self._pending_inputs,
+                    pending=list(self.family_specs),
+                )
         export = self._families.get(subject.spec, self.inputs(subject))
         try:
             model = onnx.load(str(export.path))
         except Exception as exc:  # noqa: BLE001 - a damaged export reads as any error
             raise ExportFailed("export unreadable", f"{export.path.name}: {exc}") from None
         return self._write(subject, model, export.to_dict())
+
+    def _pending_inputs(self, spec: FamilySpec) -> dict[str, np.ndarray]:
+        """Another hf subject's inputs for the export batch: the arrays its own cell will make
+        (they are deterministic), made without its lock, which another thread may hold while
+        it waits for the batch."""
+        subject = FamilySubject(spec)
+        if subject.host_bytes() > self.max_bytes:
+            raise HostError(f"the inputs of {spec.id} are over --rknn-max-memory")
+        return subject.inputs(self.seed)
 
     def inputs(self, subject: Subject) -> dict[str, np.ndarray]:
         """The subject's inputs for the run's seed; HostError when they would not fit."""
@@ -185,16 +216,16 @@ class Materials:
                 self.cache.put_reference(key, found)
         return found
 
-    @staticmethod
-    def _once(store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:
+    def _once(self, store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:
         """``make()`` once per subject (every time for inputs given by a test), HostError
         remembered and raised like the value is returned."""
         memo = getattr(subject, "given", None) is None
-        found = store.get(subject.id) if memo else None
-        if found is None:
-            found = make()
-            if memo:
-                store[subject.id] = found
+        with self._lock(subject.id):
+            found = store.get(subject.id) if memo else None
+            if found is None:
+                found = make()
+                if memo:
+                    store[subject.id] = found
         if isinstance(found, HostError):
             raise found
         return found
@@ -240,8 +271,11 @@ class Materials:
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
         for _attempt in range(2):
-            if not (model_path.exists() or error.exists()):
-                self._export_batch(spec, folder, python)
+            # Under the lock, so that no half-written export of another batch is read.
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._lock("exports"), FileLock(str(folder / ".export.lock")):
+                if not (model_path.exists() or error.exists()):
+                    self._export_batch(spec, folder, python)
             if error.exists():
                 raise NotBuildable(error.read_text())
             try:

@@ -48,8 +48,7 @@ class CellSpec:
     @property
     def needs_exporter(self) -> bool:
         """Whether building the subject's model runs the torch exporter."""
-        spec = getattr(self.subject, "spec", None)
-        return spec is not None and spec.form in EXPORTER_FORMS
+        return _exported(self.subject)
 
 
 def subjects(settings: Settings) -> list[Subject]:
@@ -82,12 +81,22 @@ def subjects(settings: Settings) -> list[Subject]:
 
 
 def build_cells(settings: Settings) -> list[CellSpec]:
-    """Every cell of the run (only its shard's with ``--rknn-shard``)."""
+    """Every cell of the run (only its shard's with ``--rknn-shard``), toolkit by toolkit:
+    one toolkit's worker is needed at a time (the next ones start while it works), a
+    pytest-xdist worker given one toolkit's cells finds them together, and within a toolkit
+    the subjects whose model the torch exporter makes come last (it runs meanwhile)."""
+    found = subjects(settings)
+    ordered = [s for s in found if not _exported(s)] + [s for s in found if _exported(s)]
     cells = [
         CellSpec(subject, platform, toolkit, quant)
-        for subject in subjects(settings)
         for toolkit in settings.toolkit_names
+        for subject in ordered
         for platform in settings.platforms
         for quant in settings.quant
     ]
     return select(cells, settings.shard)
+
+
+def _exported(subject: Subject) -> bool:
+    spec = getattr(subject, "spec", None)
+    return spec is not None and spec.form in EXPORTER_FORMS

@@ -9,6 +9,7 @@ fault is a status, never an exception; so is a host that cannot make the inputs 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from dataclasses import dataclass
@@ -107,9 +108,21 @@ def run_guarded(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome
         return Outcome(record, message(record), details=details(record))
 
 
-def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
-    """Run (or recall) one cell; never raises for a toolkit fault."""
-    started = time.perf_counter()
+@dataclass
+class _Made:
+    """What a cell's job is made of on the host, and the key of its conversion."""
+
+    built: BuiltModel
+    inputs: dict[str, np.ndarray]
+    names: list[str]
+    arrays: list[np.ndarray]
+    calibration: CalibrationSet | None
+    key: str | None
+
+
+def _make(cell: CellSpec, session: RknnSession) -> _Made | Outcome:
+    """The cell's model, inputs (and calibration set) and conversion key, or the short
+    outcome of a cell that cannot get that far."""
     reason = unsupported_reason(cell.platform, cell.quant) or rejected_by(cell.toolkit, cell.quant)
     if reason:
         return _short(cell, Status.UNSUPPORTED, reason, "unsupported")
@@ -128,7 +141,6 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         return _short(cell, Status.REFERENCE_ERROR, str(exc), "inputs not computable")
     names = [i.name for i in built.model.graph.input if i.name in inputs]
     arrays = [inputs[n] for n in names]
-    digests = materials.digests(cell.subject, inputs)
     calibration = None
     if QUANT_MODES[base_quant(cell.quant)].do_quantization:
         try:
@@ -137,23 +149,57 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
             )
         except HostError as exc:
             return _short(cell, Status.REFERENCE_ERROR, str(exc), "calibration set not computable")
+    made = _Made(built, inputs, names, arrays, calibration, None)
+    made.key = _key_now(cell, session, made)
+    return made
 
-    def key_now() -> str | None:
-        """The conversion's cache key, once the environment is usable (its identity known)."""
-        identity = session.toolkits.identity(cell.toolkit)
-        if identity is None:
-            return None
-        return _key(cell, built, [(n, digests[n]) for n in names], identity, calibration)
 
-    key = key_now()
+def _key_now(cell: CellSpec, session: RknnSession, made: _Made) -> str | None:
+    """The conversion's cache key, once the environment is usable (its identity known)."""
+    identity = session.toolkits.identity(cell.toolkit)
+    if identity is None:
+        return None
+    digests = session.materials.digests(cell.subject, made.inputs)
+    pairs = [(n, digests[n]) for n in made.names]
+    return _key(cell, made.built, pairs, identity, made.calibration)
+
+
+def needs_job(cell: CellSpec, session: RknnSession) -> bool:
+    """Make what ``cell`` needs on the host and say whether it will run a toolkit job (its
+    conversion is not cached and its environment is usable); for the prefetcher."""
+    made = _make(cell, session)
+    if isinstance(made, Outcome) or (made.key is not None and session.cache.has(made.key)):
+        return False
+    python, _why = session.python_for(cell.toolkit)
+    return python is not None
+
+
+def warm_reference(cell: CellSpec, session: RknnSession) -> None:
+    """Make (and cache) ``cell``'s reference outputs now; a failure is the cell's to meet."""
+    made = _make(cell, session)
+    if not isinstance(made, Outcome):
+        with contextlib.suppress(HostError):
+            session.materials.reference(cell.subject, made.built, made.inputs)
+
+
+def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+    """Run (or recall) one cell; never raises for a toolkit fault."""
+    started = time.perf_counter()
+    session.running(cell)
+    made = _make(cell, session)
+    if isinstance(made, Outcome):
+        return made
+    built, inputs, arrays, calibration = made.built, made.inputs, made.arrays, made.calibration
+    key = made.key
     conversion = session.cache.get(key) if key else None
     if conversion is None:
         python, why = session.python_for(cell.toolkit)
         if python is None:
             return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
+        session.missed(cell)
         job = _job(cell, built.path, arrays, session.workdir / "jobs", calibration)
         conversion = _conversion(session.pool.run(cell.toolkit, job))
-        key = key or key_now()
+        key = key or _key_now(cell, session, made)
         if key is not None:
             session.cache.put(key, conversion)
 

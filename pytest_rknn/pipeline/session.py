@@ -1,11 +1,14 @@
 """The per-process state of a run: settings, toolkit environments, workers, materials, cache.
 
 Each pytest process (the only one, or each xdist worker) has one :class:`RknnSession`, made on
-the first cell it runs and closed at the end of the session (its workers stopped).
+the first cell it runs and closed at the end of the session (its workers stopped). Given the
+cells the process will run (:meth:`RknnSession.plan`), its first cache miss starts the
+:class:`~pytest_rknn.pipeline.prefetch.Prefetcher` on them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from pytest_rknn.envs.registry import Toolkits
 from pytest_rknn.pipeline.cache import ResultCache
 from pytest_rknn.pipeline.materials import Materials
-from pytest_rknn.toolkit.supervisor import WorkerPool
+from pytest_rknn.pipeline.prefetch import Prefetcher
+from pytest_rknn.toolkit.pool import WorkerPool
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import VariantSpec
 
 if TYPE_CHECKING:
+    from pytest_rknn.pipeline.plan import CellSpec
     from pytest_rknn.settings import Settings
 
 
@@ -31,6 +36,7 @@ class RknnSession:
     cache: ResultCache
     materials: Materials = field(init=False)
     pool: WorkerPool = field(init=False)
+    prefetcher: Prefetcher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.pool = WorkerPool(self.workdir, self.settings.limits)
@@ -68,5 +74,38 @@ class RknnSession:
             self.pool.add(version, python, self.toolkits.worker_env(version))
         return python, why
 
+    def plan(
+        self,
+        cells: Sequence[CellSpec],
+        mine: Callable[[CellSpec, CellSpec], bool] | None = None,
+    ) -> None:
+        """The cells this process will run, in order (``mine``: see the prefetcher)."""
+        from pytest_rknn.pipeline import run
+
+        exports = None
+        if any(c.needs_exporter for c in cells):
+            exports = self.materials.prepare_exports
+        self.prefetcher = Prefetcher(
+            cells,
+            self.pool,
+            probe=lambda cell: run.needs_job(cell, self),
+            warm=lambda cell: run.warm_reference(cell, self),
+            exports=exports,
+            mine=mine,
+        )
+
+    def running(self, cell: CellSpec) -> None:
+        """``cell`` runs now."""
+        if self.prefetcher is not None:
+            self.prefetcher.running(cell)
+
+    def missed(self, cell: CellSpec) -> None:
+        """``cell``'s conversion is not cached: its worker is about to be needed, and so,
+        probably, the next cells' workers, models and references."""
+        if self.prefetcher is not None and not self.prefetcher.started:
+            self.prefetcher.start(cell, own_version=cell.toolkit)
+
     def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         self.pool.close()

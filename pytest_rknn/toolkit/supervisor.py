@@ -40,6 +40,8 @@ from pytest_rknn.toolkit.protocol import (
 REMOTE = Path(__file__).with_name("remote.py")
 LOG_HEAD = 16 * 1024
 LOG_TAIL = 192 * 1024
+# Polls between two look-ups of a worker's descendants (each one scans all of /proc).
+CHILDREN_EVERY = 8
 
 
 class WorkerStartError(RuntimeError):
@@ -88,15 +90,33 @@ def read_log(path: str | Path, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> st
     return data.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _tree_rss(proc: psutil.Process, children: list[psutil.Process] | None = None) -> int:
+    """RSS of ``proc`` and its ``children`` (default: all its descendants, looked up now)."""
     try:
         total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
+        for child in proc.children(recursive=True) if children is None else children:
             with contextlib.suppress(psutil.Error):
                 total += child.memory_info().rss
         return total
     except psutil.Error:
         return 0
+
+
+class _MemoryWatch:
+    """The RSS of a worker's process tree, cheaply: the worker's own every poll, the list of
+    its descendants (a scan of /proc) every :data:`CHILDREN_EVERY` polls."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.proc = proc
+        self.polls = 0
+        self.children: list[psutil.Process] = []
+
+    def rss(self) -> int:
+        if self.polls % CHILDREN_EVERY == 0:
+            with contextlib.suppress(psutil.Error):
+                self.children = self.proc.children(recursive=True)
+        self.polls += 1
+        return _tree_rss(self.proc, self.children)
 
 
 def worker_env(extra: dict[str, str]) -> dict[str, str]:
@@ -130,6 +150,9 @@ class ToolkitWorker:
         self._jobs_w: int | None = None
         self._results_r: int | None = None
         self._buffer = b""
+        self._nonce: str | None = None
+        self._spawned_at = 0.0
+        self._peak = 0
 
     @property
     def alive(self) -> bool:
@@ -139,8 +162,15 @@ class ToolkitWorker:
     def startup_log(self) -> Path:
         return self.workdir / f"worker-{self.version}-{self.starts}.log"
 
-    def start(self) -> dict[str, Any]:
-        """Start the worker and wait for its ``ready`` message; raise WorkerStartError if none."""
+    @property
+    def starting(self) -> bool:
+        """Whether the worker was spawned and its ``ready`` is still to be read."""
+        return self._nonce is not None
+
+    def spawn(self) -> None:
+        """Start the worker process and say hello, without waiting for its ``ready`` (the
+        toolkit imports meanwhile); the next :meth:`start` or :meth:`run` reads it. Raises
+        WorkerStartError when the process cannot even be created."""
         self.stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
@@ -169,15 +199,25 @@ class ToolkitWorker:
         os.close(results_w)
         self._jobs_w, self._results_r, self._buffer = jobs_w, results_r, b""
         self.jobs_done = 0
-        nonce = uuid.uuid4().hex
-        self._send({"op": "hello", "protocol": PROTOCOL, "nonce": nonce})
-        message = self._await(self.limits.startup_timeout)
+        self._nonce = uuid.uuid4().hex
+        self._spawned_at = time.monotonic()
+        self._send({"op": "hello", "protocol": PROTOCOL, "nonce": self._nonce})
+
+    def start(self) -> dict[str, Any]:
+        """Start the worker (unless it was spawned already) and wait for its ``ready``
+        message; raise WorkerStartError if none comes within the start-up timeout (counted
+        from the spawn)."""
+        if not self.starting:
+            self.spawn()
+        nonce, self._nonce = self._nonce, None
+        left = self.limits.startup_timeout - (time.monotonic() - self._spawned_at)
+        message = self._await(max(left, 0.001))
         detail = None
         if isinstance(message, _Fault):
             detail = message.detail
         else:
             try:
-                check_ready(message, nonce)
+                check_ready(message, nonce or "")
             except ProtocolError as exc:
                 detail = str(exc)
             else:
@@ -196,9 +236,9 @@ class ToolkitWorker:
 
     def run(self, job: Job) -> JobResult:
         """Run one job; toolkit faults come back as statuses, never as exceptions."""
-        if self.alive and self._out_of_sync():
+        if self.alive and not self.starting and self._out_of_sync():
             self.kill()
-        if not self.alive or self.jobs_done >= self.max_jobs:
+        if self.starting or not self.alive or self.jobs_done >= self.max_jobs:
             try:
                 self.start()
             except WorkerStartError as exc:
@@ -255,9 +295,9 @@ class ToolkitWorker:
         deadline = time.monotonic() + timeout
         self._peak = 0
         try:
-            process = psutil.Process(self.proc.pid)
+            watch: _MemoryWatch | None = _MemoryWatch(psutil.Process(self.proc.pid))
         except psutil.Error:
-            process = None
+            watch = None
         while True:
             if b"\n" in self._buffer:
                 line, self._buffer = self._buffer.split(b"\n", 1)
@@ -293,8 +333,8 @@ class ToolkitWorker:
                 if b"\n" in self._buffer:
                     continue
                 return _Fault(Status.CRASH, _describe_exit(self.proc.returncode))
-            if process is not None:
-                rss = _tree_rss(process)
+            if watch is not None:
+                rss = watch.rss()
                 self._peak = max(self._peak, rss)
                 if rss > self.limits.max_memory:
                     return _Fault(
@@ -305,6 +345,7 @@ class ToolkitWorker:
 
     def kill(self) -> None:
         """Kill the worker and everything it started."""
+        self._nonce = None
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -353,43 +394,10 @@ def _describe_exit(code: int) -> str:
     return f"worker exited with code {code} in the middle of a job"
 
 
-@dataclass
-class WorkerPool:
-    """Workers by toolkit version, started on first use and replaced after a fault."""
+def __getattr__(name: str) -> Any:
+    """``WorkerPool`` lived here; it is :mod:`~pytest_rknn.toolkit.pool`'s now."""
+    if name == "WorkerPool":
+        from pytest_rknn.toolkit.pool import WorkerPool
 
-    workdir: Path
-    limits: Limits = field(default_factory=Limits)
-    workers: dict[str, ToolkitWorker] = field(default_factory=dict)
-
-    def add(self, version: str, python: Path, extra_env: dict[str, str] | None = None) -> None:
-        """Say which interpreter runs ``version`` (a worker starts on its first job)."""
-        held = self.workers.get(version)
-        if held is not None and held.python == Path(python):
-            return
-        if held is not None:
-            held.stop()
-        self.workers[version] = ToolkitWorker(
-            python=Path(python),
-            version=version,
-            workdir=Path(self.workdir) / "workers",
-            limits=self.limits,
-            extra_env=dict(extra_env or {}),
-        )
-
-    def run(self, version: str, job: Job) -> JobResult:
-        worker = self.workers.get(version)
-        if worker is None:
-            known = ", ".join(sorted(self.workers)) or "none"
-            raise KeyError(f"no toolkit environment for {version} (have: {known})")
-        return worker.run(job)
-
-    def close(self) -> None:
-        for worker in self.workers.values():
-            worker.stop()
-        self.workers.clear()
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return WorkerPool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

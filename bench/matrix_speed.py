@@ -1,0 +1,125 @@
+"""How fast the default matrix runs from this checkout: one table of ratios, one run each.
+
+``python bench/matrix_speed.py [--envs DIR] [--keep DIR] [--skip-xdist]`` runs, with the
+interpreter it is started with and from the checkout it lies in:
+
+1. the default matrix cold (an empty pytest cache), serially: the whole command's wall time
+   against the summed in-worker toolkit time the matrix records (``meta.toolkit_s``);
+2. the same command again, warm (the cache of step 1): the whole command's wall time;
+3. the default matrix cold with ``-n 2`` (pytest-xdist): its wall time against step 1's.
+
+It prints the figures, the ratios (overhead = cold wall ÷ toolkit time, warm speed-up = cold
+wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), the peak RSS per
+toolkit worker of step 1 and the machine's load average (1 min) before and after each step.
+Absolute times on a shared machine are noisy: compare ratios from one run. The toolkit
+environments are the default ones unless ``--envs`` (``PYTEST_RKNN_ENVS``) names others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = ["-m", "pytest", "cases/", "-p", "no:randomly", "-q", "--no-header", "-rN"]
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run(cache: Path, matrix: Path, extra: list[str], env: dict[str, str]) -> dict[str, object]:
+    """One whole ``pytest cases/`` command: its wall time, the loads and the matrix."""
+    before = _load()
+    args = [sys.executable, *COMMAND, "-o", f"cache_dir={cache}", f"--rknn-matrix={matrix}"]
+    started = time.perf_counter()
+    proc = subprocess.run(
+        args + extra, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - started
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    meta: dict[str, object] = {}
+    cells: list[dict[str, object]] = []
+    if matrix.exists():
+        data = json.loads(matrix.read_text())
+        meta, cells = data["meta"], data["cells"]
+    return {
+        "wall": wall,
+        "load": (before, _load()),
+        "summary": last,
+        "toolkit_s": float(meta.get("toolkit_s") or 0.0),
+        "cells": cells,
+        "exit": proc.returncode,
+    }
+
+
+def peak_rss(cells: list[dict[str, object]]) -> dict[str, float]:
+    """The largest peak RSS (MB) a cell recorded, per toolkit version."""
+    peaks: dict[str, float] = {}
+    for cell in cells:
+        value = cell.get("peak_rss_mb")
+        if isinstance(value, (int, float)):
+            version = str(cell["toolkit"])
+            peaks[version] = max(peaks.get(version, 0.0), float(value))
+    return dict(sorted(peaks.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", help="the toolkit environments' folder (PYTEST_RKNN_ENVS)")
+    parser.add_argument("--keep", type=Path, help="a folder to keep the caches and matrices in")
+    parser.add_argument("--skip-xdist", action="store_true", help="leave out the -n 2 run")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.envs:
+        env["PYTEST_RKNN_ENVS"] = args.envs
+    work = args.keep or Path(tempfile.mkdtemp(prefix="rknn-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    print(f"checkout {ROOT} at {head or '?'}; {os.cpu_count()} cpus; work in {work}", flush=True)
+
+    cold = run(work / "cache-serial", work / "cold.json", [], env)
+    print(f"cold serial: {cold['wall']:.1f} s ({cold['summary']})", flush=True)
+    warm = run(work / "cache-serial", work / "warm.json", [], env)
+    print(f"warm serial: {warm['wall']:.2f} s ({warm['summary']})", flush=True)
+    xdist = None
+    if not args.skip_xdist:
+        xdist = run(work / "cache-xdist", work / "xdist.json", ["-n", "2"], env)
+        print(f"cold -n 2: {xdist['wall']:.1f} s ({xdist['summary']})", flush=True)
+
+    def load(step: dict[str, object]) -> str:
+        a, b = step["load"]  # type: ignore[misc]
+        return f"{a} -> {b}"
+
+    rows = [
+        ("cold serial wall (s)", f"{cold['wall']:.1f}", load(cold)),
+        ("summed toolkit time (s)", f"{cold['toolkit_s']:.1f}", ""),
+        ("overhead: cold wall / toolkit time", f"{cold['wall'] / cold['toolkit_s']:.2f}", ""),
+        ("warm serial wall, whole command (s)", f"{warm['wall']:.2f}", load(warm)),
+        ("warm speed-up: cold wall / warm wall", f"{cold['wall'] / warm['wall']:.1f}x", ""),
+    ]
+    if xdist is not None:
+        rows += [
+            ("cold -n 2 wall (s)", f"{xdist['wall']:.1f}", load(xdist)),
+            ("-n 2 speed-up: serial / -n 2", f"{cold['wall'] / xdist['wall']:.2f}x", ""),
+        ]
+    for version, mb in peak_rss(cold["cells"]).items():  # type: ignore[arg-type]
+        rows.append((f"peak RSS per job, toolkit {version} (MB)", f"{mb:.0f}", ""))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n| {'measure':<{width}} | value | load (1 min) before -> after |")
+    print(f"|{'-' * (width + 2)}|-------|------------------------------|")
+    for name, value, loads in rows:
+        print(f"| {name:<{width}} | {value} | {loads} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
