@@ -25,7 +25,6 @@ from filelock import FileLock
 
 from pytest_rknn.pipeline.cache import code_digest
 from pytest_rknn.variants.families import FamilySpec
-from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import (
     ExportFailed,
     FamilyExport,
@@ -33,7 +32,7 @@ from pytest_rknn.variants.hf_export import (
     export_families,
     read_export,
 )
-from pytest_rknn.variants.torch_export import TorchExportError
+from pytest_rknn.variants.torch_export import TorchExportError, require_python
 from pytest_rknn.verdict.logtext import normalise
 
 EXPORT_VERSION = "1"
@@ -86,17 +85,12 @@ class FamilyExports:
         raise ExportFailed("export left no model", f"the export of {spec.id} wrote no model")
 
     def _python(self) -> Path:
-        try:
-            python = self.torch_python()
-        except TorchExportError as exc:
-            raise NotBuildable(str(exc)) from None
-        if python is None:
-            raise NotBuildable(
-                "no exporter interpreter for the hf form: run `pytest-rknn envs` (it builds "
-                "the exporter environment, transformers included) or set "
-                "PYTEST_RKNN_TORCH_PYTHON to a python with torch and transformers"
-            )
-        return python
+        return require_python(
+            self.torch_python,
+            "no exporter interpreter for the hf form: run `pytest-rknn envs` (it builds "
+            "the exporter environment, transformers included) or set "
+            "PYTEST_RKNN_TORCH_PYTHON to a python with torch and transformers",
+        )
 
     def _folder(self, python: Path) -> Path:
         code = code_digest(_EXPORT_CODE)

@@ -36,7 +36,7 @@ from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.variants.spec import VariantSpec
-from pytest_rknn.variants.torch_export import TorchExportError, export_many
+from pytest_rknn.variants.torch_export import TorchExportError, export_many, require_python
 
 EXPORT_VERSION = "1"
 
@@ -258,15 +258,11 @@ class Materials:
             return HostError(f"the reference run failed: {type(exc).__name__}: {first}")
 
     def _torch_export(self, spec: VariantSpec) -> onnx.ModelProto:
-        try:
-            python = self.torch_python()
-        except TorchExportError as exc:
-            raise NotBuildable(str(exc)) from None
-        if python is None:
-            raise NotBuildable(
-                "no torch interpreter: run `pytest-rknn envs` (it builds the exporter "
-                "environment) or set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch"
-            )
+        python = require_python(
+            self.torch_python,
+            "no torch interpreter: run `pytest-rknn envs` (it builds the exporter "
+            "environment) or set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch",
+        )
         stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}"
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"

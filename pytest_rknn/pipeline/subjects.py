@@ -60,10 +60,10 @@ class Subject(Protocol):
 
 
 @dataclass(frozen=True)
-class VariantSubject:
-    """A generated attention variant (see :mod:`pytest_rknn.variants`)."""
+class _Generated:
+    """A subject made from a spec: its id and description are the spec's."""
 
-    spec: VariantSpec
+    spec: Any
 
     @property
     def id(self) -> str:
@@ -71,6 +71,13 @@ class VariantSubject:
 
     def to_dict(self) -> dict[str, Any]:
         return self.spec.to_dict()
+
+
+@dataclass(frozen=True)
+class VariantSubject(_Generated):
+    """A generated attention variant (see :mod:`pytest_rknn.variants`)."""
+
+    spec: VariantSpec
 
     def build(self) -> onnx.ModelProto:
         return build_model(self.spec)
@@ -91,17 +98,10 @@ class VariantSubject:
 
 
 @dataclass(frozen=True)
-class FamilySubject:
+class FamilySubject(_Generated):
     """A tiny model of a transformer family, exported by torch in the exporter environment."""
 
     spec: FamilySpec
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.spec.to_dict()
 
     def build(self) -> onnx.ModelProto:
         raise NotBuildable("an hf model is made by the exporter: see pipeline.family_exports")

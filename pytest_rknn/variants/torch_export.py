@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,20 @@ def find_torch_python() -> Path | None:
             f"{TORCH_PYTHON_ENV}={value!r} is not an executable: point it at a python with torch"
         )
     return Path(resolved)
+
+
+def require_python(find: Callable[[], Path | None], missing: str) -> Path:
+    """The exporter interpreter ``find()`` names; ``NotBuildable`` with ``missing`` (the fix)
+    when there is none, or with the reason when the named one is unusable."""
+    from .forms import NotBuildable
+
+    try:
+        python = find()
+    except TorchExportError as exc:
+        raise NotBuildable(str(exc)) from None
+    if python is None:
+        raise NotBuildable(missing)
+    return python
 
 
 def _last_error_line(stderr: str) -> str:
