@@ -153,3 +153,17 @@ def test_shard_matrices_merge_only_when_whole(suite: pytest.Pytester) -> None:
     (other / "m2.json").write_text(json.dumps(data))
     cut = merge(other, "-o", suite.path / "cut.json")
     assert cut.returncode == 2 and "was cut into 2 shards in" in cut.stderr
+
+
+def test_whole_models_have_a_cost_that_grows_with_their_size() -> None:
+    from pytest_rknn.pipeline.plan import CellSpec
+    from pytest_rknn.pipeline.shard import cell_cost
+    from pytest_rknn.pipeline.subjects import FamilySubject
+    from pytest_rknn.variants.families import FamilySpec
+
+    small = FamilySpec(family="bert", hidden=32, heads=2, kv_heads=2, seq_len=8)
+    large = small.replace(hidden=256, seq_len=256, layers=2)
+    costs = [
+        cell_cost(CellSpec(FamilySubject(s), "rk3588", "2.3.2", "fp16")) for s in (small, large)
+    ]
+    assert 0 < costs[0] < costs[1]

@@ -29,6 +29,8 @@ _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 BASE_SECONDS = 0.3
 WORK_PER_SECOND = 4e9
 MODEL_BYTES_PER_SECOND = 10e6
+HF_SECONDS = 0.7
+"""What a whole model's graph (embeddings, norms, MLPs) adds to its attention's cost."""
 
 
 class ShardError(ValueError):
@@ -65,7 +67,12 @@ class Shard:
 def cell_cost(cell: CellSpec) -> float:
     """Estimated seconds the toolkit spends on ``cell`` (only the ratios matter)."""
     spec = getattr(cell.subject, "spec", None)
-    if spec is not None:
+    if spec is not None and getattr(spec, "form", "") == "hf":
+        work = (
+            spec.layers * spec.batch * spec.tokens * spec.hidden * (spec.tokens + 8 * spec.hidden)
+        )
+        seconds = BASE_SECONDS + HF_SECONDS + work / WORK_PER_SECOND
+    elif spec is not None:
         work = spec.batch * spec.num_heads * spec.q_len * spec.kv_len * spec.head_dim
         seconds = BASE_SECONDS + work / WORK_PER_SECOND
     else:
