@@ -2,7 +2,8 @@
 
 One cold serial run of ``pytest cases/`` with the default options, a warm rerun on the same
 cache, and a cold ``-n 2`` run: the matrix covers every form, both default platforms and the
-four registry toolkits; the warm run reuses every converted cell; xdist agrees cell by cell.
+four registry toolkits; the warm run reuses every cell whose status is a result (and re-runs
+the accidents of one run, such as crashes); xdist agrees cell by cell.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 from pytest_rknn.envs.recipes import KNOWN_VERSIONS
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import STATUSES as ALL_STATUSES
+from pytest_rknn.results.status import Status
+from pytest_rknn.variants.families import FORM as FAMILY_FORM
 from pytest_rknn.variants.spec import FORMS
 
 pytestmark = [pytest.mark.toolkit, pytest.mark.slow]
@@ -60,7 +63,7 @@ def test_default_matrix_covers_forms_platforms_and_toolkits(runs) -> None:
     cells = matrix.cells
     variants = {c.variant_id for c in cells}
     assert len(variants) >= 20
-    assert {c.variant["form"] for c in cells} == set(FORMS)
+    assert {c.variant["form"] for c in cells} == {*FORMS, FAMILY_FORM}
     assert {c.platform for c in cells} == {"rk3566", "rk3588"}
     assert {c.toolkit for c in cells} == set(KNOWN_VERSIONS)
     assert len(cells) == len(variants) * 2 * len(KNOWN_VERSIONS)
@@ -80,8 +83,10 @@ def test_warm_rerun_reuses_every_converted_cell(runs) -> None:
     cold, cold_s, _ = runs["cold"]
     warm, warm_s, _ = runs["warm"]
     assert statuses(warm) == statuses(cold)
-    converted = [c for c in warm.cells if c.status != "unsupported"]
-    assert converted and all(c.cached for c in converted)
+    kept = [c for c in warm.cells if c.status != "unsupported" and Status(c.status).cacheable]
+    assert kept and all(c.cached for c in kept)
+    redone = [c for c in warm.cells if not Status(c.status).cacheable]
+    assert not any(c.cached for c in redone), "a run's accident must never be reused"
     print(f"\ncold {cold_s:.1f} s, warm {warm_s:.1f} s: {cold_s / warm_s:.1f}x")
 
 
