@@ -17,7 +17,7 @@ import pytest
 
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
 from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_entries
-from pytest_rknn.pipeline.shard import Shard, ShardError
+from pytest_rknn.pipeline.shard import MeasuredCosts, Shard, ShardError
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
     PlatformError,
@@ -146,6 +146,20 @@ def _shard(config: pytest.Config) -> Shard | None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _shard_costs(config: pytest.Config, shard: Shard | None) -> MeasuredCosts | None:
+    text = str(_value(config, "shard_costs") or "").strip()
+    if not text:
+        return None
+    if shard is None:
+        raise pytest.UsageError(
+            f"--rknn-shard-costs {text}: it balances --rknn-shard K/N; add --rknn-shard or drop it"
+        )
+    try:
+        return MeasuredCosts.load(Path(text).expanduser())
+    except ShardError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -173,6 +187,7 @@ class Settings:
     markdown: Path | None = None
     bounds: dict[str, str] = field(default_factory=dict)
     shard: Shard | None = None
+    shard_costs: MeasuredCosts | None = None
     calibration: int = 8
 
     @classmethod
@@ -266,6 +281,7 @@ class Settings:
             markdown=markdown,
             bounds=_bounds(config),
             shard=shard,
+            shard_costs=_shard_costs(config, shard),
             calibration=_int(config, "calibration", minimum=1),
         )
 

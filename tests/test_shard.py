@@ -17,8 +17,17 @@ import pytest
 from fake_support import SELECTION, collected, fake_suite
 
 from pytest_rknn.pipeline.plan import CellSpec
-from pytest_rknn.pipeline.shard import Shard, ShardError, cell_cost, partition, select
+from pytest_rknn.pipeline.shard import (
+    MeasuredCosts,
+    Shard,
+    ShardError,
+    cell_cost,
+    partition,
+    select,
+)
 from pytest_rknn.pipeline.subjects import VariantSubject
+from pytest_rknn.results.cell import CellRecord
+from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.variants.spec import VariantSpec
 
 
@@ -58,6 +67,52 @@ def test_the_cut_is_whole_disjoint_ordered_and_balanced() -> None:
     assert cell_cost(cell(4096)) > 4 * cell_cost(cell(8))
     assert cell_cost(cell(64, quant="int8")) == 2 * cell_cost(cell(64))
     assert select(cells, None) == cells == select(cells, Shard(1, 1))
+
+
+def measured(cells: list[CellSpec], seconds: list[float], path: Path) -> MeasuredCosts:
+    """The costs read back from a real matrix file whose cells took ``seconds``."""
+    records = [
+        CellRecord(
+            variant_id=c.subject.id,
+            variant=c.subject.spec.to_dict(),
+            platform=c.platform,
+            toolkit=c.toolkit,
+            quant=c.quant,
+            status="pass",
+            timings={"wall": wall},
+        )
+        for c, wall in zip(cells, seconds, strict=True)
+    ]
+    Matrix({"complete": True}, records).write(path)
+    return MeasuredCosts.load(path)
+
+
+def test_measured_costs_balance_what_the_size_estimate_gets_wrong(tmp_path: Path) -> None:
+    cells = [cell(q) for q in (8, 16, 32, 64, 128, 256)]
+    seconds = [30.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # the smallest variant is the slow one
+    assert all(len(shard) == 3 for shard in partition(cells, 2)), "the estimate cannot know"
+    costs = measured(cells, seconds, tmp_path / "m.json")
+    assert cell_cost(cells[0], costs) == 30.0 and cell_cost(cells[1], costs) == 1.0
+    one, two = partition(cells, 2, costs)
+    assert {c.id for c in one} == {cells[0].id} or {c.id for c in two} == {cells[0].id}
+    loads = sorted(sum(cell_cost(c, costs) for c in shard) for shard in (one, two))
+    assert loads == [5.0, 30.0]
+
+    unknown = cell(512)
+    assert cell_cost(unknown, costs) == cell_cost(unknown), "cells it lacks keep the estimate"
+    again = measured(cells, seconds, tmp_path / "again.json")
+    other = measured(cells, [1.0] * 6, tmp_path / "other.json")
+    assert again.digest == costs.digest != other.digest
+
+
+def test_measured_costs_from_a_file_that_is_not_a_matrix_are_one_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ShardError) as caught:
+        MeasuredCosts.load(bad)
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith("--rknn-shard-costs: ") and "bad.json" in line
+    assert "is not valid JSON" in line and "regenerate it" in line
 
 
 @pytest.fixture
@@ -153,6 +208,48 @@ def test_shard_matrices_merge_only_when_whole(suite: pytest.Pytester) -> None:
     (other / "m2.json").write_text(json.dumps(data))
     cut = merge(other, "-o", suite.path / "cut.json")
     assert cut.returncode == 2 and "was cut into 2 shards in" in cut.stderr
+
+
+def test_shards_balanced_on_an_earlier_matrix_still_make_one_run(suite: pytest.Pytester) -> None:
+    whole = suite.runpytest_subprocess(*SELECTION, "--rknn-matrix=whole.json")
+    assert whole.ret == 0, whole.outlines[-3:]
+    costs = f"--rknn-shard-costs={suite.path / 'whole.json'}"
+    for k in (1, 2):
+        result = suite.runpytest_subprocess(
+            *SELECTION, f"--rknn-shard={k}/2", costs, f"--rknn-matrix=shards/m{k}.json"
+        )
+        assert result.ret == 0, result.outlines[-3:]
+    metas = [json.loads((suite.path / f"shards/m{k}.json").read_text())["meta"] for k in (1, 2)]
+    assert metas[0]["shard"]["plan"] == metas[1]["shard"]["plan"]
+    done = merge(suite.path / "shards", "-o", suite.path / "all.json")
+    assert done.returncode == 0, done.stderr
+    merged = Matrix.load(suite.path / "all.json")
+    assert sorted(merged.keys()) == sorted(Matrix.load(suite.path / "whole.json").keys())
+
+    plain = suite.runpytest_subprocess(*SELECTION, "--rknn-shard=1/2", "--rknn-matrix=p1.json")
+    assert plain.ret == 0
+    plain_plan = json.loads((suite.path / "p1.json").read_text())["meta"]["shard"]["plan"]
+    assert plain_plan != metas[0]["shard"]["plan"], "a cut on other costs is another run"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--rknn-shard=1/2", "--rknn-shard-costs=none.json"], ["none.json", "does not exist"]),
+        (["--rknn-shard=1/2", "--rknn-shard-costs=bad.json"], ["bad.json", "not a pytest-rknn"]),
+        (["--rknn-shard-costs=bad.json"], ["add --rknn-shard or drop it"]),
+    ],
+)
+def test_bad_shard_costs_are_one_usage_error(
+    suite: pytest.Pytester, args: list[str], words: list[str]
+) -> None:
+    (suite.path / "bad.json").write_text('{"meta": {}, "cells": [{"variant_id": 3}]}')
+    result = suite.runpytest(*SELECTION[2:], *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert len(errors) == 1, result.errlines
+    for word in words:
+        assert word in errors[0]
 
 
 def test_whole_models_have_a_cost_that_grows_with_their_size() -> None:

@@ -45,13 +45,18 @@ def test_the_workflow_does_what_the_readme_says() -> None:
     assert cache["with"]["path"] == ".rknn-envs" and flow["env"]["PYTEST_RKNN_ENVS"].endswith(
         "/.rknn-envs"
     )
+    costs = flow["jobs"]["costs"]
+    assert toolkit["needs"] == "costs", "every shard job is cut on the one costs file"
+    shared = "\n".join(str(s.get("run", "")) for s in steps)
+    assert "--rknn-shard ${{ matrix.shard }}/2" in shared
+    assert "--rknn-shard-costs costs/rknn-matrix.json" in shared
     uploads = [
         s
-        for job in (toolkit, report)
+        for job in (costs, toolkit, report)
         for s in job["steps"]
         if str(s.get("uses", "")).startswith("actions/upload-artifact")
     ]
-    assert len(uploads) == 2
+    assert len(uploads) == 3
     assert all(s["if"] in ("${{ !cancelled() }}", "${{ always() }}") for s in uploads)
     assert report["if"] == "${{ !cancelled() }}"
     runs = "\n".join(str(s.get("run", "")) for s in report["steps"])

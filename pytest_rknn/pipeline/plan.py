@@ -94,7 +94,7 @@ def build_cells(settings: Settings) -> list[CellSpec]:
         for platform in settings.platforms
         for quant in settings.quant
     ]
-    return select(cells, settings.shard)
+    return select(cells, settings.shard, settings.shard_costs)
 
 
 def _exported(subject: Subject) -> bool:

@@ -1,12 +1,14 @@
 """``--rknn-shard K/N``: a deterministic, cost-balanced part of a run's cells for one CI job.
 
-Owns :class:`Shard` (parsed and checked from ``K/N``), :func:`cell_cost` (a cell's estimated
-seconds from its variant's size: the attention's ``batch × heads × q_len × kv_len × head_dim``,
-the model file's size for a user model, twice for a quantized build), :func:`partition` (the
-longest-processing-time rule: cells by falling cost, ties by id, each to the least-loaded
-shard, ties by index) and :func:`plan_key` (what names the run that was cut: every setting
-that decides its cells). The cut is a pure function of the cells, so every process of a run
-(pytest-xdist's workers too) and every rerun with the same settings agree on it.
+Owns :class:`Shard` (parsed and checked from ``K/N``), :class:`MeasuredCosts` (the seconds
+each cell took in an earlier run's matrix, ``--rknn-shard-costs``), :func:`cell_cost` (a cell's
+measured seconds where the costs have it, else an estimate from its variant's size: the
+attention's ``batch × heads × q_len × kv_len × head_dim``, the model file's size for a user
+model, twice for a quantized build), :func:`partition` (the longest-processing-time rule: cells
+by falling cost, ties by id, each to the least-loaded shard, ties by index) and
+:func:`plan_key` (what names the run that was cut: every setting that decides its cells, and
+the costs' digest). The cut is a pure function of the cells and the costs file, so every
+process of a run (pytest-xdist's workers too) and every job given the same file agree on it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,8 +68,36 @@ class Shard:
         return cls(index, count)
 
 
-def cell_cost(cell: CellSpec) -> float:
-    """Estimated seconds the toolkit spends on ``cell`` (only the ratios matter)."""
+@dataclass(frozen=True)
+class MeasuredCosts:
+    """The in-worker seconds each cell took in an earlier run, by cell key."""
+
+    seconds: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
+    digest: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> MeasuredCosts:
+        """The costs in the matrix at ``path``; a file that is not a matrix is a ShardError."""
+        from pytest_rknn.results.matrix import Matrix, MatrixError
+
+        try:
+            matrix = Matrix.load(path)
+        except MatrixError as exc:
+            raise ShardError(f"--rknn-shard-costs: {exc}") from None
+        seconds = {}
+        for cell in matrix.cells:
+            wall = cell.timings.get("wall")
+            if isinstance(wall, (int, float)) and math.isfinite(wall) and wall > 0:
+                seconds[cell.key] = round(float(wall), 2)
+        text = json.dumps(sorted(seconds.items()))
+        return cls(seconds, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def cell_cost(cell: CellSpec, costs: MeasuredCosts | None = None) -> float:
+    """Seconds the toolkit spends on ``cell``: measured in ``costs`` where it has the cell, else
+    estimated (only the ratios matter)."""
+    if costs is not None and cell.key in costs.seconds:
+        return costs.seconds[cell.key]
     spec = getattr(cell.subject, "spec", None)
     if spec is not None and getattr(spec, "form", "") == "hf":
         work = (
@@ -85,23 +117,28 @@ def cell_cost(cell: CellSpec) -> float:
     return seconds * (2.0 if cell.quant.startswith("int8") else 1.0)
 
 
-def partition(cells: Sequence[CellSpec], count: int) -> list[list[CellSpec]]:
-    """``cells`` cut into ``count`` shards of near-equal estimated cost; each shard keeps the
-    cells' original order."""
-    order = sorted(range(len(cells)), key=lambda i: (-cell_cost(cells[i]), cells[i].id))
+def partition(
+    cells: Sequence[CellSpec], count: int, costs: MeasuredCosts | None = None
+) -> list[list[CellSpec]]:
+    """``cells`` cut into ``count`` shards of near-equal cost; each shard keeps the cells'
+    original order."""
+    cost = [cell_cost(cell, costs) for cell in cells]
+    order = sorted(range(len(cells)), key=lambda i: (-cost[i], cells[i].id))
     loads = [(0.0, shard) for shard in range(count)]
     owner: dict[int, int] = {}
     for i in order:
         load, shard = heapq.heappop(loads)
         owner[i] = shard
-        heapq.heappush(loads, (load + cell_cost(cells[i]), shard))
+        heapq.heappush(loads, (load + cost[i], shard))
     shards: list[list[CellSpec]] = [[] for _ in range(count)]
     for i, cell in enumerate(cells):
         shards[owner[i]].append(cell)
     return shards
 
 
-def select(cells: Sequence[CellSpec], shard: Shard | None) -> list[CellSpec]:
+def select(
+    cells: Sequence[CellSpec], shard: Shard | None, costs: MeasuredCosts | None = None
+) -> list[CellSpec]:
     """The cells of ``shard`` (all of them without one); a shard that would get no cell is a
     :class:`ShardError` (it would leave no matrix to merge)."""
     if shard is None or shard.count == 1:
@@ -111,7 +148,7 @@ def select(cells: Sequence[CellSpec], shard: Shard | None) -> list[CellSpec]:
             f"--rknn-shard {shard}: the run has {len(cells)} cell(s), too few for {shard.count} "
             f"shards; use N <= {len(cells)}"
         )
-    return partition(cells, shard.count)[shard.index - 1]
+    return partition(cells, shard.count, costs)[shard.index - 1]
 
 
 def plan_key(settings: Settings) -> str:
@@ -129,6 +166,8 @@ def plan_key(settings: Settings) -> str:
         "variants": [v.id for v in settings.variants],
         "models": [m.id for m in settings.models],
     }
+    if settings.shard_costs is not None:
+        decided["costs"] = settings.shard_costs.digest
     text = json.dumps(decided, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
