@@ -7,6 +7,7 @@ or an endless line on its results channel. Real-toolkit faults are in test_worke
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,24 +22,27 @@ from pytest_rknn.toolkit.supervisor import ToolkitWorker, WorkerPool, read_log
 FAKE = Path(__file__).with_name("fake_toolkit")
 
 
-def fake_worker(tmp_path: Path, mode: str, **limits: float) -> ToolkitWorker:
+def fake_worker(tmp_path: Path, mode: str, fork: bool = True, **limits: float) -> ToolkitWorker:
     return ToolkitWorker(
         python=Path(sys.executable),
         version="fake",
         workdir=tmp_path / "workers",
         limits=Limits(**{"timeout": 20.0, "startup_timeout": 20.0, **limits}),
         extra_env={"PYTHONPATH": str(FAKE), "FAKE_RKNN_MODE": mode},
+        fork=fork,
     )
 
 
-def make_job(tmp_path: Path, name: str = "job", scale: float = 1.0) -> Job:
+def make_job(
+    tmp_path: Path, name: str = "job", scale: float = 1.0, platform: str = "rk3588"
+) -> Job:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not really onnx; the fake only checks it exists")
     arrays = [
         np.arange(6, dtype=np.float32).reshape(2, 3) * scale,
         np.ones((1, 2, 3, 4), np.float32),
     ]
-    return Job.create(model, "rk3588", tmp_path / name, arrays)
+    return Job.create(model, platform, tmp_path / name, arrays)
 
 
 def test_ok_job_round_trips_arrays_and_timings(tmp_path: Path) -> None:
@@ -118,18 +122,44 @@ def test_toolkit_failures_keep_the_worker(tmp_path: Path, mode: str, status: Sta
         assert "Traceback" in first.log and "IndexError" in first.log
 
 
+def test_a_job_whose_fork_dies_is_a_crash_and_the_next_job_gets_a_new_fork(
+    tmp_path: Path,
+) -> None:
+    """The worker imports the FAKE toolkit once; each job runs in a fork of it, so a job that
+    kills its process costs a fork, and the next job starts from the same clean state."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    worker = fake_worker(tmp_path, "by-platform:rk3588=crash,rk3566=ok")
+    worker.extra_env["FAKE_RKNN_MARKS"] = str(marks)
+    try:
+        crashed = worker.run(make_job(tmp_path, "a"))
+        pid = worker.proc.pid if worker.proc else None
+        after = worker.run(make_job(tmp_path, "b", platform="rk3566"))
+        again = worker.run(make_job(tmp_path, "c"))
+        alive = worker.alive
+    finally:
+        worker.stop()
+    assert crashed.status is Status.CRASH and "worker died with SIGSEGV" in crashed.error
+    assert after.ok and after.id != crashed.id, after
+    assert again.status is Status.CRASH and worker.starts == 1 and alive
+    assert worker.info["fork"] is True and worker.info["pid"] == pid
+    forks = {int(name.split("-")[1]) for name in os.listdir(marks)}
+    assert len(forks) == 3 and pid not in forks, "every job in a fork of its own"
+
+
 @pytest.mark.parametrize(
-    ("mode", "status", "limits"),
+    ("mode", "status", "limits", "fork"),
     [
-        ("crash", Status.CRASH, {}),
-        ("hang", Status.TIMEOUT, {"timeout": 2.0}),
-        ("hog", Status.OOM, {"max_memory": parse_size("600M")}),
+        ("crash", Status.CRASH, {}, False),
+        ("hang", Status.TIMEOUT, {"timeout": 2.0}, True),
+        ("hog", Status.OOM, {"max_memory": parse_size("600M")}, True),
+        ("hog", Status.OOM, {"max_memory": parse_size("600M")}, False),
     ],
 )
 def test_worker_faults_are_statuses_and_the_next_job_gets_a_fresh_worker(
-    tmp_path: Path, mode: str, status: Status, limits: dict
+    tmp_path: Path, mode: str, status: Status, limits: dict, fork: bool
 ) -> None:
-    worker = fake_worker(tmp_path, mode, **limits)
+    worker = fake_worker(tmp_path, mode, fork=fork, **limits)
     try:
         result = worker.run(make_job(tmp_path, "a"))
         assert result.status is status, result
@@ -178,8 +208,13 @@ def test_a_bad_line_on_the_results_channel_costs_the_worker_not_a_result(
     assert worker.starts == 2
 
 
-def test_a_line_nobody_asked_for_replaces_the_worker_before_the_next_job(tmp_path: Path) -> None:
-    worker = fake_worker(tmp_path, "late-line")
+@pytest.mark.parametrize("fork", [False, True])
+def test_a_line_nobody_asked_for_replaces_the_worker_before_the_next_job(
+    tmp_path: Path, fork: bool
+) -> None:
+    """Without forks the stray line of a job's thread replaces the worker; with forks the
+    thread ends with its job's fork before it can write (the worker stays)."""
+    worker = fake_worker(tmp_path, "late-line", fork=fork)
     try:
         first = worker.run(make_job(tmp_path, "a"))
         worker.extra_env["FAKE_RKNN_MODE"] = "ok"
@@ -193,7 +228,7 @@ def test_a_line_nobody_asked_for_replaces_the_worker_before_the_next_job(tmp_pat
     assert first.ok
     assert second.ok and second.id == job.id
     np.testing.assert_array_equal(second.load_outputs()[0], np.arange(6).reshape(2, 3) * 10.0)
-    assert worker.starts == 2
+    assert worker.starts == (1 if fork else 2)
 
 
 def test_a_worker_of_another_protocol_is_an_env_error(tmp_path: Path, monkeypatch) -> None:

@@ -7,11 +7,13 @@ fields with plain dicts because it cannot import this package inside a toolkit e
 The conversation, and what the host checks at each step (:func:`check_ready`,
 :func:`check_result`): the host sends ``hello`` with :data:`PROTOCOL` and a nonce; the worker
 imports the toolkit and answers ``ready`` with the same protocol and nonce. Then for each job
-the host sends ``job`` with the job's id and the worker answers ``result`` naming that id.
-Anything else (a line that is not JSON, a message over :data:`MAX_MESSAGE_BYTES`, another op,
-another id, a field of the wrong type, an output outside the job's folder) is a
-:class:`ProtocolError`: the supervisor kills the worker and the job is a ``crash`` with the
-reason. A result is never attributed to a job it does not name.
+the host sends ``job`` with the job's id and the worker answers ``result`` naming that id, or,
+when the job ran in a fork of the worker (``"fork": true`` in the hello) that died before it
+answered, ``died`` naming that id and how the fork ended (:func:`check_died`): a ``crash`` of
+that job, and the worker lives on. Anything else (a line that is not JSON, a message over
+:data:`MAX_MESSAGE_BYTES`, another op, another id, a field of the wrong type, an output outside
+the job's folder) is a :class:`ProtocolError`: the supervisor kills the worker and the job is a
+``crash`` with the reason. A result is never attributed to a job it does not name.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from pytest_rknn.results.status import Status
 
-PROTOCOL = 3
+PROTOCOL = 4
 MAX_MESSAGE_BYTES = 4 << 20
 MIN_MEMORY = 256 << 20
 
@@ -194,6 +196,17 @@ def check_ready(message: dict[str, Any], nonce: str) -> dict[str, Any]:
     if message.get("nonce") != nonce:
         raise ProtocolError("the worker's 'ready' does not echo this host's hello")
     return message
+
+
+def check_died(message: dict[str, Any], job: Job) -> str:
+    """How the fork running ``job`` ended, from the worker's ``died``; ProtocolError
+    otherwise."""
+    if message.get("id") != job.id:
+        raise ProtocolError(f"got 'died' for job {message.get('id')!r} while waiting for {job.id}")
+    detail = message.get("detail")
+    if not isinstance(detail, str) or not detail or len(detail) > 200:
+        raise ProtocolError(f"the 'died' of job {job.id} does not say how its fork ended")
+    return detail
 
 
 def _inside(path: str, folder: Path) -> bool:

@@ -8,6 +8,9 @@ stdout/stderr are redirected at the file-descriptor level into that job's log fi
 
 The conversation (checked on the host by ``protocol.py``): ``hello`` -> ``ready`` (the same
 protocol number and nonce), then ``job`` -> ``result`` naming the job's id, until ``exit``.
+With ``"fork": true`` in the hello, this process imports the toolkit once and never converts:
+each job runs in a fork of it (``remote_fork.py`` beside this file), which writes the ``result``
+itself; a fork that dies first is reported by this process as ``died`` with how it ended.
 A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
 result names the call that failed (``failed_phase``), or none. What that means for the cell is
 decided on the host. A ``hybrid`` job builds through the toolkit's hybrid flow instead of
@@ -21,13 +24,14 @@ file of its per-layer errors in ``analysis``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
 import traceback
 
-PROTOCOL = 3
+PROTOCOL = 4
 ANALYSIS_DIR = "analysis"
 
 
@@ -291,6 +295,11 @@ def _read(jobs) -> dict | None:
     return message
 
 
+def _logged(job: dict, rknn_cls: type) -> dict:
+    with _Redirect(job["log"]):
+        return run_job(job, rknn_cls)
+
+
 def serve(jobs_fd: int, results_fd: int) -> int:
     jobs = os.fdopen(jobs_fd, "r", encoding="utf-8")
     results = os.fdopen(results_fd, "w", encoding="utf-8")
@@ -307,6 +316,7 @@ def serve(jobs_fd: int, results_fd: int) -> int:
     if hello.get("protocol") != PROTOCOL:
         send({**ready, "ok": False, "error": f"host speaks protocol {hello.get('protocol')!r}"})
         return 2
+    fork = bool(hello.get("fork")) and hasattr(os, "fork")
     start = time.perf_counter()
     try:
         from rknn.api import RKNN
@@ -320,13 +330,23 @@ def serve(jobs_fd: int, results_fd: int) -> int:
         toolkit = version("rknn-toolkit2")
     except Exception:  # noqa: BLE001
         toolkit = None
+    import_s = round(time.perf_counter() - start, 3)
+    if fork:
+        import remote_fork
+
+        warmed = remote_fork.warm_imports(RKNN)
+    else:
+        warmed = 0
     send(
         {
             **ready,
             "ok": True,
             "toolkit": toolkit,
             "python": sys.version.split()[0],
-            "import_s": round(time.perf_counter() - start, 3),
+            "import_s": import_s,
+            "fork": fork,
+            "warm_modules": warmed,
+            "warm_s": round(time.perf_counter() - start - import_s, 3),
         }
     )
     while True:
@@ -337,9 +357,12 @@ def serve(jobs_fd: int, results_fd: int) -> int:
             print(f"remote: unexpected message {str(message)[:200]}", file=sys.stderr)
             return 2
         job = message["job"]
-        with _Redirect(job["log"]):
-            result = run_job(job, RKNN)
-        send({"op": "result", "id": job["id"], "result": result})
+        if fork:
+            died = remote_fork.run_forked(job["id"], functools.partial(_logged, job, RKNN), send)
+            if died is not None:
+                send({"op": "died", "id": job["id"], "detail": died})
+            continue
+        send({"op": "result", "id": job["id"], "result": _logged(job, RKNN)})
 
 
 def main(argv: list | None = None) -> int:

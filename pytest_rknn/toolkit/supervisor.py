@@ -2,10 +2,13 @@
 
 The host side of ``remote.py``: a :class:`ToolkitWorker` starts the worker script with an
 environment's interpreter and a minimal environment (:data:`PASSED_ENV`), shakes hands with it,
-hands it jobs over a pipe, and watches it while it works. A worker that exits, passes its memory
-cap or its timeout, or breaks the protocol (see :mod:`~pytest_rknn.toolkit.protocol`) is killed
-with its whole process group; the job comes back as ``crash``, ``oom`` or ``timeout`` with the
-reason, and the next job gets a fresh worker. A worker that cannot even start (the toolkit does
+hands it jobs over a pipe, and watches it while it works. The worker imports the toolkit once and
+runs each job in a fork of itself (``fork``; ``PYTEST_RKNN_FORK=0`` runs jobs in the worker
+itself): a fork that dies is that job's ``crash`` and the worker forks again for the next one.
+A worker that exits, passes its memory cap or its timeout, or breaks the protocol (see
+:mod:`~pytest_rknn.toolkit.protocol`) is killed with its whole process group; the job comes
+back as ``crash``, ``oom`` or ``timeout`` with the reason, and the next job gets a fresh
+worker. A worker that cannot even start (the toolkit does
 not import) yields ``env-error``.
 """
 
@@ -33,6 +36,7 @@ from pytest_rknn.toolkit.protocol import (
     JobResult,
     Limits,
     ProtocolError,
+    check_died,
     check_ready,
     check_result,
 )
@@ -103,19 +107,24 @@ def _tree_rss(proc: psutil.Process, children: list[psutil.Process] | None = None
 
 
 class _MemoryWatch:
-    """The RSS of a worker's process tree, cheaply: the worker's own every poll, the list of
-    its descendants (a scan of /proc) every :data:`CHILDREN_EVERY` polls."""
+    """The RSS of a worker's process tree, cheaply: the list of its descendants (a scan of
+    /proc) every :data:`CHILDREN_EVERY` polls, and every poll while it has none (a job's fork
+    is found at once). A forking worker's job is its fork's tree: the worker itself waits,
+    its pages shared with the fork and counted there once."""
 
-    def __init__(self, proc: psutil.Process) -> None:
+    def __init__(self, proc: psutil.Process, forking: bool = False) -> None:
         self.proc = proc
+        self.forking = forking
         self.polls = 0
         self.children: list[psutil.Process] = []
 
     def rss(self) -> int:
-        if self.polls % CHILDREN_EVERY == 0:
+        if not self.children or self.polls % CHILDREN_EVERY == 0:
             with contextlib.suppress(psutil.Error):
                 self.children = self.proc.children(recursive=True)
         self.polls += 1
+        if self.forking and self.children:
+            return sum(_tree_rss(child, []) for child in self.children)
         return _tree_rss(self.proc, self.children)
 
 
@@ -140,6 +149,7 @@ class ToolkitWorker:
     limits: Limits = field(default_factory=Limits)
     max_jobs: int = 200
     extra_env: dict[str, str] = field(default_factory=dict)
+    fork: bool = field(default_factory=lambda: os.environ.get("PYTEST_RKNN_FORK", "1") != "0")
     proc: subprocess.Popen | None = None
     info: dict[str, Any] = field(default_factory=dict)
     starts: int = 0
@@ -159,6 +169,11 @@ class ToolkitWorker:
         return self.proc is not None and self.proc.poll() is None
 
     @property
+    def forking(self) -> bool:
+        """Whether the running worker said, at start-up, that it runs each job in a fork."""
+        return bool(self.info.get("fork"))
+
+    @property
     def startup_log(self) -> Path:
         return self.workdir / f"worker-{self.version}-{self.starts}.log"
 
@@ -172,6 +187,7 @@ class ToolkitWorker:
         toolkit imports meanwhile); the next :meth:`start` or :meth:`run` reads it. Raises
         WorkerStartError when the process cannot even be created."""
         self.stop()
+        self.info = {}
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         jobs_r, jobs_w = os.pipe()
@@ -201,7 +217,7 @@ class ToolkitWorker:
         self.jobs_done = 0
         self._nonce = uuid.uuid4().hex
         self._spawned_at = time.monotonic()
-        self._send({"op": "hello", "protocol": PROTOCOL, "nonce": self._nonce})
+        self._send({"op": "hello", "protocol": PROTOCOL, "nonce": self._nonce, "fork": self.fork})
 
     def start(self) -> dict[str, Any]:
         """Start the worker (unless it was spawned already) and wait for its ``ready``
@@ -251,6 +267,23 @@ class ToolkitWorker:
         message = self._await(self.limits.timeout)
         wall = round(time.perf_counter() - started, 6)
         log = read_log(job.log)
+        if not isinstance(message, _Fault) and message.get("op") == "died" and self.forking:
+            try:
+                detail = check_died(message, job)
+            except ProtocolError as exc:
+                message = _Fault(Status.CRASH, f"protocol violation: {exc}; worker replaced")
+            else:
+                self.jobs_done += 1
+                return JobResult(
+                    id=job.id,
+                    fault=Status.CRASH,
+                    toolkit=self.version,
+                    error=detail,
+                    timings={"wall": wall},
+                    peak_rss_mb=round(self._peak / 2**20, 1),
+                    log=log,
+                    log_path=job.log,
+                )
         if not isinstance(message, _Fault):
             try:
                 result = check_result(message, job)
@@ -295,7 +328,9 @@ class ToolkitWorker:
         deadline = time.monotonic() + timeout
         self._peak = 0
         try:
-            watch: _MemoryWatch | None = _MemoryWatch(psutil.Process(self.proc.pid))
+            watch: _MemoryWatch | None = _MemoryWatch(
+                psutil.Process(self.proc.pid), forking=self.forking and not self.starting
+            )
         except psutil.Error:
             watch = None
         while True:

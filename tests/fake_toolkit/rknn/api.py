@@ -35,7 +35,8 @@ first Softmax's own error large; ``FAKE_RKNN_ANALYSIS`` = ``fail`` (returns -1) 
 (sleeps) makes it fail.
 
 ``MODE+simulate`` (e.g. ``late-line+simulate``) behaves as MODE in ``build`` and as simulate in
-``inference``.
+``inference``. The worker's warm-up conversion (``PYTEST_RKNN_WARMUP`` set) is no job: it
+behaves as ok whatever the mode, and leaves no mark.
 
 In every mode, ``build`` first drops a file named ``<time>-<pid>-<platform>-<mode>`` into the
 folder ``FAKE_RKNN_MARKS`` names, if any (tests wait for it to know a job is under way, and which
@@ -77,6 +78,8 @@ def _quantize_layer():
 
 
 def _mode(platform):
+    if os.environ.get("PYTEST_RKNN_WARMUP"):
+        return "warm-up"
     mode = os.environ.get("FAKE_RKNN_MODE", "ok")
     if mode.startswith("by-platform:"):
         table = dict(item.split("=", 1) for item in mode.split(":", 1)[1].split(","))
@@ -196,7 +199,7 @@ class RKNN:
                 print(f"E build: {lines}")
                 return -1
         marks = os.environ.get("FAKE_RKNN_MARKS")
-        if marks:
+        if marks and mode != "warm-up":
             name = f"{time.time_ns()}-{os.getpid()}-{self.platform}-{mode}"
             with open(os.path.join(marks, name), "w") as fh:
                 fh.write(str(self.model))
