@@ -147,6 +147,24 @@ def test_a_job_whose_fork_dies_is_a_crash_and_the_next_job_gets_a_new_fork(
     assert len(forks) == 3 and pid not in forks, "every job in a fork of its own"
 
 
+def test_a_toolkit_that_leaves_threads_at_import_runs_its_jobs_without_forks(
+    tmp_path: Path,
+) -> None:
+    """A fork would hold only the forking thread (a lock another held stays taken): the worker
+    says it does not fork, and a crash then costs the worker, as without forks."""
+    worker = fake_worker(tmp_path, "by-platform:rk3588=crash,rk3566=ok")
+    worker.extra_env["FAKE_RKNN_IMPORT_THREAD"] = "1"
+    try:
+        ok = worker.run(make_job(tmp_path, "a", platform="rk3566"))
+        forking = worker.info.get("fork")
+        crashed = worker.run(make_job(tmp_path, "b"))
+    finally:
+        worker.stop()
+    assert ok.ok and forking is False and worker.info.get("fork") is False
+    assert crashed.status is Status.CRASH and "SIGSEGV" in crashed.error
+    assert not worker.alive and worker.starts == 1
+
+
 @pytest.mark.parametrize(
     ("mode", "status", "limits", "fork"),
     [

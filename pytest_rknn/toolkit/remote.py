@@ -10,7 +10,9 @@ The conversation (checked on the host by ``protocol.py``): ``hello`` -> ``ready`
 protocol number and nonce), then ``job`` -> ``result`` naming the job's id, until ``exit``.
 With ``"fork": true`` in the hello, this process imports the toolkit once and never converts:
 each job runs in a fork of it (``remote_fork.py`` beside this file), which writes the ``result``
-itself; a fork that dies first is reported by this process as ``died`` with how it ended.
+itself; a fork that dies first is reported by this process as ``died`` with how it ended. A
+toolkit that leaves a thread running after its import gets no forks (``"fork": false`` in the
+ready).
 A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
 result names the call that failed (``failed_phase``), or none. What that means for the cell is
 decided on the host. A ``hybrid`` job builds through the toolkit's hybrid flow instead of
@@ -28,6 +30,7 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -331,6 +334,8 @@ def serve(jobs_fd: int, results_fd: int) -> int:
     except Exception:  # noqa: BLE001
         toolkit = None
     import_s = round(time.perf_counter() - start, 3)
+    # A fork holds only the forking thread: with others running, jobs stay in this process.
+    fork = fork and threading.active_count() == 1
     if fork:
         import remote_fork
 

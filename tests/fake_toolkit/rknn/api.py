@@ -34,9 +34,10 @@ refuses an object that loaded a model and a ``custom_quantize_layers`` name that
 first Softmax's own error large; ``FAKE_RKNN_ANALYSIS`` = ``fail`` (returns -1) or ``hang``
 (sleeps) makes it fail.
 
-``MODE+simulate`` (e.g. ``late-line+simulate``) behaves as MODE in ``build`` and as simulate in
-``inference``. The worker's warm-up conversion (``PYTEST_RKNN_WARMUP`` set) is no job: it
-behaves as ok whatever the mode, and leaves no mark.
+With ``FAKE_RKNN_IMPORT_THREAD`` set, the import leaves a thread running (as a toolkit with a
+thread pool would). ``MODE+simulate`` (e.g. ``late-line+simulate``) behaves as MODE in
+``build`` and as simulate in ``inference``. The worker's warm-up conversion
+(``PYTEST_RKNN_WARMUP`` set) is no job: it behaves as ok whatever the mode, and leaves no mark.
 
 In every mode, ``build`` first drops a file named ``<time>-<pid>-<platform>-<mode>`` into the
 folder ``FAKE_RKNN_MARKS`` names, if any (tests wait for it to know a job is under way, and which
@@ -59,6 +60,8 @@ import numpy as np
 MODE = os.environ.get("FAKE_RKNN_MODE", "ok")
 if MODE == "import-error":
     raise ImportError("fake toolkit told to fail its import")
+if os.environ.get("FAKE_RKNN_IMPORT_THREAD"):
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True, name="fake-pool").start()
 
 
 def _results_fd():
