@@ -379,9 +379,18 @@ class ToolkitWorker:
                     )
 
     def kill(self) -> None:
-        """Kill the worker and everything it started."""
+        """Kill the worker and everything it started, and wait until all of it has exited
+        (a job's fork holds its memory: it is free again when this returns)."""
         self._nonce = None
         if self.proc is not None and self.proc.poll() is None:
+            try:
+                tree = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                tree = []
+            for proc in tree:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            _wait_gone(tree)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
@@ -403,6 +412,15 @@ class ToolkitWorker:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 setattr(self, name, None)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float = 2.0) -> None:
+    """Wait (at most ``timeout``) until the killed ``procs`` are reaped: a job's fork is reaped
+    by the worker, which waits for it, and only then is all of its memory free again."""
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while time.monotonic() < deadline and proc.is_running():
+            time.sleep(0.005)
 
 
 def _parse(line: bytes) -> dict[str, Any] | _Fault:
