@@ -6,7 +6,8 @@ JUnit XML and IDEs work on them. The controlling process provisions the toolkit 
 collected cells need before any of them runs (like junitxml, only the controller does this), and
 keeps the matrix (:class:`~pytest_rknn.recorder.Recorder`); each finished cell's record travels
 to it on its report (``user_properties``). The public ``rknn`` fixture converts any ONNX model in
-any project's tests.
+any project's tests. What an item does with its cell (bounds, run, verdict) is
+:mod:`~pytest_rknn.pipeline.item`'s.
 """
 
 from __future__ import annotations
@@ -21,16 +22,21 @@ import pytest
 from pytest_rknn import xdist_support
 from pytest_rknn.options import add_options
 from pytest_rknn.pipeline.explore_targets import ExploreTarget, explore_targets
+from pytest_rknn.pipeline.item import (
+    RECORDS,
+    SUMMARY,
+    CellRunner,
+    Converter,
+    item_bounds,
+)
+from pytest_rknn.pipeline.item import verdict as verdict  # the rknn fixture's users call it
 from pytest_rknn.pipeline.plan import EXPORTER_FORMS, CellSpec, build_cells
 from pytest_rknn.pipeline.shard import ShardError
-from pytest_rknn.pipeline.targets import base_quant
 from pytest_rknn.recorder import Recorder, baseline_failures
 from pytest_rknn.settings import Settings
-from pytest_rknn.verdict.tolerance import Bounds
 
 if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
     from pytest_rknn.pipeline.explore import Explorer
-    from pytest_rknn.pipeline.run import Outcome
     from pytest_rknn.pipeline.session import RknnSession
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -38,8 +44,6 @@ SESSION = pytest.StashKey["RknnSession"]()
 TOOLKITS = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Recorder]()
 CELLS = pytest.StashKey[list[CellSpec]]()
-RECORDS = pytest.StashKey[list[Any]]()
-SUMMARY = pytest.StashKey[str]()
 PROVISIONED = pytest.StashKey[bool]()
 COLLECTED = pytest.StashKey[bool]()
 PROPERTY = "rknn_cell"
@@ -243,97 +247,6 @@ def _select_mode(config: pytest.Config, items: list[pytest.Item], explore: bool)
         items[:] = [i for i in items if unwanted not in getattr(i, "fixturenames", ())]
 
 
-def _bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
-    base = base_quant(quant)
-    family = "int8" if base.startswith("int8") else base  # hybrid: no ini key, defaults
-    try:
-        bounds = Bounds.for_mode(quant)
-        if settings.bounds.get(family):
-            bounds = Bounds.from_ini(settings.bounds[family], base=bounds)
-    except ValueError as exc:
-        raise pytest.UsageError(f"rknn tolerance bounds: {exc}") from None
-    marker = node.get_closest_marker("rknn")
-    if marker is not None and marker.kwargs:
-        try:
-            bounds = bounds.replace(**marker.kwargs)
-        except ValueError as exc:
-            pytest.fail(f"@pytest.mark.rknn on {node.name}: {exc}", pytrace=False)
-    return bounds
-
-
-def _run(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
-    """Run a cell under the node's bounds (with ``--rknn-advise``, a failing one's known fixes
-    too) and keep its record for the node's report."""
-    from pytest_rknn.pipeline.run import run_guarded
-
-    settings = session.settings
-    outcome = run_guarded(cell, session, _bounds(node, settings, cell.quant))
-    if settings.advise:
-        from pytest_rknn.pipeline.advise import ADVISED, advise
-    if settings.advise and outcome.status in ADVISED:
-
-        def attempt(fix: CellSpec) -> Any:
-            return run_guarded(fix, session, _bounds(node, settings, fix.quant)).record
-
-        outcome.record.fixes = advise(cell, outcome.record, attempt)
-    node.stash.setdefault(RECORDS, []).append(outcome.record)
-    return outcome
-
-
-class CellRunner:
-    """What the ``rknn_cell`` fixture gives a test: run its cell and turn it into a verdict."""
-
-    def __init__(self, cell: CellSpec, node: pytest.Item, session: RknnSession) -> None:
-        self.cell = cell
-        self.node = node
-        self.session = session
-        self.outcome: Outcome | None = None
-
-    def run(self) -> Outcome:
-        if self.outcome is None:
-            self.outcome = _run(self.cell, self.node, self.session)
-        return self.outcome
-
-    def check(self) -> Outcome:
-        """Run the cell; skip if it cannot apply, fail unless it passed."""
-        return verdict(self.run(), self.node)
-
-
-def verdict(outcome: Outcome, node: pytest.Item | None = None) -> Outcome:
-    """Turn an outcome into the pytest outcome its status calls for.
-
-    A failure shows a short block: status and signature, reason, the toolkit's first error and,
-    given the test's ``node``, the command that runs this cell again; with ``-v`` or
-    ``--tb=long``, also every metric against its bound and the toolkit's log.
-    """
-    outcome_name = outcome.status.outcome
-    if outcome_name == "skipped":
-        pytest.skip(f"{outcome.status.value}: {outcome.record.reason}")
-    if outcome_name == "failed":
-        text = outcome.message
-        if node is not None:
-            node.stash[SUMMARY] = text.splitlines()[0]
-            text += f"\nre-run: {rerun_command(node, outcome.record)}"
-            option = node.config.option
-            if outcome.details and (option.verbose > 0 or option.tbstyle == "long"):
-                text += "\n" + outcome.details
-            elif outcome.details:
-                text += "\n(metrics and the toolkit's log: -v)"
-        pytest.fail(text, pytrace=False)
-    return outcome
-
-
-def rerun_command(node: pytest.Item, record: Any = None) -> str:
-    """The command that runs just this item again (into a matrix of its own, so the run's
-    matrix stays whole); a matrix cell's item is pinned to its ``record``'s one cell
-    (:func:`pytest_rknn.views.text.rerun_command`)."""
-    from pytest_rknn.views.text import rerun_command as command
-
-    callspec = getattr(node, "callspec", None)
-    is_cell = callspec is not None and isinstance(callspec.params.get("rknn_cell"), CellSpec)
-    return command(node.nodeid, node.config.invocation_params.args, record if is_cell else None)
-
-
 @pytest.fixture
 def rknn_cell(request: pytest.FixtureRequest) -> CellRunner:
     """The matrix cell this test item stands for (parametrized by the plugin)."""
@@ -352,43 +265,10 @@ def rknn_explore(request: pytest.FixtureRequest) -> Explorer:
     if not isinstance(target, ExploreTarget):
         raise pytest.UsageError("rknn_explore is parametrized by pytest-rknn; do not request it")
     session = _session(request.config)
-    bounds = _bounds(request.node, session.settings, target.quant)
+    bounds = item_bounds(request.node, session.settings, target.quant)
     from pytest_rknn.pipeline.explore import Explorer
 
     return Explorer(target, session, bounds, request.node.stash.setdefault(RECORDS, []))
-
-
-class Converter:
-    """The ``rknn`` fixture: convert any ONNX model for any target inside a test."""
-
-    def __init__(self, node: pytest.Item, session: RknnSession) -> None:
-        self.node = node
-        self.session = session
-
-    def convert(
-        self,
-        model: Any,
-        platform: str = "rk3588",
-        toolkit: str | None = None,
-        quant: str = "fp16",
-        inputs: dict[str, Any] | None = None,
-    ) -> Outcome:
-        """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime.
-
-        Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
-        ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
-        """
-        from pytest_rknn.pipeline.subjects import provided_model
-        from pytest_rknn.pipeline.targets import PlatformError, parse_platforms, parse_quant
-
-        try:
-            (platform,) = parse_platforms(platform)
-            (quant,) = parse_quant(quant)
-        except (PlatformError, ValueError) as exc:
-            raise ValueError(f"rknn.convert: {exc}") from None
-        version = toolkit or self.session.settings.toolkit_names[0]
-        subject = provided_model(model, self.session.workdir / "provided", inputs)
-        return _run(CellSpec(subject, platform, version, quant), self.node, self.session)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pytest_rknn.results.status import Status
-from pytest_rknn.toolkit import supervisor
+from pytest_rknn.toolkit import process_tree, supervisor
 from pytest_rknn.toolkit.protocol import Job, Limits, parse_size
 from pytest_rknn.toolkit.supervisor import ToolkitWorker, WorkerPool, read_log
 
@@ -93,7 +93,7 @@ def test_worker_gets_an_allow_listed_environment(tmp_path: Path, monkeypatch) ->
     assert "PYTEST_RKNN_TEST_SECRET" not in names
     assert {"PATH", "LC_ALL", "FAKE_RKNN_MODE", "PYTHONPATH"} <= set(names)
     assert set(names) - {"ENV"} <= (
-        supervisor.PASSED_ENV
+        process_tree.PASSED_ENV
         | {n for n in names if n.startswith("LC_")}
         | {"FAKE_RKNN_MODE", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
     )

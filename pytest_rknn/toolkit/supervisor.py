@@ -1,15 +1,15 @@
 """Spawning and supervising toolkit workers: one long-lived process per toolkit environment.
 
 The host side of ``remote.py``: a :class:`ToolkitWorker` starts the worker script with an
-environment's interpreter and a minimal environment (:data:`PASSED_ENV`), shakes hands with it,
-hands it jobs over a pipe, and watches it while it works. The worker imports the toolkit once and
-runs each job in a fork of itself (``fork``; ``PYTEST_RKNN_FORK=0`` runs jobs in the worker
-itself): a fork that dies is that job's ``crash`` and the worker forks again for the next one.
-A worker that exits, passes its memory cap or its timeout, or breaks the protocol (see
-:mod:`~pytest_rknn.toolkit.protocol`) is killed with its whole process group; the job comes
-back as ``crash``, ``oom`` or ``timeout`` with the reason, and the next job gets a fresh
-worker. A worker that cannot even start (the toolkit does
-not import) yields ``env-error``.
+environment's interpreter and a minimal environment (``process_tree.PASSED_ENV``), shakes hands
+with it, hands it jobs over a pipe, and watches it while it works. The worker imports the
+toolkit once and runs each job in a fork of itself (``fork``; ``PYTEST_RKNN_FORK=0`` runs jobs
+in the worker itself): a fork that dies is that job's ``crash`` and the worker forks again for
+the next one. A worker that exits, passes its memory cap or its timeout, or breaks the protocol
+(see :mod:`~pytest_rknn.toolkit.protocol`) is killed with its whole process group
+(:mod:`~pytest_rknn.toolkit.process_tree`); the job comes back as ``crash``, ``oom`` or
+``timeout`` with the reason, and the next job gets a fresh worker. A worker that cannot even
+start (the toolkit does not import) yields ``env-error``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import select
-import signal
 import subprocess
 import time
 import uuid
@@ -29,6 +28,12 @@ from typing import Any
 import psutil
 
 from pytest_rknn.results.status import Status
+from pytest_rknn.toolkit.process_tree import (
+    MemoryWatch,
+    describe_exit,
+    kill_tree,
+    worker_env,
+)
 from pytest_rknn.toolkit.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
@@ -44,36 +49,10 @@ from pytest_rknn.toolkit.protocol import (
 REMOTE = Path(__file__).with_name("remote.py")
 LOG_HEAD = 16 * 1024
 LOG_TAIL = 192 * 1024
-# Polls between two look-ups of a worker's descendants (each one scans all of /proc).
-CHILDREN_EVERY = 8
 
 
 class WorkerStartError(RuntimeError):
     """The worker process did not come up: the toolkit environment is broken."""
-
-
-# Host variables a worker inherits; anything else (tokens, the host's PYTHONPATH, ...) stays out.
-PASSED_ENV = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "TEMP",
-        "TMP",
-        "LD_LIBRARY_PATH",
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    }
-)
-PASSED_ENV_PREFIXES = ("LC_",)
 
 
 @dataclass
@@ -92,51 +71,6 @@ def read_log(path: str | Path, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> st
         cut = len(data) - head - tail
         data = data[:head] + f"\n[... {cut} bytes cut ...]\n".encode() + data[-tail:]
     return data.decode("utf-8", "replace").replace("\r\n", "\n")
-
-
-def _tree_rss(proc: psutil.Process, children: list[psutil.Process] | None = None) -> int:
-    """RSS of ``proc`` and its ``children`` (default: all its descendants, looked up now)."""
-    try:
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True) if children is None else children:
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return total
-    except psutil.Error:
-        return 0
-
-
-class _MemoryWatch:
-    """The RSS of a worker's process tree, cheaply: the list of its descendants (a scan of
-    /proc) every :data:`CHILDREN_EVERY` polls, and every poll while it has none (a job's fork
-    is found at once). A forking worker's job is its fork's tree: the worker itself waits,
-    its pages shared with the fork and counted there once."""
-
-    def __init__(self, proc: psutil.Process, forking: bool = False) -> None:
-        self.proc = proc
-        self.forking = forking
-        self.polls = 0
-        self.children: list[psutil.Process] = []
-
-    def rss(self) -> int:
-        if not self.children or self.polls % CHILDREN_EVERY == 0:
-            with contextlib.suppress(psutil.Error):
-                self.children = self.proc.children(recursive=True)
-        self.polls += 1
-        if self.forking and self.children:
-            return sum(_tree_rss(child, []) for child in self.children)
-        return _tree_rss(self.proc, self.children)
-
-
-def worker_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment of a worker: the allow-listed host variables, ours, and ``extra``."""
-    env = {
-        k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -267,23 +201,27 @@ class ToolkitWorker:
         message = self._await(self.limits.timeout)
         wall = round(time.perf_counter() - started, 6)
         log = read_log(job.log)
+
+        def faulted(status: Status, detail: str) -> JobResult:
+            return JobResult(
+                id=job.id,
+                fault=status,
+                toolkit=self.version,
+                error=detail,
+                timings={"wall": wall},
+                peak_rss_mb=round(self._peak / 2**20, 1),
+                log=log,
+                log_path=job.log,
+            )
+
         if not isinstance(message, _Fault) and message.get("op") == "died" and self.forking:
             try:
                 detail = check_died(message, job)
             except ProtocolError as exc:
                 message = _Fault(Status.CRASH, f"protocol violation: {exc}; worker replaced")
             else:
-                self.jobs_done += 1
-                return JobResult(
-                    id=job.id,
-                    fault=Status.CRASH,
-                    toolkit=self.version,
-                    error=detail,
-                    timings={"wall": wall},
-                    peak_rss_mb=round(self._peak / 2**20, 1),
-                    log=log,
-                    log_path=job.log,
-                )
+                self.jobs_done += 1  # the fork died; the worker lives on
+                return faulted(Status.CRASH, detail)
         if not isinstance(message, _Fault):
             try:
                 result = check_result(message, job)
@@ -291,16 +229,7 @@ class ToolkitWorker:
                 message = _Fault(Status.CRASH, f"protocol violation: {exc}; worker replaced")
         if isinstance(message, _Fault):
             self.kill()
-            return JobResult(
-                id=job.id,
-                fault=message.status,
-                toolkit=self.version,
-                error=message.detail,
-                timings={"wall": wall},
-                peak_rss_mb=round(self._peak / 2**20, 1),
-                log=log,
-                log_path=job.log,
-            )
+            return faulted(message.status, message.detail)
         self.jobs_done += 1
         result.toolkit = self.info.get("toolkit") or self.version
         result.log = log
@@ -328,7 +257,7 @@ class ToolkitWorker:
         deadline = time.monotonic() + timeout
         self._peak = 0
         try:
-            watch: _MemoryWatch | None = _MemoryWatch(
+            watch: MemoryWatch | None = MemoryWatch(
                 psutil.Process(self.proc.pid), forking=self.forking and not self.starting
             )
         except psutil.Error:
@@ -358,7 +287,7 @@ class ToolkitWorker:
                     code = self.proc.wait(5)
                 except subprocess.TimeoutExpired:
                     return _Fault(Status.CRASH, "worker closed its result channel mid-job")
-                return _Fault(Status.CRASH, _describe_exit(code))
+                return _Fault(Status.CRASH, describe_exit(code))
             if self.proc.poll() is not None:
                 while select.select([self._results_r], [], [], 0)[0]:
                     chunk = os.read(self._results_r, 1 << 16)
@@ -367,7 +296,7 @@ class ToolkitWorker:
                     self._buffer += chunk
                 if b"\n" in self._buffer:
                     continue
-                return _Fault(Status.CRASH, _describe_exit(self.proc.returncode))
+                return _Fault(Status.CRASH, describe_exit(self.proc.returncode))
             if watch is not None:
                 rss = watch.rss()
                 self._peak = max(self._peak, rss)
@@ -383,17 +312,7 @@ class ToolkitWorker:
         (a job's fork holds its memory: it is free again when this returns)."""
         self._nonce = None
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                tree = psutil.Process(self.proc.pid).children(recursive=True)
-            except psutil.Error:
-                tree = []
-            for proc in tree:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-            _wait_gone(tree)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            kill_tree(self.proc)
         self._close_pipes()
 
     def stop(self, grace: float = 5.0) -> None:
@@ -414,15 +333,6 @@ class ToolkitWorker:
                 setattr(self, name, None)
 
 
-def _wait_gone(procs: list[psutil.Process], timeout: float = 2.0) -> None:
-    """Wait (at most ``timeout``) until the killed ``procs`` are reaped: a job's fork is reaped
-    by the worker, which waits for it, and only then is all of its memory free again."""
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        while time.monotonic() < deadline and proc.is_running():
-            time.sleep(0.005)
-
-
 def _parse(line: bytes) -> dict[str, Any] | _Fault:
     try:
         message = json.loads(line)
@@ -435,16 +345,6 @@ def _parse(line: bytes) -> dict[str, Any] | _Fault:
     if not isinstance(message, dict):
         return _Fault(Status.CRASH, "protocol violation: a message that is not an object")
     return message
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"worker died with {name}"
-    return f"worker exited with code {code} in the middle of a job"
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,155 @@
+"""What a pytest item does with its cell: bounds, the run, the records, the verdict.
+
+Owns :func:`item_bounds` (the mode's bounds, the ini keys', the ``rknn`` marker's),
+:func:`run_item` (the cell run under them, with ``--rknn-advise`` its known fixes too, and
+its record kept in the item's stash for the report), :func:`verdict` (the pytest outcome a
+status calls for, with the short failure block and the re-run command) and the objects the
+fixtures give a test (:class:`CellRunner` for ``rknn_cell``, :class:`Converter` for
+``rknn``). The fixtures and hooks themselves are :mod:`~pytest_rknn.plugin`'s.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_rknn.pipeline.plan import CellSpec
+from pytest_rknn.pipeline.targets import base_quant
+from pytest_rknn.verdict.tolerance import Bounds
+
+if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
+    from pytest_rknn.pipeline.run import Outcome
+    from pytest_rknn.pipeline.session import RknnSession
+    from pytest_rknn.settings import Settings
+
+RECORDS = pytest.StashKey[list[Any]]()
+"""The records of an item's cells, for its report."""
+SUMMARY = pytest.StashKey[str]()
+"""A failing item's one-line summary."""
+
+
+def item_bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
+    """The bounds of a cell of ``quant`` in ``node``: the mode's, the ini keys', then the
+    ``rknn`` marker's."""
+    base = base_quant(quant)
+    family = "int8" if base.startswith("int8") else base  # hybrid: no ini key, defaults
+    try:
+        bounds = Bounds.for_mode(quant)
+        if settings.bounds.get(family):
+            bounds = Bounds.from_ini(settings.bounds[family], base=bounds)
+    except ValueError as exc:
+        raise pytest.UsageError(f"rknn tolerance bounds: {exc}") from None
+    marker = node.get_closest_marker("rknn")
+    if marker is not None and marker.kwargs:
+        try:
+            bounds = bounds.replace(**marker.kwargs)
+        except ValueError as exc:
+            pytest.fail(f"@pytest.mark.rknn on {node.name}: {exc}", pytrace=False)
+    return bounds
+
+
+def run_item(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
+    """Run a cell under the node's bounds (with ``--rknn-advise``, a failing one's known fixes
+    too) and keep its record for the node's report."""
+    from pytest_rknn.pipeline.run import run_guarded
+
+    settings = session.settings
+    outcome = run_guarded(cell, session, item_bounds(node, settings, cell.quant))
+    if settings.advise:
+        from pytest_rknn.pipeline.advise import ADVISED, advise
+    if settings.advise and outcome.status in ADVISED:
+
+        def attempt(fix: CellSpec) -> Any:
+            return run_guarded(fix, session, item_bounds(node, settings, fix.quant)).record
+
+        outcome.record.fixes = advise(cell, outcome.record, attempt)
+    node.stash.setdefault(RECORDS, []).append(outcome.record)
+    return outcome
+
+
+class CellRunner:
+    """What the ``rknn_cell`` fixture gives a test: run its cell and turn it into a verdict."""
+
+    def __init__(self, cell: CellSpec, node: pytest.Item, session: RknnSession) -> None:
+        self.cell = cell
+        self.node = node
+        self.session = session
+        self.outcome: Outcome | None = None
+
+    def run(self) -> Outcome:
+        if self.outcome is None:
+            self.outcome = run_item(self.cell, self.node, self.session)
+        return self.outcome
+
+    def check(self) -> Outcome:
+        """Run the cell; skip if it cannot apply, fail unless it passed."""
+        return verdict(self.run(), self.node)
+
+
+def verdict(outcome: Outcome, node: pytest.Item | None = None) -> Outcome:
+    """Turn an outcome into the pytest outcome its status calls for.
+
+    A failure shows a short block: status and signature, reason, the toolkit's first error and,
+    given the test's ``node``, the command that runs this cell again; with ``-v`` or
+    ``--tb=long``, also every metric against its bound and the toolkit's log.
+    """
+    outcome_name = outcome.status.outcome
+    if outcome_name == "skipped":
+        pytest.skip(f"{outcome.status.value}: {outcome.record.reason}")
+    if outcome_name == "failed":
+        text = outcome.message
+        if node is not None:
+            node.stash[SUMMARY] = text.splitlines()[0]
+            text += f"\nre-run: {rerun_command(node, outcome.record)}"
+            option = node.config.option
+            if outcome.details and (option.verbose > 0 or option.tbstyle == "long"):
+                text += "\n" + outcome.details
+            elif outcome.details:
+                text += "\n(metrics and the toolkit's log: -v)"
+        pytest.fail(text, pytrace=False)
+    return outcome
+
+
+def rerun_command(node: pytest.Item, record: Any = None) -> str:
+    """The command that runs just this item again (into a matrix of its own, so the run's
+    matrix stays whole); a matrix cell's item is pinned to its ``record``'s one cell
+    (:func:`pytest_rknn.views.text.rerun_command`)."""
+    from pytest_rknn.views.text import rerun_command as command
+
+    callspec = getattr(node, "callspec", None)
+    is_cell = callspec is not None and isinstance(callspec.params.get("rknn_cell"), CellSpec)
+    return command(node.nodeid, node.config.invocation_params.args, record if is_cell else None)
+
+
+class Converter:
+    """The ``rknn`` fixture: convert any ONNX model for any target inside a test."""
+
+    def __init__(self, node: pytest.Item, session: RknnSession) -> None:
+        self.node = node
+        self.session = session
+
+    def convert(
+        self,
+        model: Any,
+        platform: str = "rk3588",
+        toolkit: str | None = None,
+        quant: str = "fp16",
+        inputs: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime.
+
+        Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
+        ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
+        """
+        from pytest_rknn.pipeline.subjects import provided_model
+        from pytest_rknn.pipeline.targets import PlatformError, parse_platforms, parse_quant
+
+        try:
+            (platform,) = parse_platforms(platform)
+            (quant,) = parse_quant(quant)
+        except (PlatformError, ValueError) as exc:
+            raise ValueError(f"rknn.convert: {exc}") from None
+        version = toolkit or self.session.settings.toolkit_names[0]
+        subject = provided_model(model, self.session.workdir / "provided", inputs)
+        return run_item(CellSpec(subject, platform, version, quant), self.node, self.session)
