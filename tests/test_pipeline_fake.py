@@ -10,6 +10,7 @@ Real-toolkit runs of the same pipeline are in test_plugin_runs.py.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -89,8 +90,10 @@ def test_no_cache_neither_reads_nor_writes(suite: pytest.Pytester) -> None:
 
 
 def test_failures_are_statuses_with_signatures(suite: pytest.Pytester, monkeypatch) -> None:
+    """A toolkit that dies in build the same way in two fresh processes failed to convert:
+    ``convert-fail``, its reason naming the signal, the call and both jobs, and cached."""
     monkeypatch.setenv(
-        "FAKE_RKNN_MODES", "2.3.2=by-platform:rk3566=build-fail,rk3588=crash;2.5.0=runtime-fail"
+        "FAKE_RKNN_MODES", "2.3.2=by-platform:rk3566=build-fail,rk3588=abort;2.5.0=runtime-fail"
     )
     result = run(suite)
     result.assert_outcomes(failed=8)
@@ -98,17 +101,52 @@ def test_failures_are_statuses_with_signatures(suite: pytest.Pytester, monkeypat
     statuses = {(k[1], k[2]): c.status for k, c in found.items()}
     assert statuses == {
         ("rk3566", "2.3.2"): Status.CONVERT_FAIL,
-        ("rk3588", "2.3.2"): Status.CRASH,
+        ("rk3588", "2.3.2"): Status.CONVERT_FAIL,
         ("rk3566", "2.5.0"): Status.RUNTIME_FAIL,
         ("rk3588", "2.5.0"): Status.RUNTIME_FAIL,
     }
-    sigs = {c.status: c.signature for c in found.values()}
-    assert sigs[Status.CONVERT_FAIL] == "REGTASK bit width exceeds limit"
-    assert sigs[Status.CRASH] == "worker died with SIGSEGV"
+    sigs = {(k[1], k[2]): c.signature for k, c in found.items()}
+    assert sigs[("rk3566", "2.3.2")] == "REGTASK bit width exceeds limit"
+    assert sigs[("rk3588", "2.3.2")] == "invalid tensor malloc size"
+    for key, cell in found.items():
+        if key[1:3] == ("rk3588", "2.3.2"):
+            reason = re.fullmatch(
+                r"the toolkit died with SIGABRT in build, the same way in two fresh processes "
+                r"\(jobs (\w+) and (\w+)\)",
+                cell.reason,
+            )
+            assert reason is not None, cell.reason
+            assert reason[2] == cell.job_id and reason[1] != reason[2]
+            assert "invalid tensor malloc size" in cell.log_excerpt
+    result.stdout.fnmatch_lines(["*convert-fail: invalid tensor malloc size*"])
     again = run(suite, "--rknn-matrix=again.json")
     again.assert_outcomes(failed=8)
     for key, cell in cells(suite, "again.json").items():
-        assert cell.cached is (cell.status is not Status.CRASH), key
+        assert cell.cached and cell.status is found[key].status, key
+        assert (cell.reason, cell.job_id) == (found[key].reason, found[key].job_id), key
+
+
+def test_a_crash_that_a_second_run_does_not_repeat_is_a_crash_never_cached(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first job dies in build, the same job run again converts: that is no answer of the
+    toolkit's, so the cell is a crash (its reason says so), run again next time."""
+    monkeypatch.setenv("FAKE_RKNN_MODES", "2.3.2=by-platform:rk3588=crash-once+simulate")
+    monkeypatch.setenv("FAKE_RKNN_ONCE", str(suite.path / "crashed-once"))
+    result = run(suite)
+    result.assert_outcomes(passed=7, failed=1)
+    crashed = [c for c in cells(suite).values() if c.status is not Status.PASS]
+    assert [(c.platform, c.toolkit, c.status) for c in crashed] == [
+        ("rk3588", "2.3.2", Status.CRASH)
+    ]
+    assert crashed[0].reason == (
+        "worker died with SIGSEGV in build; the same job run again in a fresh process "
+        "converted and ran: not reproducible"
+    )
+    again = run(suite, "--rknn-matrix=again.json")
+    again.assert_outcomes(passed=8)
+    rerun = cells(suite, "again.json")[crashed[0].key]
+    assert rerun.status is Status.PASS and not rerun.cached
 
 
 def test_a_build_that_succeeds_over_an_exception_passes_with_a_warning(suite, monkeypatch) -> None:

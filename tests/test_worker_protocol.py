@@ -140,7 +140,8 @@ def test_a_job_whose_fork_dies_is_a_crash_and_the_next_job_gets_a_new_fork(
     finally:
         worker.stop()
     assert crashed.status is Status.CRASH and "worker died with SIGSEGV" in crashed.error
-    assert after.ok and after.id != crashed.id, after
+    assert crashed.died_in == "build", "the host knows which toolkit call the fork died in"
+    assert after.ok and after.id != crashed.id and after.died_in is None, after
     assert again.status is Status.CRASH and worker.starts == 1 and alive
     assert worker.info["fork"] is True and worker.info["pid"] == pid
     forks = {int(name.split("-")[1]) for name in os.listdir(marks)}
@@ -162,6 +163,7 @@ def test_a_toolkit_that_leaves_threads_at_import_runs_its_jobs_without_forks(
         worker.stop()
     assert ok.ok and forking is False and worker.info.get("fork") is False
     assert crashed.status is Status.CRASH and "SIGSEGV" in crashed.error
+    assert crashed.died_in == "build", "known without forks too"
     assert not worker.alive and worker.starts == 1
 
 
@@ -189,7 +191,9 @@ def test_worker_faults_are_statuses_and_the_next_job_gets_a_fresh_worker(
     assert after.ok
     assert worker.starts == 2
     if status is Status.CRASH:
-        assert "SIGSEGV" in result.error
+        assert "SIGSEGV" in result.error and result.died_in == "build"
+    else:
+        assert result.died_in is None, "killed by the host: no death of its own"
     if status is Status.OOM:
         assert result.peak_rss_mb >= 600
 

@@ -48,10 +48,13 @@ REFERENCE_PREFIX = "pytest-rknn/references/"
 REFERENCE_SCHEMA = "pytest-rknn/reference"
 OUTPUTS_DIR = "pytest-rknn-outputs"
 REFERENCES_DIR = "pytest-rknn-references"
-# The code whose change changes a cached answer: the worker script and the log readers.
+# The code whose change changes a cached answer: the worker scripts, the log readers and the
+# rule that makes a death twice an answer.
 _CODE = (
     "toolkit/remote.py",
+    "toolkit/remote_fork.py",
     "toolkit/remote_hybrid.py",
+    "pipeline/reproduce.py",
     "verdict/signatures.py",
     "verdict/logtext.py",
 )

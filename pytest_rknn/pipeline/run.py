@@ -2,7 +2,8 @@
 
 :func:`run_cell` makes (or recalls) the subject's model, inputs and reference, takes the
 toolkit's answer from the cache when everything that went into the job is unchanged or else from
-a worker, has the verdict made (:mod:`~pytest_rknn.verdict.judge`) and returns the cell's
+a worker (a job whose process died in a toolkit call is run again: :mod:`.reproduce`), has the
+verdict made (:mod:`~pytest_rknn.verdict.judge`) and returns the cell's
 :class:`~pytest_rknn.results.cell.CellRecord` with the text a failing pytest item shows. A toolkit
 fault is a status, never an exception; so is a host that cannot make the inputs or reference.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_rknn.pipeline import analysis
+from pytest_rknn.pipeline import analysis, reproduce
 from pytest_rknn.pipeline.build_config import config_of, rejected_by
 from pytest_rknn.pipeline.cache import Conversion, code_digest, conversion_key, verdict_key
 from pytest_rknn.pipeline.calibration import CalibrationSet, write_dataset
@@ -197,8 +198,12 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         if python is None:
             return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
         session.missed(cell)
-        job = _job(cell, built.path, arrays, session.workdir / "jobs", calibration)
-        conversion = _conversion(session.pool.run(cell.toolkit, job))
+
+        def run_job() -> JobResult:
+            job = _job(cell, built.path, arrays, session.workdir / "jobs", calibration)
+            return session.pool.run(cell.toolkit, job)
+
+        conversion = _conversion(reproduce.confirmed(run_job(), run_job))
         key = key or _key_now(cell, session, made)
         if key is not None:
             session.cache.put(key, conversion)

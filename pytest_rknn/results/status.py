@@ -89,10 +89,20 @@ STATUS_TABLE: dict[Status, StatusInfo] = {
         "converted, simulated, within tolerance", False, True, "passed", "#2e9e44", None
     ),
     Status.CONVERT_FAIL: StatusInfo(
-        "load_onnx/build/export returned an error", True, True, "failed", "#d63a3a", None
+        "load_onnx/build/export returned an error, or died the same way twice",
+        True,
+        True,
+        "failed",
+        "#d63a3a",
+        None,
     ),
     Status.RUNTIME_FAIL: StatusInfo(
-        "converted, but init_runtime/inference failed", True, True, "failed", "#a23ad6", None
+        "converted, but init_runtime/inference failed (or died the same way twice)",
+        True,
+        True,
+        "failed",
+        "#a23ad6",
+        None,
     ),
     Status.TOLERANCE_FAIL: StatusInfo(
         "ran, outputs outside the bounds", True, True, "failed", "#f0b400", "tolerance exceeded"
@@ -107,7 +117,7 @@ STATUS_TABLE: dict[Status, StatusInfo] = {
         "reference not computable",
     ),
     Status.CRASH: StatusInfo(
-        "the worker died, or broke the protocol",
+        "the worker died (not the same way when run again), or broke the protocol",
         True,
         False,
         "failed",

@@ -30,6 +30,8 @@ import numpy as np
 from pytest_rknn.results.status import Status
 
 PROTOCOL = 4
+CALL_FILE = "toolkit-call"
+"""The file in a job's folder where the worker notes the toolkit call under way (remote.py's)."""
 MAX_MESSAGE_BYTES = 4 << 20
 MIN_MEMORY = 256 << 20
 
@@ -136,7 +138,9 @@ class JobResult:
 
     ``fault`` is set by the host when the worker could not answer (crash, timeout, oom,
     env-error); otherwise ``failed_phase`` names the toolkit call that returned an error, or is
-    None when every call succeeded (``ok``).
+    None when every call succeeded (``ok``). ``died_in`` names the toolkit call under way when
+    the process running the job died by itself (a ``crash``; None when it died between calls, was
+    killed by the host, or broke the protocol).
     """
 
     id: str
@@ -153,6 +157,7 @@ class JobResult:
     analysis: str | None = None
     log: str = ""
     log_path: str | None = None
+    died_in: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -207,6 +212,16 @@ def check_died(message: dict[str, Any], job: Job) -> str:
     if not isinstance(detail, str) or not detail or len(detail) > 200:
         raise ProtocolError(f"the 'died' of job {job.id} does not say how its fork ended")
     return detail
+
+
+def call_under_way(job: Job) -> str | None:
+    """The toolkit call the job's process was in, from its folder's ``toolkit-call`` file
+    (None: between calls, or no such file)."""
+    try:
+        name = (Path(job.outdir) / CALL_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if name.isidentifier() else None
 
 
 def _inside(path: str, folder: Path) -> bool:

@@ -14,13 +14,14 @@ itself; a fork that dies first is reported by this process as ``died`` with how 
 toolkit that leaves a thread running after its import gets no forks (``"fork": false`` in the
 ready).
 A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
-result names the call that failed (``failed_phase``), or none. What that means for the cell is
-decided on the host. A ``hybrid`` job builds through the toolkit's hybrid flow instead of
-``build`` (``hybrid_quantization_step1`` in the job's folder, the attention layers set to float16
-in its config by ``remote_hybrid.py`` beside this file, ``hybrid_quantization_step2``) and names
-those layers in ``fp16_layers``. An ``analysis`` job builds the same way, then runs
-``accuracy_analysis`` on the job's inputs instead of exporting and simulating, and names the
-file of its per-layer errors in ``analysis``.
+result names the call that failed (``failed_phase``), or none; while a call runs, its name is in
+the job folder's ``toolkit-call`` file, for the host to read if the process dies in it. What that
+means for the cell is decided on the host. A ``hybrid`` job builds through the toolkit's hybrid
+flow instead of ``build`` (``hybrid_quantization_step1`` in the job's folder, the attention layers
+set to float16 in its config by ``remote_hybrid.py`` beside this file,
+``hybrid_quantization_step2``) and names those layers in ``fp16_layers``. An ``analysis`` job
+builds the same way, then runs ``accuracy_analysis`` on the job's inputs instead of exporting and
+simulating, and names the file of its per-layer errors in ``analysis``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ import traceback
 
 PROTOCOL = 4
 ANALYSIS_DIR = "analysis"
+CALL_FILE = "toolkit-call"
+"""In a job's folder: the name of the toolkit call under way (empty between calls), so that the
+host can tell in which call a process that died was."""
 
 
 def _vm_hwm_mb() -> float | None:
@@ -102,14 +106,22 @@ def run_job(job: dict, rknn_cls: type) -> dict:
     rknn = None
     phase = "create"
 
+    call_file = os.path.join(os.path.abspath(outdir), CALL_FILE)
+
+    def note_call(name: str) -> None:
+        with open(call_file, "w") as fh:
+            fh.write(name)
+
     def step(name: str, fn, *args, **kwargs):
         nonlocal phase
         phase = name
+        note_call(name)
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             result["timings"][name] = round(time.perf_counter() - start, 6)
+            note_call("")
 
     def failed(name: str, ret: object) -> bool:
         result["returncodes"][name] = ret if isinstance(ret, int) else 0

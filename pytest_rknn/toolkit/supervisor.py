@@ -41,6 +41,7 @@ from pytest_rknn.toolkit.protocol import (
     JobResult,
     Limits,
     ProtocolError,
+    call_under_way,
     check_died,
     check_ready,
     check_result,
@@ -59,6 +60,9 @@ class WorkerStartError(RuntimeError):
 class _Fault:
     status: Status
     detail: str
+    death: bool = False
+    """The process running the job ended by itself (not killed by this host, no protocol
+    breach)."""
 
 
 def read_log(path: str | Path, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> str:
@@ -202,7 +206,7 @@ class ToolkitWorker:
         wall = round(time.perf_counter() - started, 6)
         log = read_log(job.log)
 
-        def faulted(status: Status, detail: str) -> JobResult:
+        def faulted(status: Status, detail: str, death: bool = False) -> JobResult:
             return JobResult(
                 id=job.id,
                 fault=status,
@@ -212,6 +216,7 @@ class ToolkitWorker:
                 peak_rss_mb=round(self._peak / 2**20, 1),
                 log=log,
                 log_path=job.log,
+                died_in=call_under_way(job) if death else None,
             )
 
         if not isinstance(message, _Fault) and message.get("op") == "died" and self.forking:
@@ -221,7 +226,7 @@ class ToolkitWorker:
                 message = _Fault(Status.CRASH, f"protocol violation: {exc}; worker replaced")
             else:
                 self.jobs_done += 1  # the fork died; the worker lives on
-                return faulted(Status.CRASH, detail)
+                return faulted(Status.CRASH, detail, death=True)
         if not isinstance(message, _Fault):
             try:
                 result = check_result(message, job)
@@ -229,7 +234,7 @@ class ToolkitWorker:
                 message = _Fault(Status.CRASH, f"protocol violation: {exc}; worker replaced")
         if isinstance(message, _Fault):
             self.kill()
-            return faulted(message.status, message.detail)
+            return faulted(message.status, message.detail, message.death)
         self.jobs_done += 1
         result.toolkit = self.info.get("toolkit") or self.version
         result.log = log
@@ -287,7 +292,7 @@ class ToolkitWorker:
                     code = self.proc.wait(5)
                 except subprocess.TimeoutExpired:
                     return _Fault(Status.CRASH, "worker closed its result channel mid-job")
-                return _Fault(Status.CRASH, describe_exit(code))
+                return _Fault(Status.CRASH, describe_exit(code), death=True)
             if self.proc.poll() is not None:
                 while select.select([self._results_r], [], [], 0)[0]:
                     chunk = os.read(self._results_r, 1 << 16)
@@ -296,7 +301,7 @@ class ToolkitWorker:
                     self._buffer += chunk
                 if b"\n" in self._buffer:
                     continue
-                return _Fault(Status.CRASH, describe_exit(self.proc.returncode))
+                return _Fault(Status.CRASH, describe_exit(self.proc.returncode), death=True)
             if watch is not None:
                 rss = watch.rss()
                 self._peak = max(self._peak, rss)

@@ -14,7 +14,11 @@ Modes:
 - rule-fail: build fails in the fusion rule ``fuse_fake`` unless config(disable_rules=[...])
   names it;
 - silent: build succeeds after one of its threads died with an exception (use silent+simulate);
-- crash: the process kills itself during build; hang: build sleeps; hog: build allocates memory;
+- crash: the process kills itself (SIGSEGV) during build, every time; crash-once: the same
+  only while the file ``FAKE_RKNN_ONCE`` names does not exist (it creates it first), then as the
+  mode after the ``+`` (``crash-once+simulate``); abort: dies of SIGABRT during build, after
+  printing an error line;
+- hang: build sleeps; hog: build allocates memory;
 - slow: build sleeps ``FAKE_RKNN_DELAY`` seconds (default 0.5), then as simulate (so that a run
   can be interrupted halfway);
 - garbage, extra-line, huge-line, forged-id: write to the worker's results channel from inside
@@ -221,9 +225,17 @@ class RKNN:
             return -1
         elif mode == "raise":
             raise IndexError("list index out of range")
-        elif mode == "crash":
+        elif mode == "crash" or (
+            mode == "crash-once" and not os.path.exists(os.environ["FAKE_RKNN_ONCE"])
+        ):
+            if mode == "crash-once":
+                open(os.environ["FAKE_RKNN_ONCE"], "w").close()
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGSEGV)
+        elif mode == "abort":
+            print("E RKNN: [00:00:00.000] invalid tensor malloc size, target: CPU, size: 0")
+            sys.stdout.flush()
+            os.abort()
         elif mode == "hang":
             time.sleep(3600)
         elif mode == "slow":
