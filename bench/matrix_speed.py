@@ -12,7 +12,9 @@ It prints the figures, the ratios (overhead = cold wall ÷ toolkit time, warm sp
 wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), the peak RSS per
 toolkit worker of step 1 and the machine's load average (1 min) before and after each step.
 Absolute times on a shared machine are noisy: compare ratios from one run. The toolkit
-environments are the default ones unless ``--envs`` (``PYTEST_RKNN_ENVS``) names others.
+environments are the default ones unless ``--envs`` (``PYTEST_RKNN_ENVS``) names others. The
+runs write Python's bytecode caches (``PYTHONDONTWRITEBYTECODE`` is dropped, as on a user's
+machine).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.envs:
         env["PYTEST_RKNN_ENVS"] = args.envs
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        # A user's Python writes its bytecode caches (pytest's rewritten plugin modules too):
+        # without them every run compiles pytest-rknn's modules again.
+        print("PYTHONDONTWRITEBYTECODE is set here: the runs go without it, as a user's would")
     work = args.keep or Path(tempfile.mkdtemp(prefix="rknn-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     head = subprocess.run(

@@ -19,7 +19,7 @@ from pytest_rknn.results import journal as durable
 from pytest_rknn.results.cell import CellRecord as Cell
 from pytest_rknn.results.compare import diff, merge
 from pytest_rknn.results.journal import Journal
-from pytest_rknn.results.matrix import Matrix, MatrixError, schema
+from pytest_rknn.results.matrix import Matrix, MatrixError, _first_error, _part, schema
 from pytest_rknn.verdict.metrics import compute_metrics
 from pytest_rknn.verdict.signatures import classify
 from pytest_rknn.verdict.tolerance import Bounds
@@ -146,6 +146,33 @@ def test_add_refuses_a_cell_that_does_not_fit_the_schema(
     bad = Cell.from_dict({**m232.cells[0].to_dict(), **change})
     with pytest.raises(MatrixError, match=f"is invalid at {where}: .*: fix the record"):
         Matrix().add(bad)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"status": "passed"},
+        {"variant_id": ""},
+        {"timings": {"build": True}},
+        {"peak_rss_mb": -1},
+        {"metrics": {"output0": {"cosine": "1"}}},
+        {"bounds": None},
+        {"unknown_field": 1},
+        {"variant": {}},
+        {"job_id": 7},
+        {"finished": 1764000000},
+    ],
+)
+def test_the_quick_schema_check_agrees_with_jsonschema(m232: Matrix, change: dict) -> None:
+    """Cells are checked by fastjsonschema, and jsonschema only says why one is refused: the
+    two must agree on which cells fit."""
+    data = {**m232.cells[0].to_dict(), **change}
+    expected = not list(jsonschema.Draft202012Validator(_part("cell")).iter_errors(data))
+    assert (_first_error(data, "cell") is None) is expected
+    whole = {**json.loads(m232.dumps()), "cells": [data]}
+    expected = not list(jsonschema.Draft202012Validator(schema()).iter_errors(whole))
+    assert (_first_error(whole, "document") is None) is expected
 
 
 def test_add_replaces_the_same_key_and_stamps_finished(m232: Matrix) -> None:

@@ -87,10 +87,14 @@ class Materials:
             return self._locks.setdefault(name, threading.RLock())
 
     def prepare_exports(self) -> None:
-        """Make the run's torch exports now (one batch; e.g. on a background thread)."""
+        """Make the run's torch exports now, then its hf exports (one batch each; e.g. on a
+        background thread, while the toolkit converts the cells before them)."""
         for spec in self.export_specs[:1]:
             with contextlib.suppress(NotBuildable), self._lock(spec.id):
                 self._torch_export(spec)
+        for family in self.family_specs[:1]:
+            with contextlib.suppress(NotBuildable, ExportFailed, HostError):
+                self.model(FamilySubject(family))
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""
