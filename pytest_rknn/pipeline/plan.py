@@ -82,15 +82,18 @@ def subjects(settings: Settings) -> list[Subject]:
 
 def build_cells(settings: Settings) -> list[CellSpec]:
     """Every cell of the run (only its shard's with ``--rknn-shard``), toolkit by toolkit:
-    one toolkit's worker is needed at a time (the next ones start while it works), a
-    pytest-xdist worker given one toolkit's cells finds them together, and within a toolkit
-    the subjects whose model the torch exporter makes come last (it runs meanwhile)."""
+    one toolkit's worker is needed at a time (the next ones start while it works) and a
+    pytest-xdist worker given one toolkit's cells finds them together. The subjects whose
+    model the torch exporter makes come after all the others, toolkit by toolkit again: the
+    exporter's batches (tens of seconds) run while every toolkit converts the rest, instead of
+    holding up the first toolkit's cells."""
     found = subjects(settings)
-    ordered = [s for s in found if not _exported(s)] + [s for s in found if _exported(s)]
+    passes = ([s for s in found if not _exported(s)], [s for s in found if _exported(s)])
     cells = [
         CellSpec(subject, platform, toolkit, quant)
+        for group in passes
         for toolkit in settings.toolkit_names
-        for subject in ordered
+        for subject in group
         for platform in settings.platforms
         for quant in settings.quant
     ]

@@ -90,6 +90,9 @@ class WorkerPool:
             self.workers.clear()
         for version, worker in workers:
             with self._busy.get(version) or contextlib.nullcontext():
+                worker.ask_exit()
+        for version, worker in workers:
+            with self._busy.get(version) or contextlib.nullcontext():
                 worker.stop()
 
     def __enter__(self) -> WorkerPool:

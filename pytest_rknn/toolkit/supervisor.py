@@ -320,10 +320,17 @@ class ToolkitWorker:
             kill_tree(self.proc)
         self._close_pipes()
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Ask the worker to exit, then make sure it did."""
+    def ask_exit(self) -> None:
+        """Ask the worker to exit (:meth:`stop` then waits for it): several workers asked
+        first wind down together."""
         if self.proc is not None and self.proc.poll() is None and self._jobs_w is not None:
             self._send({"op": "exit"})
+            self._close_pipes()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Ask the worker to exit, then make sure it did."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.ask_exit()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
         self.kill()
