@@ -9,7 +9,9 @@ interpreter it is started with and from the checkout it lies in:
 3. the default matrix cold with ``-n 2`` (pytest-xdist): its wall time against step 1's.
 
 It prints the figures, the ratios (overhead = cold wall ÷ toolkit time, warm speed-up = cold
-wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), the peak RSS per
+wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), how many cores
+each cold run kept busy (the CPU seconds of the command and all it started ÷ its wall time: what
+``-n 2`` can gain at most is the machine's cores ÷ the serial run's), the peak RSS per
 toolkit worker of step 1 and the machine's load average (1 min) before and after each step.
 Absolute times on a shared machine are noisy: compare ratios from one run. The toolkit
 environments are the default ones unless ``--envs`` (``PYTEST_RKNN_ENVS``) names others. The
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,11 +43,14 @@ def run(cache: Path, matrix: Path, extra: list[str], env: dict[str, str]) -> dic
     """One whole ``pytest cases/`` command: its wall time, the loads and the matrix."""
     before = _load()
     args = [sys.executable, *COMMAND, "-o", f"cache_dir={cache}", f"--rknn-matrix={matrix}"]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
         args + extra, cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     meta: dict[str, object] = {}
     cells: list[dict[str, object]] = []
@@ -53,6 +59,7 @@ def run(cache: Path, matrix: Path, extra: list[str], env: dict[str, str]) -> dic
         meta, cells = data["meta"], data["cells"]
     return {
         "wall": wall,
+        "cpu": cpu,
         "load": (before, _load()),
         "summary": last,
         "toolkit_s": float(meta.get("toolkit_s") or 0.0),
@@ -112,10 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         ("warm serial wall, whole command (s)", f"{warm['wall']:.2f}", load(warm)),
         ("warm speed-up: cold wall / warm wall", f"{cold['wall'] / warm['wall']:.1f}x", ""),
     ]
+    busy = cold["cpu"] / cold["wall"]
+    rows.append(("cold serial: cores busy (CPU s / wall s)", f"{busy:.2f}", ""))
     if xdist is not None:
         rows += [
             ("cold -n 2 wall (s)", f"{xdist['wall']:.1f}", load(xdist)),
+            ("cold -n 2: cores busy (CPU s / wall s)", f"{xdist['cpu'] / xdist['wall']:.2f}", ""),
             ("-n 2 speed-up: serial / -n 2", f"{cold['wall'] / xdist['wall']:.2f}x", ""),
+            (
+                f"-n 2 ceiling on {os.cpu_count()} cores: cores / serial cores busy",
+                f"{min(2.0, (os.cpu_count() or 1) / busy):.2f}x",
+                "",
+            ),
         ]
     for version, mb in peak_rss(cold["cells"]).items():  # type: ignore[arg-type]
         rows.append((f"peak RSS per job, toolkit {version} (MB)", f"{mb:.0f}", ""))
