@@ -310,3 +310,57 @@ def test_parse_size_rejects_nonsense() -> None:
 def test_limits_refuse_non_finite_or_non_positive_timeouts(value: float) -> None:
     with pytest.raises(ValueError, match="finite number of seconds"):
         Limits(timeout=value)
+
+
+def test_the_worker_script_and_the_host_agree_on_their_constants() -> None:
+    """remote.py imports nothing of the host's: its copies must be the host's values."""
+    from pytest_rknn.toolkit import protocol, remote
+
+    assert (remote.PROTOCOL, remote.CALL_FILE) == (protocol.PROTOCOL, protocol.CALL_FILE)
+
+
+class _FakeRknnThatReadsItsCall:
+    """A FAKE stand-in for rknn's RKNN class, in-process: build records what the job's
+    ``toolkit-call`` file says while it runs."""
+
+    seen: list[str | None] = []
+
+    def __init__(self, verbose: bool = False) -> None:
+        self.folder = ""
+
+    def config(self, **options: object) -> int:
+        return 0
+
+    def load_onnx(self, model: str) -> int:
+        self.folder = os.path.dirname(model)
+        return 0
+
+    def build(self, **options: object) -> int:
+        path = Path(self.folder) / "toolkit-call"
+        self.seen.append(path.read_text() if path.is_file() else None)
+        return -1
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_the_call_under_way_is_noted_and_a_note_that_cannot_be_written_fails_nothing(
+    tmp_path: Path, writable: bool
+) -> None:
+    from pytest_rknn.toolkit import remote
+    from pytest_rknn.toolkit.protocol import call_under_way
+
+    job = make_job(tmp_path, "a")
+    (Path(job.outdir) / "model.onnx").write_bytes(b"")
+    if not writable:
+        (Path(job.outdir) / "toolkit-call").mkdir()
+    wire = {**job.to_wire(), "onnx": str(Path(job.outdir) / "model.onnx")}
+    _FakeRknnThatReadsItsCall.seen = []
+    result = remote.run_job(wire, _FakeRknnThatReadsItsCall)
+    assert result["failed_phase"] == "build" and result["error"] == "build returned -1"
+    if writable:
+        assert _FakeRknnThatReadsItsCall.seen == ["build"]
+        assert call_under_way(job) is None, "empty between calls"
+    else:
+        assert _FakeRknnThatReadsItsCall.seen == [None]

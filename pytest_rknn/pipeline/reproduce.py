@@ -58,12 +58,14 @@ def confirmed(first: JobResult, again: Callable[[], JobResult]) -> JobResult:
         and _signature(second) == _signature(first)
     )
     if not same:
-        first.error = (
-            f"{first.error} in {first.died_in}; the same job run again in a fresh process "
-            f"{_ending(second)}: not reproducible"
+        return dataclasses.replace(
+            first,
+            error=(
+                f"{first.error} in {first.died_in}; the same job run again in a fresh process "
+                f"{_ending(second)}: not reproducible"
+            ),
+            timings={**first.timings, "wall": _walls(first, second)},
         )
-        first.timings["wall"] = _walls(first, second)
-        return first
     assert second.error is not None
     died = second.error.removeprefix("worker ")
     return dataclasses.replace(
@@ -74,8 +76,5 @@ def confirmed(first: JobResult, again: Callable[[], JobResult]) -> JobResult:
             f"the toolkit {died} in {second.died_in}, the same way in two fresh processes "
             f"(jobs {first.id} and {second.id})"
         ),
-        timings={
-            **second.timings,
-            "wall": _walls(first, second),
-        },
+        timings={**second.timings, "wall": _walls(first, second)},
     )

@@ -27,6 +27,7 @@ simulating, and names the file of its per-layer errors in ``analysis``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -109,8 +110,14 @@ def run_job(job: dict, rknn_cls: type) -> dict:
     call_file = os.path.join(os.path.abspath(outdir), CALL_FILE)
 
     def note_call(name: str) -> None:
-        with open(call_file, "w") as fh:
-            fh.write(name)
+        # Only a hint for the host: a file that cannot be written (a full disk) must not fail
+        # the call, and is removed rather than left naming another call.
+        try:
+            with open(call_file, "w") as fh:
+                fh.write(name)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(call_file)
 
     def step(name: str, fn, *args, **kwargs):
         nonlocal phase
