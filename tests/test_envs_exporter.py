@@ -7,6 +7,7 @@ exporter environment in the default root and export with all three torch exporte
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,7 +36,12 @@ from pytest_rknn.envs.recipes import (
     exporter_requirements,
 )
 from pytest_rknn.variants.spec import EXPORTERS, VariantSpec
-from pytest_rknn.variants.torch_export import ExportInfo, export_many
+from pytest_rknn.variants.torch_export import (
+    EXPORT_NICENESS,
+    ExportInfo,
+    export_many,
+    run_export_script,
+)
 
 
 def hint(root: Path, rebuild: bool = False) -> str:
@@ -258,3 +264,21 @@ def test_provision_waits_for_another_process_building_the_exporter(
     assert [(env.kind, env.state) for env in envs] == [("exporter", EnvState.OK)]
     assert 0.5 < waited < 20
     assert not (tmp_path / "logs").exists()
+
+
+def test_an_export_batch_runs_at_a_lower_cpu_priority(tmp_path: Path) -> None:
+    # A stand-in export script (plain python: what it reports is its own priority).
+    script = tmp_path / "report_priority.py"
+    script.write_text(
+        "import json, os, sys, time\n"
+        "parent = os.getpriority(os.PRIO_PROCESS, os.getppid())\n"
+        "deadline = time.monotonic() + 5\n"
+        "while os.getpriority(os.PRIO_PROCESS, 0) <= parent and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "jobs = json.load(open(sys.argv[1]))\n"
+        "nice = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "json.dump([{'nice': nice} for _ in jobs], open(sys.argv[2], 'w'))\n"
+    )
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    (result,) = run_export_script(script, [{}], Path(sys.executable), timeout=30)
+    assert result["nice"] == min(own + EXPORT_NICENESS, 19) > own or own == 19

@@ -6,8 +6,9 @@ their order, and for each one whose conversion is not cached makes its model, in
 reference (the :class:`~pytest_rknn.pipeline.materials.Materials` of the session, which
 make each once) and notes its toolkit version; the versions' workers are spawned one at a
 time in the order the cells need them (:meth:`~pytest_rknn.toolkit.pool.WorkerPool.prestart`),
-so that a toolkit imports while another converts. A second thread makes the run's torch
-exports (one batch) as soon as the prefetcher starts. Nothing here decides a result: a value
+so that a toolkit imports while another converts (by a thread of their own: a walk that waits
+for an export does not hold them up). Another thread makes the run's exports as soon as the
+prefetcher starts. Nothing here decides a result: a value
 made ahead is the value the cell would have made itself, and any failure is left for the
 cell to meet again.
 """
@@ -56,6 +57,8 @@ class Prefetcher:
         self.current: CellSpec | None = None
         self.wanted: list[str] = []
         self.spawned: set[str] = set()
+        self._versions = threading.Lock()
+        self._walked = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
@@ -77,7 +80,7 @@ class Prefetcher:
         self.running(cell)
         if own_version is not None:
             self.spawned.add(own_version)
-        targets = [("rknn-prefetch", self._walk)]
+        targets = [("rknn-prefetch", self._walk), ("rknn-spawn", self._spawn)]
         if self.exports is not None:
             targets.append(("rknn-exports", self._export))
         for name, target in targets:
@@ -99,30 +102,38 @@ class Prefetcher:
         self.exports()
 
     def _walk(self) -> None:
-        i = self.position
+        try:
+            i = self.position
+            while not self._stop.is_set():
+                i = max(i + 1, self.position + 1)
+                if i >= len(self.cells):
+                    break
+                cell, current = self.cells[i], self.current
+                if current is not None and not self.mine(current, cell):
+                    continue
+                if self.probe(cell):
+                    with self._versions:
+                        if cell.toolkit not in self.spawned and cell.toolkit not in self.wanted:
+                            self.wanted.append(cell.toolkit)
+                    self.warm(cell)
+        finally:
+            self._walked.set()
+
+    def _spawn(self) -> None:
+        """Spawn the wanted versions' workers in turn until the walk is done and none is left."""
         while not self._stop.is_set():
-            i = max(i + 1, self.position + 1)
-            if i >= len(self.cells):
+            walked = self._walked.is_set()
+            if not self._spawn_next() and walked and not self.wanted:
                 break
-            cell, current = self.cells[i], self.current
-            if current is not None and not self.mine(current, cell):
-                continue
-            self._spawn_next()
-            if self.probe(cell):
-                if cell.toolkit not in self.spawned and cell.toolkit not in self.wanted:
-                    self.wanted.append(cell.toolkit)
-                self._spawn_next()
-                self.warm(cell)
-        while self.wanted and not self._stop.is_set():
-            if not self._spawn_next():
-                self._stop.wait(_STARTING_POLL)
+            self._stop.wait(_STARTING_POLL)
 
     def _spawn_next(self) -> bool:
         """Spawn the first wanted version's worker unless one is still coming up."""
         if not self.wanted or self.pool.starting():
             return False
-        version = self.wanted.pop(0)
-        self.spawned.add(version)
+        with self._versions:
+            version = self.wanted.pop(0)
+            self.spawned.add(version)
         self.pool.prestart(version)
         return True
 
