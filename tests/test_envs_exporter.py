@@ -39,6 +39,7 @@ from pytest_rknn.variants.spec import EXPORTERS, VariantSpec
 from pytest_rknn.variants.torch_export import (
     EXPORT_NICENESS,
     ExportInfo,
+    TorchExportError,
     export_many,
     run_export_script,
 )
@@ -282,3 +283,16 @@ def test_an_export_batch_runs_at_a_lower_cpu_priority(tmp_path: Path) -> None:
     own = os.getpriority(os.PRIO_PROCESS, 0)
     (result,) = run_export_script(script, [{}], Path(sys.executable), timeout=30)
     assert result["nice"] == min(own + EXPORT_NICENESS, 19) > own or own == 19
+
+
+def test_an_export_batch_past_its_timeout_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "hang.py"
+    pid_file = tmp_path / "pid"
+    script.write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    with pytest.raises(TorchExportError, match=r"torch export of 1 job\(s\) timed out after 1 s"):
+        run_export_script(script, [{}], Path(sys.executable), timeout=1)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -167,6 +167,10 @@ def run_export_script(
             raise TorchExportError(
                 f"torch export of {len(payload)} job(s) timed out after {timeout:.0f} s"
             ) from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         try:
             results = json.loads(result_file.read_text()) if result_file.exists() else []
         except ValueError:
