@@ -8,9 +8,8 @@ make each once) and notes its toolkit version; the versions' workers are spawned
 time in the order the cells need them (:meth:`~pytest_rknn.toolkit.pool.WorkerPool.prestart`),
 so that a toolkit imports while another converts (by a thread of their own: a walk that waits
 for an export does not hold them up). Another thread makes the run's exports as soon as the
-prefetcher starts. Nothing here decides a result: a value
-made ahead is the value the cell would have made itself, and any failure is left for the
-cell to meet again.
+prefetcher starts. Nothing here decides a result: a value made ahead is the value the cell
+would have made itself, and any failure is left for the cell to meet again.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> infe
 result names the call that failed (``failed_phase``), or none; while a call runs, its name is in
 the job folder's ``toolkit-call`` file, for the host to read if the process dies in it. What that
 means for the cell is decided on the host. A ``hybrid`` job builds through the toolkit's hybrid
-flow instead of ``build`` (``hybrid_quantization_step1`` in the job's folder, the attention layers
-set to float16 in its config by ``remote_hybrid.py`` beside this file,
+flow instead of ``build`` (``remote_hybrid.py`` beside this file: ``hybrid_quantization_step1``
+in the job's folder, the attention layers set to float16 in its config,
 ``hybrid_quantization_step2``) and names those layers in ``fp16_layers``. An ``analysis`` job
 builds the same way, then runs ``accuracy_analysis`` on the job's inputs instead of exporting and
 simulating, and names the file of its per-layer errors in ``analysis``.
@@ -155,7 +155,10 @@ def run_job(job: dict, rknn_cls: type) -> dict:
                 nonlocal rknn
                 rknn = second
 
-            if not _hybrid_build(job, first, rknn_cls, config, step, failed, result, adopt):
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import remote_hybrid
+
+            if not remote_hybrid.build(job, first, rknn_cls, config, step, failed, result, adopt):
                 return result
         else:
             ret = step(
@@ -227,84 +230,6 @@ def run_job(job: dict, rknn_cls: type) -> dict:
                 traceback.print_exc()
         result["peak_rss_mb"] = _vm_hwm_mb()
     return result
-
-
-class _Cwd:
-    """Run in ``path`` (step 1 of the hybrid flow writes its files into the CWD)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.saved = os.getcwd()
-        os.chdir(self.path)
-
-    def __exit__(self, *exc: object) -> None:
-        os.chdir(self.saved)
-
-
-def _hybrid_build(
-    job: dict, rknn, rknn_cls: type, config: dict, step, failed, result: dict, adopt
-) -> bool:
-    """Step 1 in the job's folder (``rknn`` is released after it), the attention layers to
-    float16, then step 2 on a new RKNN object configured like the first (handed to ``adopt``
-    as soon as it exists); False when a step failed."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import remote_hybrid
-
-    outdir = job["outdir"]
-    try:
-        with _Cwd(outdir):
-            ret = step(
-                "hybrid_quantization_step1",
-                rknn.hybrid_quantization_step1,
-                dataset=job.get("dataset"),
-                proposal=False,
-            )
-    finally:
-        # Its files hold all step 2 needs: free the first object's memory before the second.
-        rknn.release()
-    if failed("hybrid_quantization_step1", ret):
-        return False
-    stem = os.path.splitext(os.path.basename(job["onnx"]))[0]
-    model, data, cfg = (os.path.join(outdir, f"{stem}.{ext}") for ext in remote_hybrid.STEP1_FILES)
-    missing = [p for p in (model, data, cfg) if not os.path.isfile(p)]
-    if missing:
-        result["failed_phase"] = "hybrid_quantization_step1"
-        result["error"] = f"hybrid_quantization_step1 wrote no {', '.join(missing)}"
-        return False
-    try:
-        with open(model, "rb") as fh, open(cfg, encoding="utf-8") as ch:
-            text = ch.read()
-            layers, tensors = remote_hybrid.choose(fh.read(), text)
-    except (OSError, ValueError) as exc:
-        result["failed_phase"] = "hybrid_config"
-        result["error"] = f"hybrid: cannot read step 1's files: {type(exc).__name__}: {exc}"
-        return False
-    result["fp16_layers"] = [{"name": n.name, "op": n.op} for n in layers]
-    if not tensors:
-        result["failed_phase"] = "hybrid_config"
-        result["error"] = (
-            "hybrid: no attention layer (a MatMul of two activations, Softmax, a fused attention "
-            f"op) in the toolkit's graph {os.path.basename(model)}: nothing to keep in float16"
-        )
-        return False
-    edited = os.path.join(outdir, f"{stem}.hybrid.cfg")
-    with open(edited, "w", encoding="utf-8") as fh:
-        fh.write(remote_hybrid.with_float16(text, tensors))
-    print(f"hybrid: float16 tensors {tensors}")
-    second = step("step2_create", rknn_cls, verbose=bool(job.get("verbose", False)))
-    adopt(second)
-    if failed("step2_config", step("step2_config", second.config, **config)):
-        return False
-    ret = step(
-        "hybrid_quantization_step2",
-        second.hybrid_quantization_step2,
-        model_input=model,
-        data_input=data,
-        model_quantization_cfg=edited,
-    )
-    return not failed("hybrid_quantization_step2", ret)
 
 
 def _read(jobs) -> dict | None:

@@ -1,4 +1,4 @@
-"""Which layers a hybrid build keeps in float16, read from the toolkit's own hybrid files.
+"""A hybrid build: its two steps, and the layers it keeps in float16 (from the toolkit's files).
 
 Used by ``remote.py`` inside a toolkit environment (it imports this file from its own folder),
 so it imports only the standard library. The host imports it too (tests).
@@ -21,10 +21,13 @@ convolutions) and the graph's input/output conversions stay int8.
 :func:`with_float16` writes the config with those tensors set to ``float16``, editing the text
 only: the toolkit compares every saved scale with its own, so a YAML round trip that rewrites a
 float breaks step 2.
+:func:`build` runs the whole flow for one job of ``remote.py``: step 1 in the job's folder, the
+config edited, step 2 on a fresh RKNN object.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -244,3 +247,76 @@ def choose(model: bytes, config: str) -> tuple[list[Node], list[str]]:
     ]
     tensors = [o for n in layers for o in n.outputs if o in known]
     return layers, list(dict.fromkeys(tensors))
+
+
+class _Cwd:
+    """Run in ``path`` (step 1 of the hybrid flow writes its files into the CWD)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        self.saved = os.getcwd()
+        os.chdir(self.path)
+
+    def __exit__(self, *exc: object) -> None:
+        os.chdir(self.saved)
+
+
+def build(job: dict, rknn, rknn_cls: type, config: dict, step, failed, result: dict, adopt) -> bool:
+    """Step 1 in the job's folder (``rknn`` is released after it), the attention layers to
+    float16, then step 2 on a new RKNN object configured like the first (handed to ``adopt``
+    as soon as it exists); False when a step failed."""
+    outdir = job["outdir"]
+    try:
+        with _Cwd(outdir):
+            ret = step(
+                "hybrid_quantization_step1",
+                rknn.hybrid_quantization_step1,
+                dataset=job.get("dataset"),
+                proposal=False,
+            )
+    finally:
+        # Its files hold all step 2 needs: free the first object's memory before the second.
+        rknn.release()
+    if failed("hybrid_quantization_step1", ret):
+        return False
+    stem = os.path.splitext(os.path.basename(job["onnx"]))[0]
+    model, data, cfg = (os.path.join(outdir, f"{stem}.{ext}") for ext in STEP1_FILES)
+    missing = [p for p in (model, data, cfg) if not os.path.isfile(p)]
+    if missing:
+        result["failed_phase"] = "hybrid_quantization_step1"
+        result["error"] = f"hybrid_quantization_step1 wrote no {', '.join(missing)}"
+        return False
+    try:
+        with open(model, "rb") as fh, open(cfg, encoding="utf-8") as ch:
+            text = ch.read()
+            layers, tensors = choose(fh.read(), text)
+    except (OSError, ValueError) as exc:
+        result["failed_phase"] = "hybrid_config"
+        result["error"] = f"hybrid: cannot read step 1's files: {type(exc).__name__}: {exc}"
+        return False
+    result["fp16_layers"] = [{"name": n.name, "op": n.op} for n in layers]
+    if not tensors:
+        result["failed_phase"] = "hybrid_config"
+        result["error"] = (
+            "hybrid: no attention layer (a MatMul of two activations, Softmax, a fused attention "
+            f"op) in the toolkit's graph {os.path.basename(model)}: nothing to keep in float16"
+        )
+        return False
+    edited = os.path.join(outdir, f"{stem}.hybrid.cfg")
+    with open(edited, "w", encoding="utf-8") as fh:
+        fh.write(with_float16(text, tensors))
+    print(f"hybrid: float16 tensors {tensors}")
+    second = step("step2_create", rknn_cls, verbose=bool(job.get("verbose", False)))
+    adopt(second)
+    if failed("step2_config", step("step2_config", second.config, **config)):
+        return False
+    ret = step(
+        "hybrid_quantization_step2",
+        second.hybrid_quantization_step2,
+        model_input=model,
+        data_input=data,
+        model_quantization_cfg=edited,
+    )
+    return not failed("hybrid_quantization_step2", ret)
