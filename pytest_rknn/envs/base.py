@@ -7,7 +7,9 @@ recipe hash, the marker file a successful build ends with, the fast marker-only
 :meth:`~ManagedEnv.verify`, :meth:`~ManagedEnv.describe`, and :meth:`~ManagedEnv.create`
 (fresh venv and install by the chosen :mod:`~pytest_rknn.envs.installers` installer, uv with
 pip as the fallback; package check; smoke run in one of two machine-wide smoke slots). A subclass
-says what goes into its recipe, what it installs and what its smoke run proves.
+says what goes into its recipe, what it installs and what its smoke run proves. The smoke run is
+the environment's job in small, so it also leaves the bytecode of what that job imports (the
+workers and export batches write theirs): the first run after a build does not compile torch.
 """
 
 from __future__ import annotations

@@ -137,6 +137,13 @@ def _yield_cpu(pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, min(own + EXPORT_NICENESS, 19))
 
 
+def exporter_env() -> dict[str, str]:
+    """The host's environment for an export batch, less ``PYTHONDONTWRITEBYTECODE``: the
+    exporter writes its environment's bytecode (torch and transformers import in 4 s from
+    bytecode, 13 s from source, and every batch pays it)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_export_script(
     script: Path, payload: list[dict], python: Path, timeout: float
 ) -> list[dict]:
@@ -155,6 +162,7 @@ def run_export_script(
                 stderr=subprocess.PIPE,
                 text=True,
                 stdin=subprocess.DEVNULL,
+                env=exporter_env(),
             )
         except OSError as exc:
             raise TorchExportError(f"cannot run {python}: {exc}") from None
