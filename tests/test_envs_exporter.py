@@ -266,6 +266,23 @@ def test_real_exporter_env_exports_with_every_exporter(
 
 
 @pytest.mark.toolkit
+def test_a_batchs_later_dynamo_exports_are_the_models_a_fresh_exporter_makes(
+    real_exporter: ExporterEnv, tmp_path: Path
+) -> None:
+    """The batch reuses the operator registry its first dynamo export made."""
+    base = dict(num_kv_heads=2, q_len=8, kv_len=8, head_dim=16, exporter="dynamo")
+    first = VariantSpec(form="torch-export", batch=1, num_heads=4, **base)
+    later = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **base)
+    together = [(s, tmp_path / "batch" / f"{s.id}.onnx", s.exporter) for s in (first, later)]
+    alone = [(later, tmp_path / "alone" / f"{later.id}.onnx", later.exporter)]
+    for jobs in (together, alone):
+        jobs[0][1].parent.mkdir()
+        outcomes = export_many(jobs, real_exporter.python)
+        assert all(isinstance(outcome, ExportInfo) for outcome in outcomes), outcomes
+    assert together[1][1].read_bytes() == alone[0][1].read_bytes()
+
+
+@pytest.mark.toolkit
 def test_provision_waits_for_another_process_building_the_exporter(
     real_exporter: ExporterEnv, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from pytest_rknn.results.matrix import cell_error
 from pytest_rknn.results.status import Status
@@ -62,7 +63,7 @@ _CODE = (
 _REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=8)
 def code_digest(names: tuple[str, ...] = _CODE) -> str:
     """A hash of the code that made a cached value."""
     root = Path(__file__).resolve().parent.parent
@@ -255,6 +256,13 @@ class ResultCache:
             return
         entry = {"schema": ORIGIN_SCHEMA, "version": ENTRY_VERSION, "key": key}
         self.cache.set(ORIGIN_PREFIX + key, {**entry, "origin": origin})
+
+    def reference_lock(self, key: str) -> contextlib.AbstractContextManager[object]:
+        """Held while one process looks up, makes and stores the reference of ``key``: the
+        other pytest-xdist workers wait for it and read it rather than make it too."""
+        if self.cache is None:
+            return contextlib.nullcontext()
+        return FileLock(str(self._folder(key, REFERENCES_DIR)) + ".lock")
 
     def put_reference(self, key: str, outputs: list[np.ndarray]) -> None:
         if self.cache is None:

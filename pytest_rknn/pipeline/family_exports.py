@@ -36,7 +36,12 @@ from pytest_rknn.variants.torch_export import TorchExportError, require_python
 from pytest_rknn.verdict.logtext import normalise
 
 EXPORT_VERSION = "1"
-_EXPORT_CODE = ("variants/hf_export_script.py", "variants/hf_export.py", "variants/families.py")
+_EXPORT_CODE = (
+    "variants/hf_export_script.py",
+    "variants/export_registry.py",
+    "variants/hf_export.py",
+    "variants/families.py",
+)
 """The code that decides what an export holds: a change to it exports again."""
 
 

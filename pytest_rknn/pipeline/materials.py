@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from filelock import FileLock
 
-from pytest_rknn.pipeline.cache import ResultCache, array_digest, reference_key
+from pytest_rknn.pipeline.cache import ResultCache, array_digest, code_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.pipeline.input_roles import InputRoleError
@@ -39,6 +39,8 @@ from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.torch_export import TorchExportError, export_many, require_python
 
 EXPORT_VERSION = "1"
+# The code that decides what a torch export holds: a change to it exports again.
+_TORCH_EXPORT_CODE = ("variants/torch_export_script.py", "variants/export_registry.py")
 
 
 class HostError(RuntimeError):
@@ -213,11 +215,12 @@ class Materials:
         self, subject: Subject, built: BuiltModel, inputs: dict[str, np.ndarray]
     ) -> list[np.ndarray] | HostError:
         key = self.reference_key(subject, built, inputs)
-        found = self.cache.get_reference(key)
-        if found is None:
-            found = self._make_reference(subject, built.model, inputs)
-            if not isinstance(found, HostError):
-                self.cache.put_reference(key, found)
+        with self.cache.reference_lock(key):
+            found = self.cache.get_reference(key)
+            if found is None:
+                found = self._make_reference(subject, built.model, inputs)
+                if not isinstance(found, HostError):
+                    self.cache.put_reference(key, found)
         return found
 
     def _once(self, store: dict[str, Any], subject: Subject, make: Callable[[], Any]) -> Any:
@@ -267,7 +270,8 @@ class Materials:
             "no torch interpreter: run `pytest-rknn envs` (it builds the exporter "
             "environment) or set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch",
         )
-        stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}"
+        code = code_digest(_TORCH_EXPORT_CODE)
+        stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}:{code}"
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
         for _attempt in range(2):

@@ -1,7 +1,8 @@
 """Build, export and run tiny transformers models; run as a script by the exporter's python.
 
 Standalone on purpose: it imports only the standard library, numpy, torch and transformers
-(plus onnxscript for ``dynamo=True``), never pytest-rknn. Usage::
+(plus onnxscript for ``dynamo=True``) and ``export_registry`` beside it, never pytest-rknn.
+Usage::
 
     python hf_export_script.py JOBS_JSON RESULT_JSON
 
@@ -225,6 +226,9 @@ def main(argv):
     warnings.filterwarnings("ignore")
     import numpy
     import torch
+    from export_registry import reuse_torchlib_registry
+
+    reuse_torchlib_registry()
 
     try:
         import transformers

@@ -1,8 +1,8 @@
 """Export one variant with the real torch exporter; run as a script by a torch interpreter.
 
-Standalone on purpose: it imports only the standard library and torch (plus onnxscript,
-which torch's ``dynamo=True`` exporter needs), so any toolkit environment can run it without
-pytest-rknn installed. Usage::
+Standalone on purpose: it imports only the standard library, torch (plus onnxscript,
+which torch's ``dynamo=True`` exporter needs) and ``export_registry`` beside it, so any
+toolkit environment can run it without pytest-rknn installed. Usage::
 
     python torch_export_script.py JOBS_JSON RESULT_JSON
 
@@ -94,7 +94,9 @@ def main(argv):
     with open(jobs_path) as fh:
         jobs = json.load(fh)
     import torch
+    from export_registry import reuse_torchlib_registry
 
+    reuse_torchlib_registry()
     results = []
     for job in jobs:
         result = {"torch_version": torch.__version__, "exporter": job["exporter"]}

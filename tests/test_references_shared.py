@@ -1,0 +1,76 @@
+"""References are made once for all the processes that share pytest's cache (xdist workers)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_rknn.pipeline.cache import ResultCache
+from pytest_rknn.pipeline.materials import Materials
+from pytest_rknn.pipeline.subjects import VariantSubject
+from pytest_rknn.variants.reference import reference_outputs
+from pytest_rknn.variants.spec import VariantSpec
+
+
+class FolderCache:
+    """The part of pytest's ``config.cache`` that the result cache uses, in one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def mkdir(self, name: str) -> Path:
+        path = self.root / "d" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def get(self, key: str, default: Any) -> Any:
+        path = self.root / "v" / key
+        return json.loads(path.read_text()) if path.exists() else default
+
+    def set(self, key: str, value: Any) -> None:
+        path = self.root / "v" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+
+
+def test_two_processes_make_one_reference_and_read_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    real = Materials._make_reference
+
+    def slow_make(subject, model, inputs):
+        made.append(threading.current_thread().name)
+        time.sleep(0.3)
+        return real(subject, model, inputs)
+
+    monkeypatch.setattr(Materials, "_make_reference", staticmethod(slow_make))
+    shared = ResultCache(FolderCache(tmp_path / "cache"))
+    subject = VariantSubject(
+        VariantSpec(
+            form="manual", batch=1, num_heads=2, num_kv_heads=2, q_len=8, kv_len=8, head_dim=16
+        )
+    )
+    got: dict[str, list[np.ndarray]] = {}
+
+    def worker(name: str) -> None:
+        # One Materials each, as each xdist worker has its own: only the cache is shared.
+        materials = Materials(tmp_path / name, 0, 2**30, lambda: None, tmp_path / "e", shared)
+        built, inputs = materials.model(subject), materials.inputs(subject)
+        got[name] = materials.reference(subject, built, inputs)
+
+    threads = [threading.Thread(target=worker, args=(n,), name=n) for n in ("gw0", "gw1")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1, made
+    want = reference_outputs(subject.spec, subject.inputs(0))
+    for name in ("gw0", "gw1"):
+        assert len(got[name]) == 1 and np.array_equal(got[name][0], want[0])
