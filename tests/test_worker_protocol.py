@@ -81,23 +81,6 @@ def test_toolkit_noise_on_stdout_is_captured_not_parsed(tmp_path: Path) -> None:
     assert "C-level noise on fd 2" in result.log
 
 
-@pytest.mark.parametrize(("host", "job"), [(None, "1"), ("2", "2")])
-def test_a_jobs_blas_runs_one_thread_unless_the_host_says_otherwise(
-    tmp_path: Path, monkeypatch, host: str | None, job: str
-) -> None:
-    """OpenBLAS's second thread spins between the toolkit's small products: one is faster."""
-    if host is None:
-        monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    else:
-        monkeypatch.setenv("OPENBLAS_NUM_THREADS", host)
-    worker = fake_worker(tmp_path, "env")
-    try:
-        result = worker.run(make_job(tmp_path))
-    finally:
-        worker.stop()
-    assert f"OPENBLAS_NUM_THREADS={job}" in result.log.splitlines()
-
-
 def test_worker_gets_an_allow_listed_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PYTEST_RKNN_TEST_SECRET", "do-not-leak")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")

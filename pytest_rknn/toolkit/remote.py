@@ -265,10 +265,6 @@ def serve(jobs_fd: int, results_fd: int) -> int:
         return 2
     fork = bool(hello.get("fork")) and hasattr(os, "fork")
     start = time.perf_counter()
-    # The toolkit's numpy multiplies with OpenBLAS, whose second thread spins on sched_yield
-    # between calls: with one thread a job takes 20 % less time and half the CPU (the host's
-    # OPENBLAS_NUM_THREADS, when set, still wins). Set before numpy loads OpenBLAS.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from rknn.api import RKNN
     except BaseException as exc:  # noqa: BLE001 - reported to the host as env-error

@@ -220,7 +220,6 @@ class RKNN:
             os.write(2, b"E RKNN: C-level noise on fd 2\n")
         elif mode == "env":
             print("ENV " + " ".join(sorted(os.environ)))
-            print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
         elif mode == "build-fail":
             print("E RKNN: [00:00:00.000] REGTASK: The bit width of field value exceeds the limit")
             return -1
