@@ -11,11 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_rknn.pipeline.cache import ResultCache
+from pytest_rknn.pipeline.cache import REFERENCES_DIR, ResultCache
 from pytest_rknn.pipeline.materials import Materials
 from pytest_rknn.pipeline.subjects import VariantSubject
 from pytest_rknn.variants.reference import reference_outputs
 from pytest_rknn.variants.spec import VariantSpec
+
+
+SUBJECT = VariantSubject(
+    VariantSpec(form="manual", batch=1, num_heads=2, num_kv_heads=2, q_len=8, kv_len=8, head_dim=16)
+)
 
 
 class FolderCache:
@@ -52,11 +57,7 @@ def test_two_processes_make_one_reference_and_read_the_same(
 
     monkeypatch.setattr(Materials, "_make_reference", staticmethod(slow_make))
     shared = ResultCache(FolderCache(tmp_path / "cache"))
-    subject = VariantSubject(
-        VariantSpec(
-            form="manual", batch=1, num_heads=2, num_kv_heads=2, q_len=8, kv_len=8, head_dim=16
-        )
-    )
+    subject = SUBJECT
     got: dict[str, list[np.ndarray]] = {}
 
     def worker(name: str) -> None:
@@ -74,3 +75,15 @@ def test_two_processes_make_one_reference_and_read_the_same(
     want = reference_outputs(subject.spec, subject.inputs(0))
     for name in ("gw0", "gw1"):
         assert len(got[name]) == 1 and np.array_equal(got[name][0], want[0])
+
+
+def test_a_cache_where_no_lock_can_be_made_still_gives_the_reference(tmp_path: Path) -> None:
+    shared = ResultCache(FolderCache(tmp_path / "cache"))
+    subject = SUBJECT
+    materials = Materials(tmp_path / "w", 0, 2**30, lambda: None, tmp_path / "e", shared)
+    built, inputs = materials.model(subject), materials.inputs(subject)
+    key = materials.reference_key(subject, built, inputs)
+    blocked = tmp_path / "cache" / "d" / REFERENCES_DIR / f"{key}.lock"
+    blocked.mkdir(parents=True)  # the lock's path is taken: no lock file can be opened there
+    (got,) = materials.reference(subject, built, inputs)
+    assert np.array_equal(got, reference_outputs(subject.spec, inputs)[0])

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -257,12 +258,23 @@ class ResultCache:
         entry = {"schema": ORIGIN_SCHEMA, "version": ENTRY_VERSION, "key": key}
         self.cache.set(ORIGIN_PREFIX + key, {**entry, "origin": origin})
 
-    def reference_lock(self, key: str) -> contextlib.AbstractContextManager[object]:
+    @contextlib.contextmanager
+    def reference_lock(self, key: str) -> Iterator[None]:
         """Held while one process looks up, makes and stores the reference of ``key``: the
-        other pytest-xdist workers wait for it and read it rather than make it too."""
-        if self.cache is None:
-            return contextlib.nullcontext()
-        return FileLock(str(self._folder(key, REFERENCES_DIR)) + ".lock")
+        other pytest-xdist workers wait for it and read it rather than make it too. A cache
+        folder where no lock can be made (read-only, full) only loses the sharing."""
+        lock = None
+        if self.cache is not None:
+            try:
+                lock = FileLock(str(self._folder(key, REFERENCES_DIR)) + ".lock")
+                lock.acquire()
+            except OSError:
+                lock = None
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
 
     def put_reference(self, key: str, outputs: list[np.ndarray]) -> None:
         if self.cache is None:
