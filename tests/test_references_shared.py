@@ -17,7 +17,6 @@ from pytest_rknn.pipeline.subjects import VariantSubject
 from pytest_rknn.variants.reference import reference_outputs
 from pytest_rknn.variants.spec import VariantSpec
 
-
 SUBJECT = VariantSubject(
     VariantSpec(form="manual", batch=1, num_heads=2, num_kv_heads=2, q_len=8, kv_len=8, head_dim=16)
 )
