@@ -12,7 +12,9 @@ interpreter it is started with and from the checkout it lies in:
 It prints the figures, the ratios (overhead = cold wall ÷ toolkit time, warm speed-up = cold
 wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), how many cores
 each cold run kept busy (the CPU seconds of the command and all it started ÷ its wall time: what
-``-n 2`` can gain at most is the machine's cores ÷ the serial run's), the peak RSS per
+``-n 2`` can gain at most is the machine's cores ÷ the serial run's), the ``-n 2`` run's summed
+toolkit time (conversions two at a time are slower than one at a time: two xdist workers gain
+at most twice the serial toolkit time ÷ this), the peak RSS per
 toolkit worker of step 1 and the machine's load average (1 min) before and after each step.
 Absolute times on a shared machine are noisy: compare ratios from one run. The toolkit
 environments are the default ones unless ``--envs`` (``PYTEST_RKNN_ENVS``) names others. The
@@ -130,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             ("cold -n 2 wall (s)", f"{xdist['wall']:.1f}", load(xdist)),
             ("cold -n 2: cores busy (CPU s / wall s)", f"{xdist['cpu'] / xdist['wall']:.2f}", ""),
             ("-n 2 speed-up: serial / -n 2", f"{cold['wall'] / xdist['wall']:.2f}x", ""),
+            ("cold -n 2: summed toolkit time (s)", f"{xdist['toolkit_s']:.1f}", ""),
+            (
+                "-n 2 ceiling from the toolkit alone: 2 x serial / -n 2 toolkit time",
+                f"{2 * cold['toolkit_s'] / xdist['toolkit_s']:.2f}x",
+                "",
+            ),
             (
                 f"-n 2 ceiling on {os.cpu_count()} cores: cores / serial cores busy",
                 f"{min(2.0, (os.cpu_count() or 1) / busy):.2f}x",
