@@ -21,7 +21,7 @@ def registration(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
         built = 0
 
         @classmethod
-        def from_torchlib(cls, opset_version=18):
+        def from_torchlib(cls, opset_version=18, extra=None):
             cls.built += 1
             registry = cls()
             registry.opset_version = opset_version
@@ -45,6 +45,8 @@ def test_one_registry_per_opset_serves_the_batch(registration: types.ModuleType)
     assert (first.opset_version, other.opset_version, registry.built) == (18, 23, 2)
     assert reuse_torchlib_registry() is True, "a second call wraps nothing twice"
     assert registry.from_torchlib() is first and registry.built == 2
+    unhashable = registry.from_torchlib(extra={"a": 1}), registry.from_torchlib(extra={"a": 1})
+    assert unhashable[0] is not unhashable[1] and registry.built == 4, "made, not reused"
 
 
 def test_a_torch_without_that_registry_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:

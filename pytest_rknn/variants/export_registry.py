@@ -26,6 +26,10 @@ def reuse_torchlib_registry():
 
     def from_torchlib(cls, *args, **kwargs):
         key = (cls, args, tuple(sorted(kwargs.items())))
+        try:
+            hash(key)
+        except TypeError:  # arguments of another torch's making: no reuse
+            return made_by.__func__(cls, *args, **kwargs)
         if key not in made:
             made[key] = made_by.__func__(cls, *args, **kwargs)
         return made[key]
