@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             ("cold -n 2: summed toolkit time (s)", f"{xdist['toolkit_s']:.1f}", ""),
             (
                 "-n 2 ceiling from the toolkit alone: 2 x serial / -n 2 toolkit time",
-                f"{2 * cold['toolkit_s'] / xdist['toolkit_s']:.2f}x",
+                f"{2 * cold['toolkit_s'] / xdist['toolkit_s']:.2f}x" if xdist["toolkit_s"] else "-",
                 "",
             ),
             (

@@ -42,6 +42,7 @@ from pytest_rknn.variants.torch_export import (
     ExportInfo,
     TorchExportError,
     export_many,
+    interpreter_stamp,
     run_export_script,
 )
 
@@ -332,6 +333,46 @@ def test_an_export_batch_writes_bytecode_whatever_the_host_says(
     (result,) = run_export_script(script, [{}], Path(sys.executable), timeout=30)
     assert result == {"dont_write": False}
     assert list((tmp_path / "lib" / "__pycache__").glob("heavy.*.pyc"))
+
+
+def test_a_rebuilt_exporter_environment_exports_again(tmp_path: Path) -> None:
+    """A venv's ``bin/python`` links to the base Python, whose file never changes: the stamp of
+    its exports follows the link itself and the environment's marker (its packages)."""
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    marker = tmp_path / "env" / "pytest-rknn-env.json"
+    marker.write_text('{"packages": {"torch": "2.13.0"}}')
+    first = interpreter_stamp(python)
+    assert interpreter_stamp(python) == first
+    marker.write_text('{"packages": {"torch": "2.14.1"}}')
+    other_torch = interpreter_stamp(python)
+    python.unlink()
+    python.symlink_to(sys.executable)
+    os.utime(python, ns=(1, 1), follow_symlinks=False)
+    assert len({first, other_torch, interpreter_stamp(python)}) == 3
+    assert interpreter_stamp(Path(sys.executable)), "an interpreter of no managed environment"
+
+
+@pytest.mark.toolkit
+def test_an_export_batch_runs_where_the_scripts_folder_is_not_on_sys_path(
+    real_exporter: ExporterEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under PYTHONSAFEPATH the scripts cannot import ``export_registry``: no reuse, no failure."""
+    monkeypatch.setenv("PYTHONSAFEPATH", "1")
+    spec = VariantSpec(
+        form="torch-export",
+        batch=1,
+        num_heads=2,
+        num_kv_heads=2,
+        q_len=4,
+        kv_len=4,
+        head_dim=8,
+        exporter="dynamo",
+    )
+    (outcome,) = export_many([(spec, tmp_path / "m.onnx", "dynamo")], real_exporter.python)
+    assert isinstance(outcome, ExportInfo), outcome
+    onnx.checker.check_model(onnx.load(str(outcome.path)))
 
 
 def test_an_export_batch_past_its_timeout_is_killed(tmp_path: Path) -> None:

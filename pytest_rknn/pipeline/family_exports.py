@@ -32,7 +32,11 @@ from pytest_rknn.variants.hf_export import (
     export_families,
     read_export,
 )
-from pytest_rknn.variants.torch_export import TorchExportError, require_python
+from pytest_rknn.variants.torch_export import (
+    TorchExportError,
+    interpreter_stamp,
+    require_python,
+)
 from pytest_rknn.verdict.logtext import normalise
 
 EXPORT_VERSION = "1"
@@ -99,7 +103,7 @@ class FamilyExports:
 
     def _folder(self, python: Path) -> Path:
         code = code_digest(_EXPORT_CODE)
-        stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}:{code}"
+        stamp = f"{interpreter_stamp(python)}:{EXPORT_VERSION}:{code}"
         return self.root / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:12]
 
     @staticmethod

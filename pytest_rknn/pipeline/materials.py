@@ -36,7 +36,12 @@ from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.variants.spec import VariantSpec
-from pytest_rknn.variants.torch_export import TorchExportError, export_many, require_python
+from pytest_rknn.variants.torch_export import (
+    TorchExportError,
+    export_many,
+    interpreter_stamp,
+    require_python,
+)
 
 EXPORT_VERSION = "1"
 # The code that decides what a torch export holds: a change to it exports again.
@@ -271,7 +276,7 @@ class Materials:
             "environment) or set PYTEST_RKNN_TORCH_PYTHON to a python that imports torch",
         )
         code = code_digest(_TORCH_EXPORT_CODE)
-        stamp = f"{python}:{python.stat().st_mtime_ns}:{EXPORT_VERSION}:{code}"
+        stamp = f"{interpreter_stamp(python)}:{EXPORT_VERSION}:{code}"
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
         for _attempt in range(2):

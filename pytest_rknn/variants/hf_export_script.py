@@ -226,9 +226,13 @@ def main(argv):
     warnings.filterwarnings("ignore")
     import numpy
     import torch
-    from export_registry import reuse_torchlib_registry
 
-    reuse_torchlib_registry()
+    try:  # beside this script; not on sys.path under -P / PYTHONSAFEPATH: then no reuse
+        from export_registry import reuse_torchlib_registry
+    except ImportError:
+        pass
+    else:
+        reuse_torchlib_registry()
 
     try:
         import transformers

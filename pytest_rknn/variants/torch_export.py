@@ -15,6 +15,7 @@ Exporters and what they need (measured with torch 2.13.0+cpu, onnx 1.18.0):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -75,6 +76,22 @@ def require_python(find: Callable[[], Path | None], missing: str) -> Path:
     if python is None:
         raise NotBuildable(missing)
     return python
+
+
+def interpreter_stamp(python: Path) -> str:
+    """What tells one exporter interpreter's exports from another's: its path, when its own
+    file was made (a venv's ``bin/python`` is a link made anew with the venv, while the file it
+    links to is the base Python's and never changes), and the content of the marker beside a
+    managed environment (its packages: rebuilt with another torch, it exports again)."""
+    from pytest_rknn.envs.base import MARKER
+
+    made = python.lstat().st_mtime_ns
+    marker = python.parent.parent / MARKER
+    try:
+        packages = hashlib.sha256(marker.read_bytes()).hexdigest()[:16]
+    except OSError:
+        packages = "-"
+    return f"{python}:{made}:{packages}"
 
 
 def _last_error_line(stderr: str) -> str:

@@ -94,9 +94,13 @@ def main(argv):
     with open(jobs_path) as fh:
         jobs = json.load(fh)
     import torch
-    from export_registry import reuse_torchlib_registry
 
-    reuse_torchlib_registry()
+    try:  # beside this script; not on sys.path under -P / PYTHONSAFEPATH: then no reuse
+        from export_registry import reuse_torchlib_registry
+    except ImportError:
+        pass
+    else:
+        reuse_torchlib_registry()
     results = []
     for job in jobs:
         result = {"torch_version": torch.__version__, "exporter": job["exporter"]}
