@@ -46,6 +46,9 @@ from pytest_rknn.variants.torch_export import (
     run_export_script,
 )
 
+# A small grouped-query attention for the dynamo exporter (a few seconds per batch).
+SMALL_DYNAMO = dict(num_kv_heads=2, q_len=8, kv_len=8, head_dim=16, exporter="dynamo")
+
 
 def hint(root: Path, rebuild: bool = False) -> str:
     """The command an environment under ``root`` (not the default folder) names as its fix."""
@@ -271,9 +274,8 @@ def test_a_batchs_later_dynamo_exports_are_the_models_a_fresh_exporter_makes(
     real_exporter: ExporterEnv, tmp_path: Path
 ) -> None:
     """The batch reuses the operator registry its first dynamo export made."""
-    base = dict(num_kv_heads=2, q_len=8, kv_len=8, head_dim=16, exporter="dynamo")
-    first = VariantSpec(form="torch-export", batch=1, num_heads=4, **base)
-    later = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **base)
+    first = VariantSpec(form="torch-export", batch=1, num_heads=4, **SMALL_DYNAMO)
+    later = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **SMALL_DYNAMO)
     together = [(s, tmp_path / "batch" / f"{s.id}.onnx", s.exporter) for s in (first, later)]
     alone = [(later, tmp_path / "alone" / f"{later.id}.onnx", later.exporter)]
     for jobs in (together, alone):
@@ -360,16 +362,7 @@ def test_an_export_batch_runs_where_the_scripts_folder_is_not_on_sys_path(
 ) -> None:
     """Under PYTHONSAFEPATH the scripts cannot import ``export_registry``: no reuse, no failure."""
     monkeypatch.setenv("PYTHONSAFEPATH", "1")
-    spec = VariantSpec(
-        form="torch-export",
-        batch=1,
-        num_heads=2,
-        num_kv_heads=2,
-        q_len=4,
-        kv_len=4,
-        head_dim=8,
-        exporter="dynamo",
-    )
+    spec = VariantSpec(form="torch-export", batch=1, num_heads=2, **SMALL_DYNAMO)
     (outcome,) = export_many([(spec, tmp_path / "m.onnx", "dynamo")], real_exporter.python)
     assert isinstance(outcome, ExportInfo), outcome
     onnx.checker.check_model(onnx.load(str(outcome.path)))

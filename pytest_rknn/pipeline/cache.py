@@ -2,13 +2,13 @@
 
 A :class:`Conversion` is what one worker job produced (outputs, or the status and signature of
 the failure, timings, the log excerpt). :class:`ResultCache` keeps it in pytest's cache under a
-key made of everything that went into the job (:func:`conversion_key`): the model's bytes, the
-inputs, the toolkit environment's identity, the platform, the quantization mode and every
-toolkit option (with a quantized build's calibration samples and whether it is hybrid), and the
-code that ran the job and read its log. It also keeps reference outputs, keyed by the subject,
-the model's bytes, the inputs, the reference code and the host's numpy and onnxruntime
-(:func:`reference_key`), and the judgement of a conversion's outputs against a reference under
-given bounds (:func:`verdict_key`: the outputs' hashes, the reference's key and the bounds). The
+key made of everything that went into the job: the model's bytes, the inputs, the toolkit
+environment's identity, the platform, the quantization mode and every toolkit option (with a
+quantized build's calibration samples and whether it is hybrid), and the code that ran the job
+and read its log. It also keeps reference outputs, keyed by the subject, the model's bytes, the
+inputs, the reference code and the host's numpy and onnxruntime, and the judgement of a
+conversion's outputs against a reference under given bounds (the outputs' hashes, the
+reference's key and the bounds); :mod:`~pytest_rknn.pipeline.cache_keys` makes those keys. The
 cell's record (its identity, with the verdict) is made anew on every run, so a hit can never
 carry another cell's id or another model's path.
 
@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
+from pytest_rknn.pipeline.cache_keys import ENTRY_VERSION
 from pytest_rknn.results.matrix import cell_error
 from pytest_rknn.results.status import Status
 from pytest_rknn.verdict.judge import Verdict
 
 ENTRY_SCHEMA = "pytest-rknn/conversion"
-ENTRY_VERSION = 1
 CACHE_PREFIX = "pytest-rknn/conversions/"
 VERDICT_PREFIX = "pytest-rknn/verdicts/"
 VERDICT_SCHEMA = "pytest-rknn/verdict"
@@ -50,72 +48,6 @@ REFERENCE_PREFIX = "pytest-rknn/references/"
 REFERENCE_SCHEMA = "pytest-rknn/reference"
 OUTPUTS_DIR = "pytest-rknn-outputs"
 REFERENCES_DIR = "pytest-rknn-references"
-# The code whose change changes a cached answer: the worker scripts, the log readers and the
-# rule that makes a death twice an answer.
-_CODE = (
-    "toolkit/remote.py",
-    "toolkit/remote_fork.py",
-    "toolkit/remote_hybrid.py",
-    "pipeline/reproduce.py",
-    "verdict/signatures.py",
-    "verdict/logtext.py",
-)
-# ... and a cached reference: the float64 attention and the user models' onnxruntime run.
-_REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")
-
-
-@lru_cache(maxsize=8)
-def code_digest(names: tuple[str, ...] = _CODE) -> str:
-    """A hash of the code that made a cached value."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update((root / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def array_digest(array: np.ndarray) -> str:
-    data = np.ascontiguousarray(array)
-    head = f"{data.dtype.str}{data.shape}".encode()
-    return hashlib.sha256(head + data.tobytes()).hexdigest()[:32]
-
-
-def _key(**parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
-
-
-def conversion_key(**parts: Any) -> str:
-    """A stable hash of everything a conversion depends on (plus the code digest)."""
-    return _key(entry=ENTRY_VERSION, code=code_digest(), **parts)
-
-
-@lru_cache(maxsize=1)
-def _host_versions() -> dict[str, str]:
-    """The host libraries a reference depends on (onnxruntime's from its installed metadata:
-    importing it would cost a warm run more than all its cells)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        onnxruntime = version("onnxruntime")
-    except PackageNotFoundError:
-        import onnxruntime as module
-
-        onnxruntime = module.__version__
-    return {"numpy": np.__version__, "onnxruntime": onnxruntime}
-
-
-def verdict_key(outputs: list[str], reference: str, bounds: dict[str, Any]) -> str:
-    """The key of a judgement: which outputs (their files' sha256), against which reference,
-    under which bounds."""
-    return _key(entry=ENTRY_VERSION, outputs=outputs, reference=reference, bounds=bounds)
-
-
-def reference_key(**parts: Any) -> str:
-    """A stable hash of everything a reference depends on (plus code and host versions)."""
-    return _key(
-        entry=ENTRY_VERSION, code=code_digest(_REFERENCE_CODE), host=_host_versions(), **parts
-    )
 
 
 @dataclass

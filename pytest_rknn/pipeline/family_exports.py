@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from pytest_rknn.pipeline.cache import code_digest
+from pytest_rknn.pipeline.cache_keys import code_digest
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.hf_export import (
     ExportFailed,

@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 from filelock import FileLock
 
-from pytest_rknn.pipeline.cache import ResultCache, array_digest, code_digest, reference_key
+from pytest_rknn.pipeline.cache import ResultCache
+from pytest_rknn.pipeline.cache_keys import array_digest, code_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.pipeline.input_roles import InputRoleError

@@ -20,7 +20,8 @@ import numpy as np
 
 from pytest_rknn.pipeline import analysis, reproduce
 from pytest_rknn.pipeline.build_config import config_of, rejected_by
-from pytest_rknn.pipeline.cache import Conversion, code_digest, conversion_key, verdict_key
+from pytest_rknn.pipeline.cache import Conversion
+from pytest_rknn.pipeline.cache_keys import code_digest, conversion_key, verdict_key
 from pytest_rknn.pipeline.calibration import CalibrationSet, write_dataset
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
