@@ -9,6 +9,7 @@ cells that still run. Only the toolkit is fake (``tests/fake_toolkit``).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,21 @@ def test_the_npz_is_what_the_toolkit_gets_and_a_changed_one_converts_again(
         assert not cell.cached, "a changed .npz never reuses the old answer"
         assert cell.variant_id != cold[quant].variant_id
         assert np.array_equal(job_inputs(cell)[0], arrays["input_ids"])
+
+
+def test_a_model_with_free_dims_is_loaded_in_the_shapes_it_is_fed(suite: pytest.Pytester) -> None:
+    onnx.save(bert_like(batch="batch", length="seq"), suite.path / "enc.onnx")
+    onnx.save(bert_like(batch="batch", length="seq"), suite.path / "gen.onnx")
+    arrays = bert_arrays(batch=3, length=5)
+    np.savez(suite.path / "enc.npz", **arrays)
+    args = [a for a in ARGS if not a.startswith("--rknn-quant")]
+    result = suite.runpytest_subprocess(*args, "--rknn-model=gen.onnx", "--rknn-matrix=m.json")
+    result.assert_outcomes(passed=2)
+    for stem, shape in (("enc", [3, 5]), ("gen", [1, 1])):
+        (cell,) = by_quant(suite, "m.json", stem).values()
+        assert cell.status is Status.PASS, cell.reason
+        identity = json.loads((Path(cell.artifact).parent / "FAKE-identity.json").read_text())
+        assert identity["load_onnx"] == {
+            "inputs": list(BERT_INPUTS),
+            "input_size_list": [shape] * len(BERT_INPUTS),
+        }, "the fake refuses a free dim, as the real toolkit does, unless load_onnx fixes it"

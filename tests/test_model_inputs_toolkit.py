@@ -1,4 +1,4 @@
-"""A tiny BERT-like model's generated inputs on the real rknn-toolkit2 (2.5.0, rk3588, fp16).
+"""A tiny BERT-like model's inputs on the real rknn-toolkit2 (2.5.0, rk3588, fp16).
 
 Its token ids index a 30-row embedding table and its attention mask becomes the additive bias
 ``(1 - mask) * -10000``. Random integers 0..7 (what users' models got before) put ids past the
@@ -6,6 +6,7 @@ table and mask values of 2..7 that turn the bias into +10000..+60000, an input n
 sees (and past float16's range once added to the scores). With role-aware inputs the cell is
 judged on ids below 30 and a padded 0/1 mask, and passes. (2.3.2's build of this graph dies
 with SIGSEGV in its RKNNSubgraphManager pass, measured 2026-12-01: a finding, not this test's.)
+The same model exported with free dims (``batch``, ``seq``) converts in its ``.npz``'s shapes.
 """
 
 from __future__ import annotations
@@ -59,6 +60,39 @@ def test_a_bert_like_model_passes_on_inputs_of_its_roles(
     assert (mask.sum(axis=1) >= 1).all()
     assert (fed["position_ids"] == np.arange(8)).all()
     assert peakedness(model, fed) > 0.5, "a wrong mask or softmax would show"
+
+
+def test_a_model_exported_with_free_dims_converts_in_the_shapes_of_its_npz(
+    rknn_pytester: pytest.Pytester, toolkit_python
+) -> None:
+    """rknn-toolkit2 refuses to load a graph with free dims unless ``load_onnx`` is given the
+    input shapes; the cell passes them (the ``.npz``'s), as a user fixing the shapes does."""
+    toolkit_python("2.5.0")
+    model = bert_like(
+        vocab=VOCAB, batch="batch", length="seq", hidden=16, scale=0.5, drop=("token_type_ids",)
+    )
+    onnx.save(model, rknn_pytester.path / "dyn_bert.onnx")
+    mask = np.ones((2, 8), np.int64)
+    mask[1, 5:] = 0
+    arrays = {
+        "input_ids": np.random.default_rng(3).integers(0, VOCAB, (2, 8)),
+        "attention_mask": mask,
+        "position_ids": np.tile(np.arange(8), (2, 1)),
+    }
+    np.savez(rknn_pytester.path / "dyn_bert.npz", **arrays)
+    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
+    result = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.5.0",
+        "--rknn-platforms=rk3588",
+        "--rknn-only",
+        "--rknn-model=dyn_bert.onnx",
+        "--rknn-matrix=m.json",
+    )
+    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
+    assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
+    result.assert_outcomes(passed=1)
+    assert cell.metrics["output0"]["cosine"] > 0.9999
+    assert peakedness(model, arrays) > 0.5
 
 
 def peakedness(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> float:

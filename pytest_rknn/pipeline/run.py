@@ -23,6 +23,7 @@ from pytest_rknn.pipeline.build_config import config_of, rejected_by
 from pytest_rknn.pipeline.cache import Conversion
 from pytest_rknn.pipeline.cache_keys import code_digest, conversion_key, verdict_key
 from pytest_rknn.pipeline.calibration import CalibrationSet, write_dataset
+from pytest_rknn.pipeline.input_roles import declared_inputs
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.session import RknnSession
@@ -201,7 +202,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         session.missed(cell)
 
         def run_job() -> JobResult:
-            job = _job(cell, built.path, arrays, session.workdir / "jobs", calibration)
+            job = _job(cell, built, made.names, arrays, session.workdir / "jobs", calibration)
             return session.pool.run(cell.toolkit, job)
 
         conversion = _conversion(reproduce.confirmed(run_job(), run_job))
@@ -213,7 +214,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     warning = conversion.signature if conversion.status is None else None
     origin = None
     if verdict.status is Status.TOLERANCE_FAIL:
-        origin = _error_origin(cell, session, built.path, arrays, calibration, key)
+        origin = _error_origin(cell, session, built, made.names, arrays, calibration, key)
     record = new_record(
         cell,
         verdict.status,
@@ -238,7 +239,8 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
 def _error_origin(
     cell: CellSpec,
     session: RknnSession,
-    model: Path,
+    built: BuiltModel,
+    names: list[str],
     arrays: list[np.ndarray],
     calibration: CalibrationSet | None,
     key: str | None,
@@ -254,7 +256,7 @@ def _error_origin(
     python, why = session.python_for(cell.toolkit)
     if python is None:
         return {"error": f"no toolkit environment to run accuracy_analysis: {why}"}
-    job = _job(cell, model, arrays, session.workdir / "jobs", calibration, analyse=True)
+    job = _job(cell, built, names, arrays, session.workdir / "jobs", calibration, analyse=True)
     result = session.pool.run(cell.toolkit, job)
     if result.fault is not None:
         # The worker died, hung or passed its cap: say so, and never store it.
@@ -361,16 +363,22 @@ def _key(
 
 def _job(
     cell: CellSpec,
-    model: Path,
+    built: BuiltModel,
+    names: list[str],
     arrays: list[np.ndarray],
     jobs: Path,
     calibration: CalibrationSet | None,
     analyse: bool = False,
 ) -> Job:
-    """A worker job for the cell; a quantized one gets its calibration set in its own folder."""
+    """A worker job for the cell; a quantized one gets its calibration set in its own folder.
+    A graph with free dims is loaded in the shapes of the arrays it is fed."""
     mode = QUANT_MODES[base_quant(cell.quant)]
+    free = any(
+        not d.ranked or not all(isinstance(n, int) for n in d.dims)
+        for d in declared_inputs(built.model)
+    )
     job = Job.create(
-        model,
+        built.path,
         cell.platform,
         jobs,
         arrays,
@@ -378,6 +386,8 @@ def _job(
         hybrid=mode.hybrid,
         analysis=analyse,
         simulate=not analyse,
+        input_names=list(names) if free else [],
+        input_size_list=[list(a.shape) for a in arrays] if free else [],
     )
     if mode.do_quantization:
         if calibration is None:

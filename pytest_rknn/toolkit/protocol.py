@@ -80,6 +80,9 @@ class Job:
     ``dataset`` lists the calibration samples of a quantized build (in ``outdir``); ``hybrid``
     builds through the toolkit's hybrid flow with the attention layers in float16; ``analysis``
     runs ``accuracy_analysis`` on ``inputs`` after the build instead of exporting and simulating.
+    ``input_names`` and ``input_size_list`` (the graph's inputs and the shapes of the arrays fed
+    to them) go to ``load_onnx`` for a graph with free dims, which the toolkit refuses to load
+    unaided.
     """
 
     onnx: str
@@ -93,6 +96,8 @@ class Job:
     analysis: bool = False
     simulate: bool = True
     verbose: bool = False
+    input_names: list[str] = field(default_factory=list)
+    input_size_list: list[list[int]] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     @property

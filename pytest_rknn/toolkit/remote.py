@@ -14,14 +14,15 @@ itself; a fork that dies first is reported by this process as ``died`` with how 
 toolkit that leaves a thread running after its import gets no forks (``"fork": false`` in the
 ready).
 A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
-result names the call that failed (``failed_phase``), or none; while a call runs, its name is in
-the job folder's ``toolkit-call`` file, for the host to read if the process dies in it. What that
-means for the cell is decided on the host. A ``hybrid`` job builds through the toolkit's hybrid
-flow instead of ``build`` (``remote_hybrid.py`` beside this file: ``hybrid_quantization_step1``
-in the job's folder, the attention layers set to float16 in its config,
-``hybrid_quantization_step2``) and names those layers in ``fp16_layers``. An ``analysis`` job
-builds the same way, then runs ``accuracy_analysis`` on the job's inputs instead of exporting and
-simulating, and names the file of its per-layer errors in ``analysis``.
+result names the call that failed (``failed_phase``), or none; ``load_onnx`` gets the job's
+``input_names`` and ``input_size_list`` when the host sent them (a graph with free dims). While
+a call runs, its name is in the job folder's ``toolkit-call`` file, for the host to read if the
+process dies in it. What that means for the cell is decided on the host. A ``hybrid`` job
+builds through the toolkit's hybrid flow instead of ``build`` (``remote_hybrid.py`` beside this
+file: ``hybrid_quantization_step1`` in the job's folder, the attention layers set to float16 in
+its config, ``hybrid_quantization_step2``) and names those layers in ``fp16_layers``. An
+``analysis`` job builds the same way, then runs ``accuracy_analysis`` on the job's inputs instead
+of exporting and simulating, and names the file of its per-layer errors in ``analysis``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ def run_job(job: dict, rknn_cls: type) -> dict:
         config["target_platform"] = job["platform"]
         if failed("config", step("config", rknn.config, **config)):
             return result
-        if failed("load_onnx", step("load_onnx", rknn.load_onnx, model=job["onnx"])):
+        # A graph with free dims gets the shapes of the inputs it is fed, as a user fixes them.
+        sizes = job.get("input_size_list") or []
+        fixed = {"inputs": job.get("input_names"), "input_size_list": sizes} if sizes else {}
+        if failed("load_onnx", step("load_onnx", rknn.load_onnx, model=job["onnx"], **fixed)):
             return result
         if job.get("hybrid"):
             # Step 2 refuses an object that loaded a model: it gets a fresh one, released at

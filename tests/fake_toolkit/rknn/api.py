@@ -48,8 +48,11 @@ folder ``FAKE_RKNN_MARKS`` names, if any (tests wait for it to know a job is und
 process runs it; with ``FAKE_RKNN_GATE`` set, the job that makes ``FAKE_RKNN_GATE_AT`` marks
 and every later one then wait until the file ``FAKE_RKNN_GATE`` names exists), and
 ``export_rknn`` writes ``FAKE-identity.json`` (the platform, model and other ``config()``
-options the job was given) beside the artifact, so that a test can tell which job's folder a
-result came from.
+options the job was given, and the shapes ``load_onnx`` was given) beside the artifact, so that
+a test can tell which job's folder a result came from.
+
+``load_onnx``, as the real one, refuses an ONNX graph with a free input dim (a ``dim_param`` or no
+dim at all) unless ``inputs`` and ``input_size_list`` fix every input's shape.
 """
 
 import json
@@ -132,9 +135,35 @@ class RKNN:
         self.options = kwargs
         return 0
 
-    def load_onnx(self, model, **kwargs):
+    def load_onnx(self, model, inputs=None, input_size_list=None, **kwargs):
         self.model = model
-        return 0 if os.path.exists(model) else -1
+        self.sizes = {"inputs": inputs, "input_size_list": input_size_list}
+        if not os.path.exists(model):
+            return -1
+        import onnx
+
+        try:
+            graph = onnx.load(model).graph
+        except Exception:  # noqa: BLE001 - protocol tests load files that are no ONNX
+            return 0
+        initializers = {i.name for i in graph.initializer}
+        declared = [i for i in graph.input if i.name not in initializers]
+        for value in declared:
+            dims = value.type.tensor_type.shape.dim
+            if any(not d.HasField("dim_value") for d in dims) and not input_size_list:
+                shape = [
+                    d.dim_param or "?" if not d.HasField("dim_value") else d.dim_value for d in dims
+                ]
+                print(f"E load_onnx: The input shape {shape} of '{value.name}' is not support!")
+                print("E load_onnx: Please set the 'inputs' / 'input_size_list' parameters")
+                return -1
+        if input_size_list and (
+            list(inputs or []) != [v.name for v in declared]
+            or len(input_size_list) != len(declared)
+        ):
+            print(f"E load_onnx: inputs {inputs} do not match the graph's {len(declared)} inputs")
+            return -1
+        return 0
 
     def hybrid_quantization_step1(self, dataset="dataset.txt", proposal=False, **kwargs):
         lines = _check_dataset(dataset)
@@ -288,7 +317,13 @@ class RKNN:
         identity = os.path.join(os.path.dirname(path), "FAKE-identity.json")
         with open(identity + ".tmp", "w") as fh:
             json.dump(
-                {"platform": self.platform, "model": str(self.model), "config": self.options}, fh
+                {
+                    "platform": self.platform,
+                    "model": str(self.model),
+                    "config": self.options,
+                    "load_onnx": getattr(self, "sizes", None),
+                },
+                fh,
             )
         os.replace(identity + ".tmp", identity)
         return 0
