@@ -1,13 +1,17 @@
 """How fast the default matrix runs from this checkout: one table of ratios, one run each.
 
-``python bench/matrix_speed.py [--envs DIR] [--keep DIR] [--skip-xdist]`` runs, with the
-interpreter it is started with and from the checkout it lies in:
+``python bench/matrix_speed.py [--envs DIR] [--keep DIR] [--skip-xdist] [--pairs N]`` runs,
+with the interpreter it is started with and from the checkout it lies in:
 
 1. the default matrix cold (an empty pytest cache), serially: the whole command's wall time
    against the summed in-worker toolkit time the matrix records (``meta.toolkit_s``);
 2. the same command again, warm (the cache of step 1), three times: the whole command's median
    wall time (one second or two: a busy moment of the machine would move a single one);
-3. the default matrix cold with ``-n 2`` (pytest-xdist): its wall time against step 1's.
+3. the default matrix cold with ``-n 2`` (pytest-xdist): its wall time against step 1's;
+4. with ``--pairs N`` (N > 1), N - 1 more pairs of cold runs, serial then ``-n 2``, each with
+   empty caches: the ``-n 2`` speed-up of each pair and their median. The machine's speed
+   drifts by 10 % and more from minute to minute here, so one pair's ratio is a sample; the
+   table's other rows are those of the first pair.
 
 It prints the figures, the ratios (overhead = cold wall ÷ toolkit time, warm speed-up = cold
 wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), how many cores
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_RUNS = 3
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", help="the toolkit environments' folder (PYTEST_RKNN_ENVS)")
     parser.add_argument("--keep", type=Path, help="a folder to keep the caches and matrices in")
     parser.add_argument("--skip-xdist", action="store_true", help="leave out the -n 2 run")
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="cold serial and -n 2 pairs to run (default 1)"
+    )
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.envs:
@@ -144,11 +152,26 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ),
         ]
+    if xdist is not None and args.pairs > 1:
+        ratios = [cold["wall"] / xdist["wall"]]
+        for i in range(2, args.pairs + 1):
+            serial = run(work / f"cache-serial{i}", work / f"cold{i}.json", [], env)
+            parallel = run(work / f"cache-xdist{i}", work / f"xdist{i}.json", ["-n", "2"], env)
+            ratios.append(serial["wall"] / parallel["wall"])
+            print(
+                f"pair {i}: cold serial {serial['wall']:.1f} s, cold -n 2 {parallel['wall']:.1f} s"
+                f" ({ratios[-1]:.2f}x)",
+                flush=True,
+            )
+        listed = ", ".join(f"{r:.2f}" for r in ratios)
+        rows.append(
+            (f"-n 2 speed-up, median of {len(ratios)} pairs", f"{median(ratios):.2f}x", listed)
+        )
     for version, mb in peak_rss(cold["cells"]).items():  # type: ignore[arg-type]
         rows.append((f"peak RSS per job, toolkit {version} (MB)", f"{mb:.0f}", ""))
     width = max(len(r[0]) for r in rows)
-    print(f"\n| {'measure':<{width}} | value | load (1 min) before -> after |")
-    print(f"|{'-' * (width + 2)}|-------|------------------------------|")
+    print(f"\n| {'measure':<{width}} | value | load (1 min) before -> after; the pairs |")
+    print(f"|{'-' * (width + 2)}|-------|-------------------------------------------|")
     for name, value, loads in rows:
         print(f"| {name:<{width}} | {value} | {loads} |")
     return 0
