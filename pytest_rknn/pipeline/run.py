@@ -2,10 +2,11 @@
 
 :func:`run_cell` makes (or recalls) the subject's model, inputs and reference, takes the
 toolkit's answer from the cache when everything that went into the job is unchanged or else from
-a worker (a job whose process died in a toolkit call is run again: :mod:`.reproduce`), has the
-verdict made (:mod:`~pytest_rknn.verdict.judge`) and returns the cell's
-:class:`~pytest_rknn.results.cell.CellRecord` with the text a failing pytest item shows. A toolkit
-fault is a status, never an exception; so is a host that cannot make the inputs or reference.
+a worker (the job and its key: :mod:`.cell_job`; a job whose process died in a toolkit call is
+run again: :mod:`.reproduce`), has the verdict made (:mod:`~pytest_rknn.verdict.judge`) and
+returns the cell's :class:`~pytest_rknn.results.cell.CellRecord` with the text a failing pytest
+item shows. A toolkit fault is a status, never an exception; so is a host that cannot make the
+inputs or reference.
 """
 
 from __future__ import annotations
@@ -19,23 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from pytest_rknn.pipeline import analysis, reproduce
-from pytest_rknn.pipeline.build_config import config_of, rejected_by
+from pytest_rknn.pipeline.build_config import rejected_by
 from pytest_rknn.pipeline.cache import Conversion
-from pytest_rknn.pipeline.cache_keys import code_digest, conversion_key, verdict_key
-from pytest_rknn.pipeline.calibration import CalibrationSet, write_dataset
-from pytest_rknn.pipeline.input_roles import declared_inputs
+from pytest_rknn.pipeline.cache_keys import code_digest, verdict_key
+from pytest_rknn.pipeline.calibration import CalibrationSet
+from pytest_rknn.pipeline.cell_job import conversion_key_of, conversion_of, load_shapes, make_job
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.targets import QUANT_MODES, base_quant, unsupported_reason
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.status import Status
-from pytest_rknn.toolkit.protocol import Job, JobResult
+from pytest_rknn.toolkit.protocol import JobResult
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
-from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
-from pytest_rknn.verdict.logtext import error_lines, log_excerpt, without_harness_frames
-from pytest_rknn.verdict.signatures import silent_failure
+from pytest_rknn.verdict.judge import Verdict, judge_outputs
+from pytest_rknn.verdict.logtext import error_lines
 from pytest_rknn.verdict.tolerance import Bounds
 
 
@@ -121,6 +121,7 @@ class _Made:
     arrays: list[np.ndarray]
     calibration: CalibrationSet | None
     key: str | None
+    load: dict[str, list]
 
 
 def _make(cell: CellSpec, session: RknnSession) -> _Made | Outcome:
@@ -152,7 +153,7 @@ def _make(cell: CellSpec, session: RknnSession) -> _Made | Outcome:
             )
         except HostError as exc:
             return _short(cell, Status.REFERENCE_ERROR, str(exc), "calibration set not computable")
-    made = _Made(built, inputs, names, arrays, calibration, None)
+    made = _Made(built, inputs, names, arrays, calibration, None, load_shapes(built, names, arrays))
     made.key = _key_now(cell, session, made)
     return made
 
@@ -164,7 +165,7 @@ def _key_now(cell: CellSpec, session: RknnSession, made: _Made) -> str | None:
         return None
     digests = session.materials.digests(cell.subject, made.inputs)
     pairs = [(n, digests[n]) for n in made.names]
-    return _key(cell, made.built, pairs, identity, made.calibration)
+    return conversion_key_of(cell, made.built, pairs, identity, made.calibration, made.load)
 
 
 def needs_job(cell: CellSpec, session: RknnSession) -> bool:
@@ -202,10 +203,12 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         session.missed(cell)
 
         def run_job() -> JobResult:
-            job = _job(cell, built, made.names, arrays, session.workdir / "jobs", calibration)
+            job = make_job(
+                cell, built.path, made.load, arrays, session.workdir / "jobs", calibration
+            )
             return session.pool.run(cell.toolkit, job)
 
-        conversion = _conversion(reproduce.confirmed(run_job(), run_job))
+        conversion = conversion_of(reproduce.confirmed(run_job(), run_job))
         key = key or _key_now(cell, session, made)
         if key is not None:
             session.cache.put(key, conversion)
@@ -214,7 +217,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     warning = conversion.signature if conversion.status is None else None
     origin = None
     if verdict.status is Status.TOLERANCE_FAIL:
-        origin = _error_origin(cell, session, built, made.names, arrays, calibration, key)
+        origin = _error_origin(cell, session, built.path, made.load, arrays, calibration, key)
     record = new_record(
         cell,
         verdict.status,
@@ -239,8 +242,8 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
 def _error_origin(
     cell: CellSpec,
     session: RknnSession,
-    built: BuiltModel,
-    names: list[str],
+    model: Path,
+    load: dict[str, list],
     arrays: list[np.ndarray],
     calibration: CalibrationSet | None,
     key: str | None,
@@ -256,7 +259,7 @@ def _error_origin(
     python, why = session.python_for(cell.toolkit)
     if python is None:
         return {"error": f"no toolkit environment to run accuracy_analysis: {why}"}
-    job = _job(cell, built, names, arrays, session.workdir / "jobs", calibration, analyse=True)
+    job = make_job(cell, model, load, arrays, session.workdir / "jobs", calibration, analyse=True)
     result = session.pool.run(cell.toolkit, job)
     if result.fault is not None:
         # The worker died, hung or passed its cap: say so, and never store it.
@@ -302,96 +305,3 @@ def _verdict(
     if judged is not None:
         session.cache.put_verdict(judged, verdict)
     return verdict
-
-
-def _conversion(result: JobResult) -> Conversion:
-    """The toolkit's answer in the pipeline's terms: outputs to judge, or a failure's verdict."""
-    status = result.status
-    outputs = None
-    if status is None:
-        try:
-            outputs = result.load_outputs()
-        except (OSError, ValueError) as exc:
-            status = Status.CRASH
-            result.error = f"the worker's outputs cannot be read: {exc}"
-    if status is None:
-        signature = silent_failure(result.log)
-    else:
-        signature = judge_failure(status, result.log, result.error).signature
-    return Conversion(
-        job_id=result.id,
-        status=status,
-        outputs=outputs,
-        error=result.error,
-        signature=signature,
-        log_excerpt=log_excerpt(without_harness_frames(result.log)),
-        timings=dict(result.timings),
-        returncodes=dict(result.returncodes),
-        peak_rss_mb=result.peak_rss_mb,
-        toolkit=result.toolkit,
-        artifact=result.artifact,
-        fp16_layers=result.fp16_layers,
-    )
-
-
-def _config(cell: CellSpec) -> dict[str, object]:
-    """The toolkit ``config()`` options of a cell: its quantization mode's, then its own."""
-    return {**dict(QUANT_MODES[base_quant(cell.quant)].config), **config_of(cell.quant)}
-
-
-def _key(
-    cell: CellSpec,
-    built: BuiltModel,
-    inputs: list[tuple[str, str]],
-    identity: dict[str, object],
-    calibration: CalibrationSet | None,
-) -> str:
-    mode = QUANT_MODES[base_quant(cell.quant)]
-    return conversion_key(
-        model=built.sha256,
-        inputs=inputs,
-        platform=cell.platform,
-        quant=cell.quant,
-        config=_config(cell),
-        do_quantization=mode.do_quantization,
-        hybrid=mode.hybrid,
-        calibration=calibration.key() if calibration is not None else None,
-        toolkit=cell.toolkit,
-        environment=identity,
-    )
-
-
-def _job(
-    cell: CellSpec,
-    built: BuiltModel,
-    names: list[str],
-    arrays: list[np.ndarray],
-    jobs: Path,
-    calibration: CalibrationSet | None,
-    analyse: bool = False,
-) -> Job:
-    """A worker job for the cell; a quantized one gets its calibration set in its own folder.
-    A graph with free dims is loaded in the shapes of the arrays it is fed."""
-    mode = QUANT_MODES[base_quant(cell.quant)]
-    free = any(
-        not d.ranked or not all(isinstance(n, int) for n in d.dims)
-        for d in declared_inputs(built.model)
-    )
-    job = Job.create(
-        built.path,
-        cell.platform,
-        jobs,
-        arrays,
-        config=_config(cell),
-        hybrid=mode.hybrid,
-        analysis=analyse,
-        simulate=not analyse,
-        input_names=list(names) if free else [],
-        input_size_list=[list(a.shape) for a in arrays] if free else [],
-    )
-    if mode.do_quantization:
-        if calibration is None:
-            raise ValueError(f"{cell.quant} needs a calibration set")
-        job.do_quantization = True
-        job.dataset = str(write_dataset(calibration, Path(job.outdir)))
-    return job
