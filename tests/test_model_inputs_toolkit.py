@@ -19,6 +19,7 @@ import pytest
 from bert_graphs import bert_like
 from onnx import TensorProto, helper
 
+from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
 
@@ -35,19 +36,7 @@ def test_a_bert_like_model_passes_on_inputs_of_its_roles(
     model = bert_like(
         vocab=VOCAB, batch=2, length=8, hidden=16, scale=0.5, drop=("token_type_ids",)
     )
-    onnx.save(model, rknn_pytester.path / "tiny_bert.onnx")
-    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
-    result = rknn_pytester.runpytest_subprocess(
-        "--rknn-toolkits=2.5.0",
-        "--rknn-platforms=rk3588",
-        "--rknn-only",
-        "--rknn-model=tiny_bert.onnx",
-        "--rknn-matrix=m.json",
-    )
-    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
-    assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
-    result.assert_outcomes(passed=1)
-    assert cell.metrics["output0"]["cosine"] > 0.9999
+    cell = passing_cell(rknn_pytester, model, "tiny_bert")
     roles = cell.variant["input_roles"]
     assert roles["input_ids"].startswith(f"token-ids below {VOCAB} ")
     assert (roles["attention_mask"], roles["position_ids"]) == ("mask", "position-ids")
@@ -71,7 +60,6 @@ def test_a_model_exported_with_free_dims_converts_in_the_shapes_of_its_npz(
     model = bert_like(
         vocab=VOCAB, batch="batch", length="seq", hidden=16, scale=0.5, drop=("token_type_ids",)
     )
-    onnx.save(model, rknn_pytester.path / "dyn_bert.onnx")
     mask = np.ones((2, 8), np.int64)
     mask[1, 5:] = 0
     arrays = {
@@ -80,19 +68,28 @@ def test_a_model_exported_with_free_dims_converts_in_the_shapes_of_its_npz(
         "position_ids": np.tile(np.arange(8), (2, 1)),
     }
     np.savez(rknn_pytester.path / "dyn_bert.npz", **arrays)
-    rknn_pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
-    result = rknn_pytester.runpytest_subprocess(
+    cell = passing_cell(rknn_pytester, model, "dyn_bert")
+    assert cell.variant["inputs"]["input_ids"] == [2, 8], "the .npz's shapes, not 1 for a free dim"
+    assert peakedness(model, arrays) > 0.5
+
+
+def passing_cell(pytester: pytest.Pytester, model: onnx.ModelProto, stem: str) -> CellRecord:
+    """The one cell of ``model`` (saved as ``<stem>.onnx``) on 2.5.0 and rk3588, which passes
+    with the toolkit's output next to onnxruntime's."""
+    onnx.save(model, pytester.path / f"{stem}.onnx")
+    pytester.makepyfile(test_rknn_cells=(DATA / "suite_cells.py").read_text())
+    result = pytester.runpytest_subprocess(
         "--rknn-toolkits=2.5.0",
         "--rknn-platforms=rk3588",
         "--rknn-only",
-        "--rknn-model=dyn_bert.onnx",
+        f"--rknn-model={stem}.onnx",
         "--rknn-matrix=m.json",
     )
-    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
+    (cell,) = Matrix.load(pytester.path / "m.json").cells
     assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
     result.assert_outcomes(passed=1)
     assert cell.metrics["output0"]["cosine"] > 0.9999
-    assert peakedness(model, arrays) > 0.5
+    return cell
 
 
 def peakedness(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> float:
