@@ -311,6 +311,21 @@ def test_free_dims_take_any_size_from_the_npz(tmp_path: Path) -> None:
         UserModel.load(path, inputs_file=True)
 
 
+def test_a_free_dim_takes_one_size_in_every_input(tmp_path: Path) -> None:
+    """The graph is loaded in the arrays' shapes: two sizes of one named dim would reach the
+    toolkit as a model that cannot exist (its build fails in shape inference)."""
+    path = save(bert_like(batch="batch", length="seq"), tmp_path / "enc.onnx")
+    arrays = bert_arrays(batch=2, length=6)
+    arrays["position_ids"] = arrays["position_ids"][:, :5]
+    write_npz(tmp_path / "enc.npz", **arrays)
+    with pytest.raises(ModelError) as caught:
+        UserModel.load(path, inputs_file=True)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "free dim 'seq' is 6 in input 'input_ids' and 5 in input 'position_ids'" in text
+    assert text.endswith("give it one size in every input")
+
+
 @pytest.mark.parametrize(
     "content",
     [b"PK\x03\x04 truncated zip", b"not a zip at all", None],

@@ -47,8 +47,9 @@ def check_inputs(
     arrays: Mapping[str, np.ndarray], declared: Sequence[DeclaredInput], source: str, fix: str
 ) -> None:
     """InputFileError unless ``arrays`` are exactly the declared inputs, each of its declared
-    type and static dims. ``source`` names where the arrays came from (``enc.npz``), ``fix``
-    what else the user can do (`` or delete the .npz``)."""
+    type and static dims, and a named free dim has one size in every input that has it (the
+    toolkit loads the graph in these shapes). ``source`` names where the arrays came from
+    (``enc.npz``), ``fix`` what else the user can do (`` or delete the .npz``)."""
     wanted = [d.name for d in declared]
     given = list(arrays)
     for name in wanted:
@@ -79,6 +80,17 @@ def check_inputs(
                 f"{source}: input {d.name!r} has shape {tuple(array.shape)}, the model "
                 f"declares {d.describe()}: give it that shape"
             )
+    sizes: dict[str, tuple[str, int]] = {}
+    for d in declared:
+        for want, got in zip(d.dims, arrays[d.name].shape, strict=False):
+            if not isinstance(want, str):
+                continue
+            first, size = sizes.setdefault(want, (d.name, got))
+            if size != got:
+                raise InputFileError(
+                    f"{source}: free dim {want!r} is {size} in input {first!r} and {got} in "
+                    f"input {d.name!r}: give it one size in every input"
+                )
 
 
 def read_input_file(path: Path, declared: Sequence[DeclaredInput], label: str) -> InputFile:

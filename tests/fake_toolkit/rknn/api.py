@@ -51,8 +51,9 @@ and every later one then wait until the file ``FAKE_RKNN_GATE`` names exists), a
 options the job was given, and the shapes ``load_onnx`` was given) beside the artifact, so that
 a test can tell which job's folder a result came from.
 
-``load_onnx``, as the real one, refuses an ONNX graph with a free input dim (a ``dim_param`` or no
-dim at all) unless ``inputs`` and ``input_size_list`` fix every input's shape.
+``load_onnx``, as the real one, raises ValueError for an ONNX graph with a free input dim (a
+``dim_param`` or no dim at all) unless ``inputs`` and ``input_size_list`` fix every input's
+shape.
 """
 
 import json
@@ -154,9 +155,11 @@ class RKNN:
                 shape = [
                     d.dim_param or "?" if not d.HasField("dim_value") else d.dim_value for d in dims
                 ]
-                print(f"E load_onnx: The input shape {shape} of '{value.name}' is not support!")
-                print("E load_onnx: Please set the 'inputs' / 'input_size_list' parameters")
-                return -1
+                raise ValueError(
+                    f"The input shape {shape} of '{value.name}' is not support! Please set the "
+                    "'inputs' / 'input_size_list' parameters of 'rknn.load_onnx', or set the "
+                    "'dyanmic_input' parameter of 'rknn.config' to fix the input shape!"
+                )
         if input_size_list and (
             list(inputs or []) != [v.name for v in declared]
             or len(input_size_list) != len(declared)
