@@ -40,6 +40,7 @@ import psutil
 import pytest
 from fake_support import FAKE_DIR, use_fake
 from fake_support import SELECTION as FAKE_SELECTION
+from process_support import interruptible
 
 from pytest_rknn.results.cell import KEY_FIELDS, CellRecord
 from pytest_rknn.results.matrix import Matrix
@@ -159,14 +160,9 @@ def start(suite: pytest.Pytester, *args: str, prefix: Iterable[str] = (), **env:
             stdout=out,
             stderr=err,
             env=environ,
-            preexec_fn=_interruptible,
+            preexec_fn=interruptible,
         )
     return Run(proc, folder, name)
-
-
-def _interruptible() -> None:
-    """In the child: SIGINT as a terminal sends it (a shell's background job ignores it)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(suite: pytest.Pytester, *args: str, **env: str) -> Run:

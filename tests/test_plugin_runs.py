@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from process_support import interruptible
 
 from pytest_rknn.envs import default_root
 from pytest_rknn.results.matrix import Matrix
@@ -289,7 +290,11 @@ def test_sigint_leaves_a_valid_matrix_of_exactly_the_finished_cells(
     args = cell_args(platforms="rk3566,rk3588,rk3562,rk3576", examples=10)
     log = (suite.path / "run.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *args], cwd=suite.path, stdout=log, stderr=log
+        [sys.executable, "-m", "pytest", *args],
+        cwd=suite.path,
+        stdout=log,
+        stderr=log,
+        preexec_fn=interruptible,
     )
     try:
         wait_for_cells(suite.path / "m.json", 3, proc, timeout=120)
