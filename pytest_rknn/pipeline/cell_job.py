@@ -71,11 +71,14 @@ def conversion_key_of(
     calibration: CalibrationSet | None,
     load: dict[str, list],
 ) -> str:
+    """The key of the cell's conversion: everything that went into its job (the model, the
+    inputs' digests and the shapes ``load_onnx`` is told, the build options, the calibration
+    set) and the toolkit environment's identity."""
     mode = QUANT_MODES[base_quant(cell.quant)]
     return conversion_key(
-        load=load,
         model=built.sha256,
         inputs=inputs,
+        load=load,
         platform=cell.platform,
         quant=cell.quant,
         config=config_options(cell),
@@ -91,8 +94,7 @@ def load_shapes(built: BuiltModel, names: list[str], arrays: list[np.ndarray]) -
     """What ``load_onnx`` is told of the inputs: nothing for a graph whose input dims are all
     fixed; for one with free dims (the toolkit refuses to load it unaided), the inputs' names
     and the shapes of the arrays fed to them, as a user fixes them."""
-    declared = declared_inputs(built.model)
-    if all(d.ranked and all(isinstance(n, int) for n in d.dims) for d in declared):
+    if all(d.fixed for d in declared_inputs(built.model)):
         return {}
     return {"input_names": list(names), "input_size_list": [list(a.shape) for a in arrays]}
 

@@ -96,6 +96,11 @@ class DeclaredInput:
         return np.dtype(NUMPY_TYPES[self.elem])
 
     @property
+    def fixed(self) -> bool:
+        """Whether every dim is declared (no free dim, a known rank)."""
+        return self.ranked and all(isinstance(d, int) for d in self.dims)
+
+    @property
     def shape(self) -> tuple[int, ...]:
         """The shape of generated values: free dims become 1."""
         return tuple(d if isinstance(d, int) else 1 for d in self.dims)
