@@ -6,6 +6,7 @@ exporter environment in the default root and export with all three torch exporte
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,14 +37,12 @@ from pytest_rknn.envs.recipes import (
     TorchSpec,
     exporter_requirements,
 )
+from pytest_rknn.variants.export_process import shared_exports
 from pytest_rknn.variants.spec import EXPORTERS, VariantSpec
 from pytest_rknn.variants.torch_export import (
-    EXPORT_NICENESS,
     ExportInfo,
-    TorchExportError,
     export_many,
     interpreter_stamp,
-    run_export_script,
 )
 
 # A small grouped-query attention for the dynamo exporter (a few seconds per batch).
@@ -286,6 +285,31 @@ def test_a_batchs_later_dynamo_exports_are_the_models_a_fresh_exporter_makes(
 
 
 @pytest.mark.toolkit
+def test_a_shared_export_process_makes_the_models_a_process_of_its_own_makes(
+    real_exporter: ExporterEnv, tmp_path: Path
+) -> None:
+    """A run's second batch finds torch imported and torch.export warmed up by the first."""
+    first = VariantSpec(form="torch-export", batch=1, num_heads=4, **SMALL_DYNAMO)
+    later = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **SMALL_DYNAMO)
+    scripted = VariantSpec(
+        form="torch-export", batch=1, num_heads=2, **{**SMALL_DYNAMO, "exporter": "torchscript"}
+    )
+    made = {}
+    for mode in ("alone", "shared"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        with shared_exports() if mode == "shared" else contextlib.nullcontext():
+            for spec in (first, later, scripted):
+                (outcome,) = export_many(
+                    [(spec, folder / f"{spec.id}.onnx", spec.exporter)], real_exporter.python
+                )
+                assert isinstance(outcome, ExportInfo), outcome
+        made[mode] = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert sum(name.endswith(".onnx") for name in made["alone"]) == 3
+    assert made["shared"] == made["alone"]
+
+
+@pytest.mark.toolkit
 def test_provision_waits_for_another_process_building_the_exporter(
     real_exporter: ExporterEnv, tmp_path: Path
 ) -> None:
@@ -295,46 +319,6 @@ def test_provision_waits_for_another_process_building_the_exporter(
     assert [(env.kind, env.state) for env in envs] == [("exporter", EnvState.OK)]
     assert 0.5 < waited < 20
     assert not (tmp_path / "logs").exists()
-
-
-def test_an_export_batch_runs_at_a_lower_cpu_priority(tmp_path: Path) -> None:
-    # A stand-in export script (plain python: what it reports is its own priority).
-    script = tmp_path / "report_priority.py"
-    script.write_text(
-        "import json, os, sys, time\n"
-        "parent = os.getpriority(os.PRIO_PROCESS, os.getppid())\n"
-        "deadline = time.monotonic() + 5\n"
-        "while os.getpriority(os.PRIO_PROCESS, 0) <= parent and time.monotonic() < deadline:\n"
-        "    time.sleep(0.01)\n"
-        "jobs = json.load(open(sys.argv[1]))\n"
-        "nice = os.getpriority(os.PRIO_PROCESS, 0)\n"
-        "json.dump([{'nice': nice} for _ in jobs], open(sys.argv[2], 'w'))\n"
-    )
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    (result,) = run_export_script(script, [{}], Path(sys.executable), timeout=30)
-    assert result["nice"] == min(own + EXPORT_NICENESS, 19) > own or own == 19
-
-
-def test_an_export_batch_writes_bytecode_whatever_the_host_says(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Torch and transformers import in 13 s from source, in 4 s from the bytecode a first
-    batch leaves in the exporter's environment."""
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    (tmp_path / "lib").mkdir()
-    (tmp_path / "lib" / "heavy.py").write_text("VALUE = 1\n")
-    script = tmp_path / "import_heavy.py"
-    script.write_text(
-        "import json, sys\n"
-        f"sys.path.insert(0, {str(tmp_path / 'lib')!r})\n"
-        "import heavy\n"
-        "jobs = json.load(open(sys.argv[1]))\n"
-        "result = {'dont_write': sys.dont_write_bytecode}\n"
-        "json.dump([result for _ in jobs], open(sys.argv[2], 'w'))\n"
-    )
-    (result,) = run_export_script(script, [{}], Path(sys.executable), timeout=30)
-    assert result == {"dont_write": False}
-    assert list((tmp_path / "lib" / "__pycache__").glob("heavy.*.pyc"))
 
 
 def test_a_rebuilt_exporter_environment_exports_again(tmp_path: Path) -> None:
@@ -366,16 +350,3 @@ def test_an_export_batch_runs_where_the_scripts_folder_is_not_on_sys_path(
     (outcome,) = export_many([(spec, tmp_path / "m.onnx", "dynamo")], real_exporter.python)
     assert isinstance(outcome, ExportInfo), outcome
     onnx.checker.check_model(onnx.load(str(outcome.path)))
-
-
-def test_an_export_batch_past_its_timeout_is_killed(tmp_path: Path) -> None:
-    script = tmp_path / "hang.py"
-    pid_file = tmp_path / "pid"
-    script.write_text(
-        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
-    )
-    with pytest.raises(TorchExportError, match=r"torch export of 1 job\(s\) timed out after 1 s"):
-        run_export_script(script, [{}], Path(sys.executable), timeout=1)
-    pid = int(pid_file.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)

@@ -43,6 +43,7 @@ EXPORT_VERSION = "1"
 _EXPORT_CODE = (
     "variants/hf_export_script.py",
     "variants/export_registry.py",
+    "variants/export_server.py",
     "variants/hf_export.py",
     "variants/families.py",
 )

@@ -33,6 +33,7 @@ from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, m
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.subjects import FamilySubject, Subject
+from pytest_rknn.variants.export_process import shared_exports
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
@@ -46,7 +47,11 @@ from pytest_rknn.variants.torch_export import (
 
 EXPORT_VERSION = "1"
 # The code that decides what a torch export holds: a change to it exports again.
-_TORCH_EXPORT_CODE = ("variants/torch_export_script.py", "variants/export_registry.py")
+_TORCH_EXPORT_CODE = (
+    "variants/torch_export_script.py",
+    "variants/export_registry.py",
+    "variants/export_server.py",
+)
 
 
 class HostError(RuntimeError):
@@ -96,13 +101,15 @@ class Materials:
 
     def prepare_exports(self) -> None:
         """Make the run's torch exports now, then its hf exports (one batch each; e.g. on a
-        background thread, while the toolkit converts the cells before them)."""
-        for spec in self.export_specs[:1]:
-            with contextlib.suppress(NotBuildable), self._lock(spec.id):
-                self._torch_export(spec)
-        for family in self.family_specs[:1]:
-            with contextlib.suppress(NotBuildable, ExportFailed, HostError):
-                self.model(FamilySubject(family))
+        background thread, while the toolkit converts the cells before them), in one export
+        process (torch imported once)."""
+        with shared_exports():
+            for spec in self.export_specs[:1]:
+                with contextlib.suppress(NotBuildable), self._lock(spec.id):
+                    self._torch_export(spec)
+            for family in self.family_specs[:1]:
+                with contextlib.suppress(NotBuildable, ExportFailed, HostError):
+                    self.model(FamilySubject(family))
 
     def model(self, subject: Subject) -> BuiltModel:
         """The subject's model, written to a file; NotBuildable is remembered and re-raised."""

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..verdict.logtext import normalise
+from .export_process import TorchExportError, run_export_script
 from .families import MEL_BINS, PATCH, VOCAB, FamilySpec
 from .forms import NotBuildable
 from .reference import onnxruntime_outputs
-from .torch_export import TorchExportError, run_export_script
 
 _SCRIPT = Path(__file__).with_name("hf_export_script.py")
 CROSS_CHECK_REL_L2 = 1e-4

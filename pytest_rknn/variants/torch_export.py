@@ -14,27 +14,18 @@ Exporters and what they need (measured with torch 2.13.0+cpu, onnx 1.18.0):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .export_process import TorchExportError, run_export_script
 from .spec import EXPORTERS, VariantSpec
 
 TORCH_PYTHON_ENV = "PYTEST_RKNN_TORCH_PYTHON"
 _SCRIPT = Path(__file__).with_name("torch_export_script.py")
-EXPORT_NICENESS = 10
-"""How much lower than the run's own an export batch's CPU priority is (``nice``)."""
-
-
-class TorchExportError(RuntimeError):
-    """The torch exporter failed or could not run; the message is one line with the cause."""
 
 
 @dataclass(frozen=True)
@@ -94,12 +85,6 @@ def interpreter_stamp(python: Path) -> str:
     return f"{python}:{made}:{packages}"
 
 
-def _last_error_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["(no output)"])[-1][:300]
-
-
 def _check_job(spec: VariantSpec, exporter: str) -> None:
     if exporter not in EXPORTERS:
         raise TorchExportError(
@@ -143,69 +128,6 @@ def export_many(
             )
         )
     return outcomes
-
-
-def _yield_cpu(pid: int) -> None:
-    """Lower an export batch's CPU priority: it is made ahead of the cells that need it, while
-    the toolkit converts other cells (or, at a run's start, imports itself) on the same cores,
-    so the scheduler lets those go first. Where that cannot be done the batch runs as it is."""
-    with contextlib.suppress(AttributeError, OSError):
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, pid, min(own + EXPORT_NICENESS, 19))
-
-
-def exporter_env() -> dict[str, str]:
-    """The host's environment for an export batch, less ``PYTHONDONTWRITEBYTECODE``: the
-    exporter writes its environment's bytecode (torch and transformers import in 4 s from
-    bytecode, 13 s from source, and every batch pays it)."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def run_export_script(
-    script: Path, payload: list[dict], python: Path, timeout: float
-) -> list[dict]:
-    """Run an export ``script`` on ``payload`` (one dict per job) with ``python``; the
-    results it wrote, one per job. ``TorchExportError`` when the interpreter fails before
-    writing them all, or hangs past ``timeout``."""
-    with tempfile.TemporaryDirectory(prefix="rknn-export-") as tmp:
-        jobs_file = Path(tmp) / "jobs.json"
-        result_file = Path(tmp) / "results.json"
-        jobs_file.write_text(json.dumps(payload))
-        cmd = [str(python), str(script), str(jobs_file), str(result_file)]
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                env=exporter_env(),
-            )
-        except OSError as exc:
-            raise TorchExportError(f"cannot run {python}: {exc}") from None
-        _yield_cpu(proc.pid)
-        try:
-            _, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise TorchExportError(
-                f"torch export of {len(payload)} job(s) timed out after {timeout:.0f} s"
-            ) from None
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        try:
-            results = json.loads(result_file.read_text()) if result_file.exists() else []
-        except ValueError:
-            results = []
-        if not isinstance(results, list) or len(results) < len(payload):
-            raise TorchExportError(
-                f"torch export with {python} failed with code {proc.returncode}: "
-                f"{_last_error_line(stderr)}"
-            )
-    return results[: len(payload)]
 
 
 def export_with_torch(
