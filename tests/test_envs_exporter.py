@@ -47,6 +47,9 @@ from pytest_rknn.variants.torch_export import (
 
 # A small grouped-query attention for the dynamo exporter (a few seconds per batch).
 SMALL_DYNAMO = dict(num_kv_heads=2, q_len=8, kv_len=8, head_dim=16, exporter="dynamo")
+# Two dynamo exports of a batch; the second finds the first's registry (and warm-up).
+DYNAMO_FIRST = VariantSpec(form="torch-export", batch=1, num_heads=4, **SMALL_DYNAMO)
+DYNAMO_LATER = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **SMALL_DYNAMO)
 
 
 def hint(root: Path, rebuild: bool = False) -> str:
@@ -273,8 +276,7 @@ def test_a_batchs_later_dynamo_exports_are_the_models_a_fresh_exporter_makes(
     real_exporter: ExporterEnv, tmp_path: Path
 ) -> None:
     """The batch reuses the operator registry its first dynamo export made."""
-    first = VariantSpec(form="torch-export", batch=1, num_heads=4, **SMALL_DYNAMO)
-    later = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **SMALL_DYNAMO)
+    first, later = DYNAMO_FIRST, DYNAMO_LATER
     together = [(s, tmp_path / "batch" / f"{s.id}.onnx", s.exporter) for s in (first, later)]
     alone = [(later, tmp_path / "alone" / f"{later.id}.onnx", later.exporter)]
     for jobs in (together, alone):
@@ -289,8 +291,6 @@ def test_a_shared_export_process_makes_the_models_a_process_of_its_own_makes(
     real_exporter: ExporterEnv, tmp_path: Path
 ) -> None:
     """A run's second batch finds torch imported and torch.export warmed up by the first."""
-    first = VariantSpec(form="torch-export", batch=1, num_heads=4, **SMALL_DYNAMO)
-    later = VariantSpec(form="torch-export", batch=2, num_heads=2, mask="causal", **SMALL_DYNAMO)
     scripted = VariantSpec(
         form="torch-export", batch=1, num_heads=2, **{**SMALL_DYNAMO, "exporter": "torchscript"}
     )
@@ -299,7 +299,7 @@ def test_a_shared_export_process_makes_the_models_a_process_of_its_own_makes(
         folder = tmp_path / mode
         folder.mkdir()
         with shared_exports() if mode == "shared" else contextlib.nullcontext():
-            for spec in (first, later, scripted):
+            for spec in (DYNAMO_FIRST, DYNAMO_LATER, scripted):
                 (outcome,) = export_many(
                     [(spec, folder / f"{spec.id}.onnx", spec.exporter)], real_exporter.python
                 )

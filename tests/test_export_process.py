@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -94,30 +95,35 @@ def test_another_threads_batches_run_in_processes_of_their_own(whoami: Path) -> 
     assert mine["pid"] == again["pid"] != other[0]["pid"]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_a_script_that_fails_names_its_error_and_the_next_batch_runs(
-    tmp_path: Path, whoami: Path, mode: str
-) -> None:
-    failing = script(tmp_path, "fails", "raise ValueError('no such opset here')")
-    with mode_block(mode):
-        with pytest.raises(TorchExportError, match=r"failed with code 1: ValueError: no such"):
-            run_export_script(failing, [{}], PYTHON, 30)
-        (after,) = run_export_script(whoami, [{}], PYTHON, 30)
-    assert after["argv"] == 3
+FAILURES = {
+    "raises": ("raise ValueError('no such opset here')", "code 1: ValueError: no such opset"),
+    "kills its process": (
+        "print('segfault in libtorch', file=sys.stderr)\nos._exit(3)",
+        "code 3: segfault in libtorch",
+    ),
+    "is interrupted": (
+        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "os.kill(os.getpid(), signal.SIGINT)",
+        "code -2: KeyboardInterrupt",
+    ),
+}
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_script_that_kills_its_process_fails_alone_and_the_next_batch_runs(
-    tmp_path: Path, whoami: Path, mode: str
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_a_failed_batch_names_its_error_and_the_next_batch_runs_afresh_if_it_must(
+    tmp_path: Path, whoami: Path, mode: str, failure: str
 ) -> None:
-    dying = script(tmp_path, "dies", "print('segfault in libtorch', file=sys.stderr)\nos._exit(3)")
+    body, says = FAILURES[failure]
+    failing = script(tmp_path, "fails", body)
     with mode_block(mode):
         (before,) = run_export_script(whoami, [{}], PYTHON, 30)
-        with pytest.raises(TorchExportError, match=r"failed with code 3: segfault in libtorch"):
-            run_export_script(dying, [{}], PYTHON, 30)
+        with pytest.raises(TorchExportError, match=re.escape(f"failed with {says}")):
+            run_export_script(failing, [{}], PYTHON, 30)
         (after,) = run_export_script(whoami, [{}], PYTHON, 30)
-    assert before["pid"] != after["pid"]
-    assert after["seen"] is False, "a fresh process after the shared one died"
+    shared_survives = mode == "shared" and failure == "raises"
+    assert (after["pid"] == before["pid"]) is shared_survives
+    assert after["seen"] is shared_survives
 
 
 @pytest.mark.parametrize("mode", MODES)

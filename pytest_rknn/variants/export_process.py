@@ -116,7 +116,7 @@ class _ExportServer:
                 self.stop(kill=True)
                 raise _timed_out(payload, timeout)
             if answer == b"":
-                self.stop(kill=True)
+                self.stop()
                 code = self.proc.returncode
             else:
                 try:

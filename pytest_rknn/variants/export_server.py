@@ -11,7 +11,7 @@ Each line on stdin is one batch, ``{"script": path, "argv": [jobs, results], "lo
 the script runs as ``__main__`` with that ``sys.argv`` (what it writes to its files, and the
 names torch records in a model, are those of a run of its own), its stdout and stderr go to
 ``log``, and one line ``{"code": exit code}`` answers on stdout. The server ends at the end of
-its stdin.
+its stdin, or with the batch that interrupts it (Ctrl-C: as a process of the batch's own would).
 """
 
 import json
@@ -33,8 +33,10 @@ def run_batch(request, answer):
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - the batch's failure is its answer
+    except BaseException as exc:  # noqa: BLE001 - the batch's failure is its answer
         traceback.print_exc()
+        if not isinstance(exc, Exception):
+            raise
         code = 1
     finally:
         sys.stdout.flush()
