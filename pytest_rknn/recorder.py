@@ -110,15 +110,15 @@ class Recorder:
             recovered = Matrix.from_journal(moved)
             recovered.write(kept)
         except (OSError, MatrixError) as exc:
-            self._note(
+            self.note(
                 f"an interrupted run's journal was kept as {moved} ({exc}); "
                 f"`pytest-rknn merge {moved} -o {kept}` rebuilds its matrix"
             )
             return
         moved.unlink(missing_ok=True)
-        self._note(f"recovered {len(recovered)} cells of an interrupted run into {kept}")
+        self.note(f"recovered {len(recovered)} cells of an interrupted run into {kept}")
 
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
         """Say it now (and again at the end of the run)."""
         self.notes.append(text)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pytest_rknn.pipeline.calibration import make_calibration
 from pytest_rknn.pipeline.input_roles import (
     FALLBACK_VOCAB,
+    DeclaredInput,
     InputRoleError,
     declared_inputs,
     judge_roles,
@@ -383,3 +384,17 @@ def test_a_bad_npz_ends_the_run_with_one_error_line(pytester: pytest.Pytester) -
         "ERROR: --rknn-model enc.onnx: enc.npz lacks input 'attention_mask' (keys: input_ids, "
         "token_type_ids, position_ids): add it or delete the .npz"
     ]
+
+
+def test_the_lengths_fed_as_one_are_the_free_dims_past_an_inputs_first_axis() -> None:
+    int64 = TensorProto.INT64
+    declared = (
+        DeclaredInput("input_ids", int64, ("batch", None, "seq")),
+        DeclaredInput("attention_mask", int64, ("batch", "seq", 4)),
+    )
+    assert UserModel(Path("m.onnx"), "0" * 64, declared).lengths_fed_as_one == [
+        "input_ids[1]",
+        "seq",
+    ]
+    batch_only = (DeclaredInput("pixels", TensorProto.FLOAT, (None, 3, 8, 8)),)
+    assert UserModel(Path("m.onnx"), "0" * 64, batch_only).lengths_fed_as_one == []

@@ -176,6 +176,22 @@ class UserModel:
         return cls(Path(path), hashlib.sha256(data).hexdigest(), declared, roles, found)
 
     @property
+    def lengths_fed_as_one(self) -> list[str]:
+        """The free dims past an input's first axis (a length, not a batch) that generated
+        inputs make 1, by name (``input_ids[1]`` for an unnamed one); none with an inputs
+        file. A sequence of one leaves a softmax of one element, which no mask or scale can
+        get wrong."""
+        if self.inputs_file is not None:
+            return []
+        found = {
+            dim if isinstance(dim, str) and dim else f"{value.name}[{axis}]": None
+            for value in self.declared
+            for axis, dim in enumerate(value.dims)
+            if axis > 0 and not isinstance(dim, int)
+        }
+        return list(found)
+
+    @property
     def id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9]+", "_", self.path.stem).strip("_") or "model"
         suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
