@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from matrix_support import run_matrix
 
+from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.variants.strategies import register_profiles
 
 pytest_plugins = ["pytester"]
@@ -86,3 +88,15 @@ def rknn_pytester(
     monkeypatch.setenv(ENVS_ENV, str(ENVS_ROOT))
     toolkit_python("2.3.2")
     return pytester
+
+
+@pytest.fixture
+def m232() -> Matrix:
+    """The matrix a CI job of toolkit 2.3.2 writes (``matrix_support.run_matrix``)."""
+    return run_matrix("2.3.2", "2026-11-25T07:00:00+00:00", "2026-11-25T07:10:00+00:00")
+
+
+@pytest.fixture
+def m220() -> Matrix:
+    """The matrix a CI job of toolkit 2.2.0 writes, started earlier and finished later."""
+    return run_matrix("2.2.0", "2026-11-25T06:55:00+00:00", "2026-11-25T07:20:00+00:00")

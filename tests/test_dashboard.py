@@ -8,7 +8,7 @@ import json
 import re
 
 from markupsafe import escape
-from test_matrix import VARIANTS, make_cell, run_matrix
+from matrix_support import VARIANTS, make_cell, run_matrix
 
 from pytest_rknn.results.compare import merge
 from pytest_rknn.results.history import dated

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from matrix_support import VARIANTS, make_cell
 from test_dashboard import EVIL, merged
-from test_matrix import VARIANTS, make_cell
 
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.matrix import Matrix

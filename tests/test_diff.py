@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_matrix import VARIANTS, changed, make_cell, run_matrix
+from matrix_support import VARIANTS, changed, make_cell, run_matrix
 
 from pytest_rknn.cli import main
 from pytest_rknn.results.compare import compare, merge, toolkit_diff

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fake_support import SELECTION, fake_suite
-from test_matrix import make_cell, run_matrix
+from matrix_support import make_cell, run_matrix
 
 from pytest_rknn.cli import main
 from pytest_rknn.results.matrix import Matrix

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 from fake_support import SELECTION, fake_suite
-from test_matrix import make_cell
+from matrix_support import make_cell
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.variants.spec import VariantSpec
