@@ -78,15 +78,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[RECORDER] = recorder
         config.pluginmanager.register(recorder, "rknn-recorder")
         for model in settings.models:
-            if model.lengths_fed_as_one:
-                dims = ", ".join(model.lengths_fed_as_one)
-                are = "dims {} are" if len(model.lengths_fed_as_one) > 1 else "dim {} is"
-                recorder.note(
-                    f"--rknn-model {model.path.name}: free {are.format(dims)} fed as 1 (no "
-                    f"{model.path.stem}.npz beside it), so its attention sees one position and no "
-                    f"mask or scale can fail it; save {model.path.stem}.npz with the lengths it "
-                    "will see"
-                )
+            stem = model.path.stem
+            note = model.fed_as_one(
+                f"--rknn-model {model.path.name}", f"no {stem}.npz beside it", f"save {stem}.npz"
+            )
+            if note is not None:
+                recorder.note(note)
     if not config.pluginmanager.has_plugin("rknn-xdist"):
         config.pluginmanager.register(
             xdist_support.XdistHooks(lambda: _cells(config)), "rknn-xdist"

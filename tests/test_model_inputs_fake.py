@@ -114,3 +114,32 @@ def test_a_model_with_free_dims_is_loaded_in_the_shapes_it_is_fed(suite: pytest.
             "inputs": list(BERT_INPUTS),
             "input_size_list": [shape] * len(BERT_INPUTS),
         }, "the fake refuses a free dim, as the real toolkit does, unless load_onnx fixes it"
+
+
+def test_rknn_convert_warns_when_a_free_length_is_fed_as_1(suite: pytest.Pytester) -> None:
+    onnx.save(bert_like(batch="batch", length="seq"), suite.path / "enc.onnx")
+    np.savez(suite.path / "given.npz", **bert_arrays(batch=2, length=6))
+    suite.makepyfile(
+        test_user="""
+        import numpy as np
+
+        def test_generated(rknn):
+            outcome = rknn.convert("enc.onnx", platform="rk3588", toolkit="2.3.2")
+            assert outcome.status == "pass", outcome.message
+
+        def test_given(rknn):
+            inputs = dict(np.load("given.npz"))
+            outcome = rknn.convert("enc.onnx", platform="rk3588", toolkit="2.3.2", inputs=inputs)
+            assert outcome.status == "pass", outcome.message
+        """
+    )
+    result = suite.runpytest_subprocess(*SELECTION, "test_user.py", "--rknn-matrix=m.json")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "test_user.py::test_generated",
+            "*UserWarning: rknn.convert(enc.onnx): free dim seq is fed as 1 (no inputs=), so its "
+            "attention sees one position and no mask or scale can fail it; pass inputs= with the "
+            "lengths it will see",
+        ]
+    )

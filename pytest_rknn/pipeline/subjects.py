@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -191,6 +192,19 @@ class UserModel:
         }
         return list(found)
 
+    def fed_as_one(self, label: str, missing: str, fix: str) -> str | None:
+        """What to tell the user when :attr:`lengths_fed_as_one` names any (else None):
+        ``label`` names the model, ``missing`` what would have given the lengths, ``fix`` how."""
+        dims = self.lengths_fed_as_one
+        if not dims:
+            return None
+        are = "dims {} are" if len(dims) > 1 else "dim {} is"
+        return (
+            f"{label}: free {are.format(', '.join(dims))} fed as 1 ({missing}), so its attention "
+            f"sees one position and no mask or scale can fail it; {fix} with the lengths it "
+            "will see"
+        )
+
     @property
     def id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9]+", "_", self.path.stem).strip("_") or "model"
@@ -316,7 +330,11 @@ def provided_model(
     if inputs is not None:
         given = tuple((name, np.asarray(array)) for name, array in inputs.items())
     user = UserModel.load(path)
-    if given is not None:
+    if given is None:
+        note = user.fed_as_one(f"rknn.convert({path.name})", "no inputs=", "pass inputs=")
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=3)
+    else:
         try:
             check_inputs(dict(given), user.declared, "inputs=", "")
         except InputFileError as exc:
