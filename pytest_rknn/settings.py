@@ -249,6 +249,11 @@ class Settings:
                 f"rknn_explore_examples {explore_examples!r}: expected a whole number >= 1"
             )
         matrix = _writable(Path(str(_value(config, "matrix"))), "--rknn-matrix")
+        if matrix.exists() and not matrix.is_file():
+            raise pytest.UsageError(
+                f"--rknn-matrix {matrix} is not a regular file (a device or a pipe): a run keeps "
+                "its journal and lock beside the matrix; give a file path, e.g. rknn-matrix.json"
+            )
         html_text = str(_value(config, "html") or "")
         html = _writable(Path(html_text), "--rknn-html") if html_text else None
         markdown_text = str(_value(config, "markdown") or "")

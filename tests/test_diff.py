@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,7 @@ def test_merge_prints_its_conflicts(tmp_path: Path, capsys) -> None:
     code = main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", "/dev/null"])
     out = capsys.readouterr().out
     assert code == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode), "written to, never replaced by a file"
     assert "1 conflict(s)" in out
     line = next(line for line in out.splitlines() if flaky.variant_id in line)
     assert "kept timeout (timeout)" in line and "dropped pass" in line

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -293,3 +296,29 @@ def test_closed_journal_refuses_appends(m232: Matrix, tmp_path: Path) -> None:
     journal.close()
     with pytest.raises(ValueError, match="is closed"):
         journal.append(m232.cells[0])
+
+
+def test_a_write_through_a_link_replaces_the_file_it_names_and_keeps_the_link(
+    m232: Matrix, tmp_path: Path
+) -> None:
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "m.json"
+    target.write_text("old")
+    link = tmp_path / "m.json"
+    link.symlink_to(target)
+    m232.write(link)
+    assert link.is_symlink() and Matrix.load(target).cells == m232.cells
+
+
+def test_a_write_to_a_pipe_or_device_writes_into_it_and_leaves_it_there(
+    m232: Matrix, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    m232.write(fifo)
+    reader.join(10)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert json.loads(got[0])["cells"] == json.loads(m232.dumps())["cells"]

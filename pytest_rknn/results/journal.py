@@ -61,9 +61,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     The text goes to a temporary file in the same folder, is flushed and fsynced, and then
     renamed over ``path``; on any failure the temporary file is removed and ``path`` is left
-    as it was.
+    as it was. A link is followed (the file it names is replaced, the link kept), and a path
+    that is no regular file (``/dev/null``, a pipe) is written to as it is: renaming over it
+    would replace the device or pipe with a file.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

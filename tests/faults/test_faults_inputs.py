@@ -213,6 +213,7 @@ BAD_INPUTS = [
     ("--override-ini=rknn_bounds_int8=max_rel=-1", "must be a finite number >= 0"),
     ("--rknn-html=m.json", "same file as --rknn-matrix"),
     ("--rknn-html=./sub/../m.json", "same file as --rknn-matrix"),
+    ("--rknn-matrix=/dev/null", "is not a regular file"),
     ("--rknn-model=.", "is a folder"),
     ("--rknn-model=folder", "is a folder"),
     *((f"--rknn-baseline={name}.json", says) for name, (_, says) in BASELINES.items()),
