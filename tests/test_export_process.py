@@ -232,3 +232,85 @@ def test_the_results_are_read_once_the_batch_is_answered(tmp_path: Path) -> None
     short = script(tmp_path, "short", "results = results[:1]")
     with shared_exports(), pytest.raises(TorchExportError, match=r"failed with code 0"):
         run_export_script(short, [{}, {}], PYTHON, 30)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_batch_reads_an_empty_stdin_and_nothing_it_starts_reads_the_next_request(
+    tmp_path: Path, whoami: Path, mode: str
+) -> None:
+    reads = script(
+        tmp_path,
+        "reads_stdin",
+        "import subprocess\n"
+        "results = [{'read': sys.stdin.read()} for _ in jobs]\n"
+        f"subprocess.Popen(['sh', '-c', 'read line; echo \"$line\" > {tmp_path}/stolen'])",
+    )
+    with mode_block(mode):
+        (result,) = run_export_script(reads, [{}], PYTHON, timeout=10)
+        (after,) = run_export_script(whoami, [{}], PYTHON, timeout=10)
+    assert result == {"read": ""} and after["argv"] == 3
+    stolen = tmp_path / "stolen"
+    assert not stolen.exists() or stolen.read_text().strip() == "", "the child read /dev/null"
+
+
+def test_what_a_batch_changes_in_the_interpreter_is_undone_before_the_next(
+    tmp_path: Path,
+) -> None:
+    meddles = script(
+        tmp_path,
+        "meddles",
+        "import signal, warnings\n"
+        f"os.chdir({str(tmp_path)!r}); os.environ['MEDDLED'] = '1'; sys.path.insert(0, 'x')\n"
+        "warnings.filterwarnings('ignore'); signal.alarm(1)\n"
+        "sys.stdout = open(os.devnull, 'w')",
+    )
+    reports = script(
+        tmp_path,
+        "reports_state",
+        "import time, warnings\n"
+        "time.sleep(1.5)\n"
+        "print('to the log')\n"
+        "results = [dict(cwd=os.getcwd(), env='MEDDLED' in os.environ, path=sys.path[0],"
+        " filters=len(warnings.filters)) for _ in jobs]",
+    )
+    with shared_exports():
+        (fresh,) = run_export_script(reports, [{}], PYTHON, timeout=10)
+        run_export_script(meddles, [{}], PYTHON, timeout=10)
+        (after,) = run_export_script(reports, [{}], PYTHON, timeout=10)
+    assert after == fresh and after["cwd"] != str(tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_odd_ending_is_still_a_one_line_error_within_the_timeout(
+    tmp_path: Path, mode: str
+) -> None:
+    cases = {
+        "sys.exit('fatal: no opset 99')": "failed with code 1: fatal: no opset 99",
+        "results = [1, 2]": "failed with code 0",
+        "sys.stdout.buffer.write(bytes([255, 10])); raise ValueError('odd')": "ValueError: odd",
+    }
+    with mode_block(mode):
+        for body, says in cases.items():
+            odd = script(tmp_path, "odd", body)
+            with pytest.raises(TorchExportError, match=re.escape(says)):
+                run_export_script(odd, [{}], PYTHON, timeout=10)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_program_the_batch_leaves_running_does_not_hold_up_its_answer(
+    tmp_path: Path, mode: str
+) -> None:
+    leaves = script(
+        tmp_path, "leaves", "import subprocess\nchild = subprocess.Popen(['sleep', '30'])"
+    )
+    with mode_block(mode):
+        (result,) = run_export_script(leaves, [{}], PYTHON, timeout=5)
+    assert result == {}
+
+
+def test_a_server_that_answers_garbage_is_ended_and_named(tmp_path: Path) -> None:
+    odd = tmp_path / "odd-python"
+    odd.write_text("#!/bin/sh\nread line\necho '{\"code\": Infinity}'\nexec sleep 60\n")
+    odd.chmod(0o755)
+    with shared_exports(), pytest.raises(TorchExportError, match=r"failed with code None"):
+        run_export_script(tmp_path / "x.py", [{}], odd, timeout=10)

@@ -398,3 +398,5 @@ def test_the_lengths_fed_as_one_are_the_free_dims_past_an_inputs_first_axis() ->
     ]
     batch_only = (DeclaredInput("pixels", TensorProto.FLOAT, (None, 3, 8, 8)),)
     assert UserModel(Path("m.onnx"), "0" * 64, batch_only).lengths_fed_as_one == []
+    tokens = (DeclaredInput("ids", int64, ("tokens",)),)
+    assert UserModel(Path("m.onnx"), "0" * 64, tokens).lengths_fed_as_one == ["tokens"]

@@ -178,17 +178,17 @@ class UserModel:
 
     @property
     def lengths_fed_as_one(self) -> list[str]:
-        """The free dims past an input's first axis (a length, not a batch) that generated
-        inputs make 1, by name (``input_ids[1]`` for an unnamed one); none with an inputs
-        file. A sequence of one leaves a softmax of one element, which no mask or scale can
-        get wrong."""
+        """The free dims past an input's first axis (a length, not a batch), or the one dim
+        of a rank-1 input, that generated inputs make 1, by name (``input_ids[1]`` for an
+        unnamed one); none with an inputs file. A sequence of one leaves a softmax of one
+        element, which no mask or scale can get wrong."""
         if self.inputs_file is not None:
             return []
         found = {
             dim if isinstance(dim, str) and dim else f"{value.name}[{axis}]": None
             for value in self.declared
             for axis, dim in enumerate(value.dims)
-            if axis > 0 and not isinstance(dim, int)
+            if (axis > 0 or len(value.dims) == 1) and not isinstance(dim, int)
         }
         return list(found)
 

@@ -69,10 +69,11 @@ def _read_results(
     result_file: Path, payload: list[dict], python: Path, code: int | None, output: str
 ) -> list[dict]:
     try:
-        results = json.loads(result_file.read_text()) if result_file.exists() else []
-    except ValueError:
+        results = json.loads(result_file.read_text())
+    except (OSError, ValueError, RecursionError):
         results = []
-    if not isinstance(results, list) or len(results) < len(payload):
+    whole = isinstance(results, list) and all(isinstance(r, dict) for r in results)
+    if not whole or len(results) < len(payload):
         raise TorchExportError(
             f"torch export with {python} failed with code {code}: {_last_error_line(output)}"
         )
@@ -102,11 +103,10 @@ class _ExportServer:
             jobs_file.write_text(json.dumps(payload))
             request = {"script": str(script), "argv": [str(jobs_file), str(result_file)]}
             try:
-                self.proc.stdin.write(json.dumps({**request, "log": str(log)}).encode() + b"\n")
-                self.proc.stdin.flush()
-            except OSError:
-                pass
-            try:
+                with contextlib.suppress(OSError):  # a dead server: its end of file answers
+                    self.proc.stdin.write(json.dumps({**request, "log": str(log)}).encode())
+                    self.proc.stdin.write(b"\n")
+                    self.proc.stdin.flush()
                 answer = self._answer(timeout)
             except BaseException:
                 self.stop(kill=True)
@@ -121,7 +121,8 @@ class _ExportServer:
             else:
                 try:
                     code = int(json.loads(answer)["code"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, OverflowError):
+                    self.stop(kill=True)  # no longer a server that answers as it should
                     code = None
             return _read_results(result_file, payload, self.python, code, output)
 
@@ -220,28 +221,32 @@ def _run_alone(script: Path, payload: list[dict], python: Path, timeout: float) 
     with tempfile.TemporaryDirectory(prefix="rknn-export-") as tmp:
         jobs_file = Path(tmp) / "jobs.json"
         result_file = Path(tmp) / "results.json"
+        log = Path(tmp) / "output.log"
         jobs_file.write_text(json.dumps(payload))
         cmd = [str(python), str(script), str(jobs_file), str(result_file)]
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                env=_export_environ(),
-            )
-        except OSError as exc:
-            raise TorchExportError(f"cannot run {python}: {exc}") from None
+        # Output to a file, not a pipe: a program the script leaves running would hold a pipe
+        # open, and waiting for its end would outlast the timeout.
+        with log.open("wb") as output:
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_export_environ(),
+                )
+            except OSError as exc:
+                raise TorchExportError(f"cannot run {python}: {exc}") from None
         _yield_cpu(proc.pid)
         try:
-            _, stderr = proc.communicate(timeout=timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             raise _timed_out(payload, timeout) from None
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        return _read_results(result_file, payload, python, proc.returncode, stderr)
+        text = log.read_text(errors="replace")
+        return _read_results(result_file, payload, python, proc.returncode, text)

@@ -10,15 +10,57 @@ torch and warm up torch.export anew (5 CPU seconds of the 17 the two cost, measu
 Each line on stdin is one batch, ``{"script": path, "argv": [jobs, results], "log": path}``:
 the script runs as ``__main__`` with that ``sys.argv`` (what it writes to its files, and the
 names torch records in a model, are those of a run of its own), its stdout and stderr go to
-``log``, and one line ``{"code": exit code}`` answers on stdout. The server ends at the end of
-its stdin, or with the batch that interrupts it (Ctrl-C: as a process of the batch's own would).
+``log``, its stdin is /dev/null, and one line ``{"code": exit code}`` answers on stdout (the
+requests and answers go through copies of the server's stdin and stdout that nothing the batch
+starts inherits). What a batch changes in the interpreter's state (working folder, environment,
+``sys.path``, streams, warning filters, signal handlers) is undone before the next. The server
+ends at the end of its stdin, or with the batch that interrupts it (Ctrl-C: as a process of the
+batch's own would).
 """
 
+import contextlib
 import json
 import os
 import runpy
+import signal
 import sys
 import traceback
+import warnings
+
+_RESTORED_SIGNALS = ("SIGINT", "SIGTERM", "SIGALRM", "SIGHUP")
+
+
+class _Batch:
+    """What a batch may change and the next one must not see: the working folder, the
+    environment, ``sys.path`` and ``sys.argv``, the standard streams, warning filters, signal
+    handlers and a pending alarm."""
+
+    def __enter__(self):
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environ)
+        self.path, self.argv = list(sys.path), list(sys.argv)
+        self.streams = sys.stdin, sys.stdout, sys.stderr
+        self.filters = list(warnings.filters)
+        self.signals = {
+            name: signal.getsignal(getattr(signal, name))
+            for name in _RESTORED_SIGNALS
+            if hasattr(signal, name)
+        }
+        return self
+
+    def __exit__(self, *exc):
+        if hasattr(signal, "alarm"):
+            signal.alarm(0)
+        for name, handler in self.signals.items():
+            if handler is not None:
+                signal.signal(getattr(signal, name), handler)
+        warnings.filters[:] = self.filters
+        sys.stdin, sys.stdout, sys.stderr = self.streams
+        sys.path[:], sys.argv[:] = self.path, self.argv
+        os.environ.clear()
+        os.environ.update(self.environ)
+        os.chdir(self.cwd)
+        return False
 
 
 def run_batch(request, answer):
@@ -27,20 +69,27 @@ def run_batch(request, answer):
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    sys.argv = [request["script"], *request["argv"]]
     try:
-        runpy.run_path(request["script"], run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException as exc:  # noqa: BLE001 - the batch's failure is its answer
-        traceback.print_exc()
-        if not isinstance(exc, Exception):
-            raise
-        code = 1
+        with _Batch():
+            sys.argv = [request["script"], *request["argv"]]
+            try:
+                runpy.run_path(request["script"], run_name="__main__")
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:  # as the interpreter does: the message on stderr, code 1
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except BaseException as exc:  # noqa: BLE001 - the batch's failure is its answer
+                traceback.print_exc()
+                if not isinstance(exc, Exception):
+                    raise
+                code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
@@ -50,11 +99,15 @@ def run_batch(request, answer):
 
 
 def main():
+    # The requests and answers travel on copies of stdin and stdout that no program a batch
+    # starts inherits; the batches themselves get /dev/null, as a process of their own would.
+    requests = os.fdopen(os.dup(0), "r")
     answer = os.fdopen(os.dup(1), "w")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    for line in sys.stdin:
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY)):
+        devnull = os.open(os.devnull, mode)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    for line in requests:
         if line.strip():
             run_batch(json.loads(line), answer)
     return 0
