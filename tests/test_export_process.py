@@ -8,16 +8,20 @@ exporter's models, made either way, are compared in ``test_envs_exporter.py``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pytest_rknn.variants import export_process
 from pytest_rknn.variants.export_process import (
     EXPORT_NICENESS,
     TorchExportError,
@@ -26,6 +30,7 @@ from pytest_rknn.variants.export_process import (
 )
 
 PYTHON = Path(sys.executable)
+SERVER = Path(export_process.__file__).with_name("export_server.py")
 MODES = ["alone", "shared"]
 
 
@@ -314,3 +319,33 @@ def test_a_server_that_answers_garbage_is_ended_and_named(tmp_path: Path) -> Non
     odd.chmod(0o755)
     with shared_exports(), pytest.raises(TorchExportError, match=r"failed with code None"):
         run_export_script(tmp_path / "x.py", [{}], odd, timeout=10)
+
+
+def test_the_shared_process_ends_mid_batch_when_the_host_hangs_up(tmp_path: Path) -> None:
+    """The host killed in the middle of a batch (its end of the requests closes): the server
+    ends at once, its batch with it, rather than export on for nobody with no timeout."""
+    started = tmp_path / "started"
+    hangs = script(
+        tmp_path, "hangs", f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)"
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert server.stdin is not None and server.stdout is not None
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text("[{}]")
+    request = {"script": str(hangs), "argv": [str(jobs), str(tmp_path / "r")], "log": "/dev/null"}
+    server.stdin.write(json.dumps(request).encode() + b"\n")
+    server.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started.exists(), "the batch never started"
+    server.stdin.close()
+    try:
+        code = server.wait(10)
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    assert code == 3

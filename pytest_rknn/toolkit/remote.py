@@ -289,6 +289,9 @@ def serve(jobs_fd: int, results_fd: int) -> int:
 
         warmed = remote_fork.warm_imports(RKNN)
     else:
+        import remote_fork
+
+        threading.Thread(target=remote_fork.watch_host, args=(jobs_fd,), daemon=True).start()
         warmed = 0
     send(
         {
@@ -311,7 +314,8 @@ def serve(jobs_fd: int, results_fd: int) -> int:
             return 2
         job = message["job"]
         if fork:
-            died = remote_fork.run_forked(job["id"], functools.partial(_logged, job, RKNN), send)
+            work = functools.partial(_logged, job, RKNN)
+            died = remote_fork.run_forked(job["id"], work, send, host_fd=jobs_fd)
             if died is not None:
                 send({"op": "died", "id": job["id"], "detail": died})
             continue

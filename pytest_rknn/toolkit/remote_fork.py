@@ -6,7 +6,10 @@ so it imports only the standard library (numpy, onnx and the toolkit inside a th
 :func:`run_forked` runs one job in a fork: every job starts from the same clean state (the
 toolkit imported, nothing converted), for a few milliseconds instead of a new import, and a job
 that kills its process costs only its fork. The fork writes the job's ``result`` to the host
-itself; :func:`ended` says how a fork that did not ended, in the host's words. Before the
+itself; :func:`ended` says how a fork that did not ended, in the host's words. A worker whose
+host is gone (the jobs channel hung up: pytest killed) :func:`abandon`-s its job at once, fork
+and all, rather than convert on with no memory cap and no timeout (:func:`watch_host` does the
+same for a worker that converts in its own process). Before the
 worker's ``ready``, :func:`warm_imports` imports what the toolkit imports lazily on its first
 conversion, learnt from a throwaway fork that converts a two-node graph
 (:func:`first_conversion`, with :data:`WARMUP_VARIABLE` set), so that the forks do not each
@@ -111,9 +114,35 @@ def warm_imports(rknn_cls: type, timeout: float = WARM_TIMEOUT) -> int:
     return len(names)
 
 
-def run_forked(job_id: str, work: Callable[[], dict], send: Callable[[dict], None]) -> str | None:
+def abandon(fork: int | None = None) -> None:
+    """End this worker's job for good: its host is gone, so nobody will read the result, cap
+    the job's memory or time it. A worker that leads its process group (the host starts each
+    in a session of its own) kills the group: itself, the job's fork and whatever that started;
+    any other kills ``fork`` and exits."""
+    if os.getpgid(0) == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    if fork is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(fork, signal.SIGKILL)
+    os._exit(4)
+
+
+def watch_host(host_fd: int) -> None:
+    """Block until the host's end of ``host_fd`` (the jobs channel) is closed, then
+    :func:`abandon`: for a worker that converts in its own process (a thread runs this)."""
+    poller = select.poll()
+    poller.register(host_fd, 0)  # a hang-up or an error is always reported
+    while not poller.poll():
+        pass
+    abandon()
+
+
+def run_forked(
+    job_id: str, work: Callable[[], dict], send: Callable[[dict], None], host_fd: int | None = None
+) -> str | None:
     """Run ``work`` (one job) in a fork that sends the job's ``result`` itself: None once it
-    has, else how the fork ended."""
+    has, else how the fork ended. When the host's end of ``host_fd`` (the jobs channel) closes
+    meanwhile, the host is gone: the job is :func:`abandon`-ed."""
     sent_r, sent_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -128,7 +157,21 @@ def run_forked(job_id: str, work: Callable[[], dict], send: Callable[[dict], Non
         finally:
             os._exit(code)
     os.close(sent_w)
-    with os.fdopen(sent_r, "rb") as fh:
-        sent = fh.read() == b"sent"
+    poller = select.poll()
+    poller.register(sent_r, select.POLLIN)
+    if host_fd is not None:
+        poller.register(host_fd, 0)
+    said = b""
+    try:
+        while True:
+            events = dict(poller.poll())
+            if host_fd in events:
+                abandon(pid)
+            chunk = os.read(sent_r, 64) if sent_r in events else b""
+            if sent_r in events and not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(sent_r)
     _, status = os.waitpid(pid, 0)
-    return None if sent else ended(status)
+    return None if said == b"sent" else ended(status)

@@ -15,15 +15,17 @@ requests and answers go through copies of the server's stdin and stdout that not
 starts inherits). What a batch changes in the interpreter's state (working folder, environment,
 ``sys.path``, streams, warning filters, signal handlers) is undone before the next. The server
 ends at the end of its stdin, or with the batch that interrupts it (Ctrl-C: as a process of the
-batch's own would).
+batch's own would); when the host hangs up in the middle of a batch (killed), at once.
 """
 
 import contextlib
 import json
 import os
 import runpy
+import select
 import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -98,6 +100,17 @@ def run_batch(request, answer):
     answer.flush()
 
 
+def _end_with_host(fd):
+    """Wait until the host's end of the requests channel ``fd`` closes, then end the server,
+    batch and all: a host killed mid-batch (the OOM killer, a CI timeout) leaves no export
+    running with nobody to read it or time it."""
+    poller = select.poll()
+    poller.register(fd, 0)  # a hang-up or an error is always reported
+    while not poller.poll():
+        pass
+    os._exit(3)
+
+
 def main():
     # The requests and answers travel on copies of stdin and stdout that no program a batch
     # starts inherits; the batches themselves get /dev/null, as a process of their own would.
@@ -107,6 +120,7 @@ def main():
         devnull = os.open(os.devnull, mode)
         os.dup2(devnull, fd)
         os.close(devnull)
+    threading.Thread(target=_end_with_host, args=(requests.fileno(),), daemon=True).start()
     for line in requests:
         if line.strip():
             run_batch(json.loads(line), answer)

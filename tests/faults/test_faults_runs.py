@@ -9,12 +9,14 @@ Each ends in a matrix that :func:`faults_support.check` finds whole (see there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import time
 
+import psutil
 import pytest
 from faults_support import (
     TALLY,
@@ -95,6 +97,36 @@ def test_a_worker_killed_mid_job_is_a_crash_and_the_next_cells_are_fine(suite) -
     for cell in found.values():
         if faulty(cell):
             assert cell.status is Status.CRASH and "worker died with SIGKILL" in cell.reason
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("where", ["fork", "worker"])
+def test_a_job_ends_with_the_pytest_that_asked_for_it(suite, where) -> None:
+    """pytest SIGKILLed (a CI timeout, the OOM killer) while a job hangs: the job's process and
+    its worker end at once, rather than convert on with no memory cap and no timeout."""
+    thread = {"FAKE_RKNN_IMPORT_THREAD": "1"} if where == "worker" else {}
+    pending = start(suite, "--rknn-matrix=m.json", FAKE_RKNN_MODE="hang", **thread)
+    wait_until(lambda: len(marks(suite)) >= 1, pending, "the first job started")
+    ((job, _, _),) = marks(suite)
+    worker = psutil.Process(job).ppid() if where == "fork" else job
+    assert "remote.py" in " ".join(psutil.Process(worker).cmdline())
+    pending.proc.kill()
+    pending.wait(10)
+    TALLY.faults += 1
+    deadline = time.monotonic() + 10
+    while not (_gone(job) and _gone(worker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in (job, worker) if not _gone(pid)]
+    for pid in left:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+    assert not left, f"still running 10 s after pytest was killed: {left}"
 
 
 # ---------------------------------------------------------------------------------------------
