@@ -349,3 +349,23 @@ def test_the_shared_process_ends_mid_batch_when_the_host_hangs_up(tmp_path: Path
         server.wait()
         server.stdout.close()
     assert code == 3
+
+
+def test_the_shared_process_ends_cleanly_when_stopped_between_batches(tmp_path: Path) -> None:
+    quick = script(tmp_path, "quick", "")
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text("[{}]")
+    request = {"script": str(quick), "argv": [str(jobs), str(tmp_path / "r")], "log": "/dev/null"}
+    codes = []
+    for _ in range(3):
+        server = subprocess.Popen(
+            [sys.executable, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(json.dumps(request).encode() + b"\n")
+        server.stdin.flush()
+        assert json.loads(server.stdout.readline()) == {"code": 0}
+        server.stdin.close()
+        codes.append(server.wait(10))
+        server.stdout.close()
+    assert codes == [0, 0, 0]

@@ -116,10 +116,11 @@ def warm_imports(rknn_cls: type, timeout: float = WARM_TIMEOUT) -> int:
 
 def abandon(fork: int | None = None) -> None:
     """End this worker's job for good: its host is gone, so nobody will read the result, cap
-    the job's memory or time it. A worker that leads its process group (the host starts each
-    in a session of its own) kills the group: itself, the job's fork and whatever that started;
-    any other kills ``fork`` and exits."""
-    if os.getpgid(0) == os.getpid():
+    the job's memory or time it. A worker that leads its session (the host starts each in a
+    session of its own) kills its process group: itself, the job's fork and whatever that
+    started; any other (e.g. one a shell started as a pipeline's first process, which leads a
+    group holding the rest of the pipeline) kills ``fork`` and exits."""
+    if os.getsid(0) == os.getpid():
         os.killpg(os.getpid(), signal.SIGKILL)
     if fork is not None:
         with contextlib.suppress(ProcessLookupError):

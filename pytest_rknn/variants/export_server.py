@@ -65,7 +65,8 @@ class _Batch:
         return False
 
 
-def run_batch(request, answer):
+def run_batch(request):
+    """Run one batch; its exit code."""
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     saved = os.dup(1), os.dup(2)
     os.dup2(log, 1)
@@ -96,19 +97,39 @@ def run_batch(request, answer):
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-    answer.write(json.dumps({"code": code}) + "\n")
-    answer.flush()
+    return code
 
 
-def _end_with_host(fd):
-    """Wait until the host's end of the requests channel ``fd`` closes, then end the server,
-    batch and all: a host killed mid-batch (the OOM killer, a CI timeout) leaves no export
-    running with nobody to read it or time it."""
-    poller = select.poll()
-    poller.register(fd, 0)  # a hang-up or an error is always reported
-    while not poller.poll():
-        pass
-    os._exit(3)
+class _Host:
+    """Whether the host hung up, and whether a batch is running: the host closes the requests
+    channel between batches to stop the server (it then ends at the end of its input), and
+    only a killed host closes it in the middle of one."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.gone = self.busy = False
+
+    def watch(self, fd):
+        """Wait until the host's end of ``fd`` closes; in the middle of a batch, end the
+        server, batch and all: no export runs on with nobody to read it or time it."""
+        poller = select.poll()
+        poller.register(fd, 0)  # a hang-up or an error is always reported
+        while not poller.poll():
+            pass
+        with self.lock:
+            self.gone = True
+            if self.busy:
+                os._exit(3)
+
+    def start_batch(self):
+        """False once the host is gone (the batch is not run)."""
+        with self.lock:
+            self.busy = not self.gone
+            return self.busy
+
+    def end_batch(self):
+        with self.lock:
+            self.busy = False
 
 
 def main():
@@ -120,10 +141,19 @@ def main():
         devnull = os.open(os.devnull, mode)
         os.dup2(devnull, fd)
         os.close(devnull)
-    threading.Thread(target=_end_with_host, args=(requests.fileno(),), daemon=True).start()
+    host = _Host()
+    threading.Thread(target=host.watch, args=(requests.fileno(),), daemon=True).start()
     for line in requests:
-        if line.strip():
-            run_batch(json.loads(line), answer)
+        if not line.strip():
+            continue
+        if not host.start_batch():
+            break
+        try:
+            code = run_batch(json.loads(line))
+        finally:
+            host.end_batch()
+        answer.write(json.dumps({"code": code}) + "\n")
+        answer.flush()
     return 0
 
 

@@ -110,11 +110,12 @@ def _gone(pid: int) -> bool:
 def test_a_job_ends_with_the_pytest_that_asked_for_it(suite, where) -> None:
     """pytest SIGKILLed (a CI timeout, the OOM killer) while a job hangs: the job's process and
     its worker end at once, rather than convert on with no memory cap and no timeout."""
-    thread = {"FAKE_RKNN_IMPORT_THREAD": "1"} if where == "worker" else {}
-    pending = start(suite, "--rknn-matrix=m.json", FAKE_RKNN_MODE="hang", **thread)
+    in_worker = {"PYTEST_RKNN_FORK": "0"} if where == "worker" else {}
+    pending = start(suite, "--rknn-matrix=m.json", FAKE_RKNN_MODE="hang", **in_worker)
     wait_until(lambda: len(marks(suite)) >= 1, pending, "the first job started")
     ((job, _, _),) = marks(suite)
     worker = psutil.Process(job).ppid() if where == "fork" else job
+    assert (worker != job) is (where == "fork")
     assert "remote.py" in " ".join(psutil.Process(worker).cmdline())
     pending.proc.kill()
     pending.wait(10)
