@@ -284,13 +284,11 @@ def serve(jobs_fd: int, results_fd: int) -> int:
     import_s = round(time.perf_counter() - start, 3)
     # A fork holds only the forking thread: with others running, jobs stay in this process.
     fork = fork and threading.active_count() == 1
-    if fork:
-        import remote_fork
+    import remote_fork
 
+    if fork:
         warmed = remote_fork.warm_imports(RKNN)
     else:
-        import remote_fork
-
         threading.Thread(target=remote_fork.watch_host, args=(jobs_fd,), daemon=True).start()
         warmed = 0
     send(
