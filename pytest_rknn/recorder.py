@@ -41,7 +41,7 @@ from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.settings import Settings
 from pytest_rknn.views.text import summary_text
 
-WRITE_INTERVAL = 1.0
+WRITE_INTERVAL = 5.0
 # At most this many seconds between two rewrites of the matrix per second one rewrite takes.
 WRITE_SHARE = 40.0
 

@@ -291,6 +291,27 @@ def test_two_processes_append_to_one_journal_without_mixing_lines(tmp_path: Path
     assert len(rebuilt) == 300 and rebuilt.meta["journal"]["skipped_lines"] == 0
 
 
+def test_journal_forces_fresh_cells_to_disk_and_not_cached_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(durable.os, "fsync", synced.append)
+    path = tmp_path / "j"
+    with Journal(path) as journal:
+        fresh = make_cell(VARIANTS[0], "rk3588", "2.5.0", "pass")
+        cached = make_cell(VARIANTS[1], "rk3588", "2.5.0", "pass")
+        cached.cached = True
+        journal.append(cached)
+        assert synced == []
+        journal.append(fresh)
+        assert len(synced) == 1
+    rebuilt = Matrix.from_journal(path)
+    assert sorted(c.cached for c in rebuilt.cells) == [False, True]
+    assert {c.variant_id: c.to_dict() for c in rebuilt.cells} == {
+        c.variant_id: c.to_dict() for c in (cached, fresh)
+    }
+
+
 def test_closed_journal_refuses_appends(m232: Matrix, tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j")
     journal.close()

@@ -2,7 +2,8 @@
 
 ``atomic_write_text`` replaces a file so that readers (and a later run) see the old content or
 the new, never half of it. ``Journal`` appends one JSON record per line, each with a single
-``write`` on an ``O_APPEND`` descriptor followed by ``fsync``; a line that could not be written
+``write`` on an ``O_APPEND`` descriptor followed by ``fsync`` (not for a cell taken from the
+cache, which is on disk already: a warm run records hundreds); a line that could not be written
 (a full disk) stays pending and is written with the next one, on a line of its own.
 ``read_journal`` reads such a file back, skipping lines that cannot be decoded (the truncated
 last line of a killed writer). ``RunLock`` keeps two runs from writing one matrix path.
@@ -90,7 +91,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 class Journal:
     """An append-only record of a run: a header line with the run's metadata, then one JSON
-    line per finished cell, each flushed and fsynced.
+    line per finished cell, each flushed and (unless the cell came from the cache) fsynced.
 
     Each line is written with a single ``write`` on a file opened with ``O_APPEND``, so the
     lines of several processes appending to one journal do not interleave, and a process
@@ -119,8 +120,9 @@ class Journal:
         data = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
         self._pending.append(data.encode("utf-8"))
 
-    def flush(self) -> None:
-        """Write every pending line; ``OSError`` leaves the unwritten ones pending."""
+    def flush(self, sync: bool = True) -> None:
+        """Write every pending line (``sync``: and force it to disk); ``OSError`` leaves the
+        unwritten ones pending."""
         if self._fd is None:
             return
         while self._pending:
@@ -131,7 +133,8 @@ class Journal:
             try:
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
-                os.fsync(self._fd)
+                if sync:
+                    os.fsync(self._fd)
             except OSError:
                 self._broken_tail = self._broken_tail or written > 0
                 raise
@@ -143,7 +146,7 @@ class Journal:
         if getattr(cell, "finished", "") is None:
             cell.finished = now()
         self._queue({"cell": cell.to_dict()})
-        self.flush()
+        self.flush(sync=not getattr(cell, "cached", False))
 
     def close(self) -> None:
         """Close the file; further appends raise."""
