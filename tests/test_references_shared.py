@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from cache_support import FolderCache
 
 from pytest_rknn.pipeline.cache import REFERENCES_DIR, ResultCache
 from pytest_rknn.pipeline.materials import Materials
@@ -20,27 +19,6 @@ from pytest_rknn.variants.spec import VariantSpec
 SUBJECT = VariantSubject(
     VariantSpec(form="manual", batch=1, num_heads=2, num_kv_heads=2, q_len=8, kv_len=8, head_dim=16)
 )
-
-
-class FolderCache:
-    """The part of pytest's ``config.cache`` that the result cache uses, in one folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def mkdir(self, name: str) -> Path:
-        path = self.root / "d" / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def get(self, key: str, default: Any) -> Any:
-        path = self.root / "v" / key
-        return json.loads(path.read_text()) if path.exists() else default
-
-    def set(self, key: str, value: Any) -> None:
-        path = self.root / "v" / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
 
 
 def test_two_processes_make_one_reference_and_read_the_same(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -316,7 +317,8 @@ def _layers(value: Any) -> list[dict[str, str]] | None:
 
 
 def _read_arrays(folder: Path, digests: Any) -> list[np.ndarray] | None:
-    """``output<i>.npy`` of ``folder``, each checked against its sha256 (None: any mismatch)."""
+    """``output<i>.npy`` of ``folder``, each checked against its sha256 (None: any mismatch);
+    the array is the bytes that were checked, whatever the file holds by then."""
     if not isinstance(digests, list):
         return None
     arrays = []
@@ -324,7 +326,7 @@ def _read_arrays(folder: Path, digests: Any) -> list[np.ndarray] | None:
         data = (folder / f"output{i}.npy").read_bytes()
         if not isinstance(digest, str) or hashlib.sha256(data).hexdigest() != digest:
             return None
-        arrays.append(np.load(folder / f"output{i}.npy", allow_pickle=False))
+        arrays.append(np.load(io.BytesIO(data), allow_pickle=False))
     return arrays
 
 
