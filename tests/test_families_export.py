@@ -17,6 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from pytest_rknn.pipeline.export_seal import unsealed
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.variants.families import FamilySpec, family_inputs
 from pytest_rknn.variants.forms import NotBuildable
@@ -168,3 +169,9 @@ def test_real_exports_are_checked_peaked_kept_and_a_bad_export_is_the_exporters(
     again = exports(tmp_path / "root", python).get(good, family_inputs(good, 0))
     assert json.loads(record.read_text())["peak"] == pytest.approx(info["peak"])
     assert again.path.is_file()
+    # A kept model damaged after it was checked (one byte changed) is exported again.
+    damaged = bytearray(again.path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    again.path.write_bytes(bytes(damaged))
+    redone = exports(tmp_path / "root", python).get(good, family_inputs(good, 0))
+    assert redone.path.read_bytes() != bytes(damaged) and unsealed(redone.path) is None

@@ -8,11 +8,13 @@ inputs (:func:`~pytest_rknn.variants.hf_export.cross_check`); otherwise the expo
 exporter's failure (:class:`ExportFailed`), never the toolkit's. Finished exports and
 exporter failures are kept under ``<export root>/hf/`` (a folder per exporter interpreter and
 export code), named by spec id and input digest, so a warm run exports nothing; a failure of
-the exporter process itself (a crash, a timeout) is not kept.
+the exporter process itself (a crash, a timeout) is not kept. A kept model is used only while
+its seal holds (:mod:`~pytest_rknn.pipeline.export_seal`); a damaged one is exported again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -24,6 +26,8 @@ import numpy as np
 from filelock import FileLock
 
 from pytest_rknn.pipeline.cache_keys import code_digest
+from pytest_rknn.pipeline.export_seal import discard, seal, unsealed
+from pytest_rknn.results.journal import atomic_write_text
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.hf_export import (
     ExportFailed,
@@ -87,11 +91,13 @@ class FamilyExports:
             failed = self._recorded_failure(base)
             if failed is not None:
                 raise failed
-            try:
-                return read_export(base.with_suffix(".onnx"))
-            except (OSError, ValueError, KeyError):
-                for suffix in (".json", ".onnx", ".eager.npz"):
-                    base.with_suffix(suffix).unlink(missing_ok=True)
+            if unsealed(base) is None:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    return read_export(base)
+            # A damaged kept export (or one that predates seals): export it again.
+            discard(base)
+            for suffix in (".json", ".eager.npz"):
+                base.with_suffix(suffix).unlink(missing_ok=True)
         raise ExportFailed("export left no model", f"the export of {spec.id} wrote no model")
 
     def _python(self) -> Path:
@@ -120,8 +126,8 @@ class FamilyExports:
             data = json.loads(error.read_text())
             return ExportFailed(str(data["signature"]), str(data["reason"]))
         except (OSError, ValueError, KeyError, TypeError):
-            error.unlink(missing_ok=True)
-            return ExportFailed("export record damaged", f"{error.name} was damaged; run again")
+            error.unlink(missing_ok=True)  # cut short (a full disk) or damaged: export again
+            return None
 
     def _export(
         self, spec: FamilySpec, inputs: dict[str, np.ndarray], folder: Path, python: Path
@@ -187,6 +193,8 @@ class FamilyExports:
             except (OSError, ValueError, KeyError) as exc:
                 failed = ExportFailed("export output unreadable", f"{result.eager.name}: {exc}")
             else:
-                base.with_suffix(".json").write_text(json.dumps(result.to_dict()))
+                seal(result.path)
+                atomic_write_text(base.with_suffix(".json"), json.dumps(result.to_dict()))
                 return
-        error.write_text(json.dumps({"signature": failed.signature, "reason": failed.reason}))
+        record = {"signature": failed.signature, "reason": failed.reason}
+        atomic_write_text(error, json.dumps(record))

@@ -7,7 +7,9 @@ reference that cannot be computed (:class:`HostError`), an hf model the exporter
 faithfully (:class:`~pytest_rknn.variants.hf_export.ExportFailed`). All torch-export variants of
 a run go through one torch process the first time any of them is needed, and so do all hf
 models (:mod:`~pytest_rknn.pipeline.family_exports`); exported models and exporter errors are
-kept in pytest's cache (one process exports at a time: a file lock beside them). Its methods
+kept in pytest's cache (one process exports at a time: a file lock beside them), a model only
+under its seal (:mod:`~pytest_rknn.pipeline.export_seal`), an error only when the model caused
+it (not a full disk). Its methods
 may be called from several threads (the prefetcher's and the cells'): each subject's materials
 are made under that subject's lock.
 """
@@ -30,9 +32,11 @@ from filelock import FileLock
 from pytest_rknn.pipeline.cache import ResultCache
 from pytest_rknn.pipeline.cache_keys import array_digest, code_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
+from pytest_rknn.pipeline.export_seal import discard, seal, seal_path, unsealed
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.subjects import FamilySubject, Subject
+from pytest_rknn.results.journal import atomic_write_text
 from pytest_rknn.variants.export_process import shared_exports
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
@@ -291,26 +295,60 @@ class Materials:
             # Under the lock, so that no half-written export of another batch is read.
             folder.mkdir(parents=True, exist_ok=True)
             with self._lock("exports"), FileLock(str(folder / ".export.lock")):
-                if not (model_path.exists() or error.exists()):
+                if not _export_kept(folder, spec):
                     self._export_batch(spec, folder, python)
-            if error.exists():
-                raise NotBuildable(error.read_text())
-            try:
-                return onnx.load(str(model_path))
-            except Exception:  # noqa: BLE001 - a damaged cached export: export it again
-                model_path.unlink(missing_ok=True)
+            reason = _kept_error(error)
+            if reason is not None:
+                raise NotBuildable(reason)
+            if unsealed(model_path) is None:
+                with contextlib.suppress(Exception):
+                    return onnx.load(str(model_path))
+            # A damaged kept export (or one that predates seals): export it again.
+            discard(model_path)
         raise NotBuildable(f"the torch export of {spec.id} wrote no loadable model")
 
     def _export_batch(self, spec: VariantSpec, folder: Path, python: Path) -> None:
-        def done(s: VariantSpec) -> bool:
-            return (folder / f"{s.id}.onnx").exists() or (folder / f"{s.id}.error").exists()
-
-        todo = [s for s in dict.fromkeys([spec, *self.export_specs]) if not done(s)]
+        todo = [s for s in dict.fromkeys([spec, *self.export_specs]) if not _export_kept(folder, s)]
         jobs = [(s, folder / f"{s.id}.onnx", s.exporter) for s in todo]
         try:
             results = export_many(jobs, python)
         except TorchExportError as exc:
             raise NotBuildable(str(exc)) from None
+        failed: dict[VariantSpec, str] = {}
         for s, result in zip(todo, results, strict=True):
-            if isinstance(result, TorchExportError):
-                (folder / f"{s.id}.error").write_text(str(result))
+            model = folder / f"{s.id}.onnx"
+            try:
+                if not isinstance(result, TorchExportError):
+                    seal(model)
+                    continue
+                discard(model)
+                if result.environmental:  # the machine's fault (a full disk): not kept
+                    failed[s] = str(result)
+                else:
+                    atomic_write_text(folder / f"{s.id}.error", str(result))
+            except OSError as exc:
+                discard(model)
+                failed[s] = f"{type(exc).__name__}: {exc}"
+        if spec in failed:
+            raise OSError(f"the torch export of {spec.id} was not kept: {failed[spec]}")
+
+
+def _export_kept(folder: Path, spec: VariantSpec) -> bool:
+    """Whether the export of ``spec`` is on disk: sealed, or its failure recorded."""
+    model = folder / f"{spec.id}.onnx"
+    return seal_path(model).exists() or (folder / f"{spec.id}.error").exists()
+
+
+def _kept_error(error: Path) -> str | None:
+    """The recorded failure of an export, or None; an empty or unreadable record (a full disk
+    cut it) is removed, so that the export runs again."""
+    try:
+        reason = error.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        reason = ""
+    if not reason:
+        error.unlink(missing_ok=True)
+        return None
+    return reason

@@ -139,6 +139,8 @@ def _make(cell: CellSpec, session: RknnSession) -> _Made | Outcome:
         return _short(cell, Status.EXPORT_FAIL, exc.reason, exc.signature)
     except HostError as exc:
         return _short(cell, Status.REFERENCE_ERROR, str(exc), "inputs not computable")
+    except OSError as exc:  # the host's disk, not the toolkit: never a verdict, never kept
+        return _short(cell, Status.CRASH, f"the host could not make the model: {exc}", "host error")
     try:
         inputs = materials.inputs(cell.subject)
     except HostError as exc:

@@ -34,7 +34,15 @@ _STOP_GRACE = 5.0
 
 
 class TorchExportError(RuntimeError):
-    """The torch exporter failed or could not run; the message is one line with the cause."""
+    """The torch exporter failed or could not run; the message is one line with the cause.
+    ``environmental``: the machine failed it (no space, no memory), not the model."""
+
+    _MACHINE = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory")
+
+    @property
+    def environmental(self) -> bool:
+        text = str(self)
+        return "MemoryError" in text or any(cause in text for cause in self._MACHINE)
 
 
 def _export_environ() -> dict[str, str]:

@@ -1,0 +1,175 @@
+"""Kept exports are used only while their seal holds; a full disk's leftovers are never kept.
+
+The run-level tests use a FAKE exporter interpreter (a small python script standing in for the
+exporter environment's python, named as such) that writes a small ONNX graph, or fails as a
+full disk does, and counts its runs.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pytest_rknn.pipeline.export_seal import discard, seal, seal_path, unsealed
+from pytest_rknn.pipeline.materials import Materials
+from pytest_rknn.variants.forms import NotBuildable
+from pytest_rknn.variants.spec import VariantSpec
+
+SPEC = VariantSpec(
+    form="torch-export", batch=1, num_heads=2, num_kv_heads=2, q_len=4, kv_len=4, head_dim=8,
+    exporter="torchscript",
+)  # fmt: skip
+
+
+def _model(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["q"], ["out"])],
+        "identity",
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 2, 4, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 4, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
+# --- the seal -----------------------------------------------------------------------------------
+
+
+def test_a_sealed_export_holds_until_a_byte_of_it_changes(tmp_path: Path) -> None:
+    model = _model(tmp_path / "m.onnx")
+    assert unsealed(model) == "m.onnx has no seal"
+    seal(model)
+    assert unsealed(model) is None
+    data = bytearray(model.read_bytes())
+    data[-3] ^= 0x01
+    model.write_bytes(bytes(data))
+    assert unsealed(model) == "m.onnx changed since it was exported"
+
+
+def test_external_data_is_sealed_with_its_model(tmp_path: Path) -> None:
+    model = _model(tmp_path / "m.onnx")
+    data = tmp_path / "m.onnx.data"
+    data.write_bytes(b"\0" * 64)
+    seal(model)
+    assert set(json.loads(seal_path(model).read_text())) == {"m.onnx", "m.onnx.data"}
+    data.write_bytes(b"\1" * 64)
+    assert unsealed(model) == "m.onnx.data changed since it was exported"
+    discard(model)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_empty_export_is_never_sealed(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    with pytest.raises(OSError, match="empty file"):
+        seal(model)
+    assert not seal_path(model).exists()
+
+
+@pytest.mark.parametrize(
+    ("seal_text", "why"),
+    [
+        ("", "unreadable"),
+        ("[1]", "damaged"),
+        ('{"m.onnx": "0", "../other": "0"}', "damaged"),
+    ],
+)
+def test_a_damaged_seal_holds_nothing(tmp_path: Path, seal_text: str, why: str) -> None:
+    model = _model(tmp_path / "m.onnx")
+    seal_path(model).write_text(seal_text)
+    assert why in unsealed(model)
+
+
+# --- torch exports in a run ---------------------------------------------------------------------
+
+FAKE_EXPORTER = """#!{python}
+# FAKE exporter interpreter for tests: writes a small graph, or fails as a full disk does.
+import json, sys
+from pathlib import Path
+mode = Path({mode!r}).read_text()
+count = Path({count!r})
+count.write_text(str(int(count.read_text()) + 1) if count.exists() else "1")
+results = []
+for job in json.loads(Path(sys.argv[2]).read_text()):
+    out = Path(job["out"])
+    if mode == "full":
+        out.write_bytes(b"")
+        results.append({{"torch_version": "fake",
+                        "error": "OSError: [Errno 28] No space left on device"}})
+    else:
+        out.write_bytes(Path({model!r}).read_bytes())
+        results.append({{"torch_version": "fake", "opset": 17, "seconds": 0.0}})
+Path(sys.argv[3]).write_text(json.dumps(results))
+"""
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A FAKE exporter interpreter, the file that sets its mode and the file counting runs."""
+    mode, count = tmp_path / "mode", tmp_path / "count"
+    mode.write_text("ok")
+    python = tmp_path / "fake-exporter"
+    model = _model(tmp_path / "good.onnx")
+    python.write_text(
+        FAKE_EXPORTER.format(
+            python=sys.executable, mode=str(mode), count=str(count), model=str(model)
+        )
+    )
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    return python, mode, count
+
+
+def _materials(tmp_path: Path, python: Path) -> Materials:
+    return Materials(tmp_path / "work", 0, 2**30, lambda: python, tmp_path / "exports", None)
+
+
+def test_a_full_disk_export_is_a_host_error_and_nothing_is_kept(
+    tmp_path: Path, exporter: tuple[Path, Path, Path]
+) -> None:
+    python, mode, count = exporter
+    mode.write_text("full")
+    with pytest.raises(OSError, match="No space left on device"):
+        _materials(tmp_path, python)._torch_export(SPEC)
+    assert not [p for p in (tmp_path / "exports").rglob("*") if p.is_file() and p.stat().st_size]
+    mode.write_text("ok")
+    model = _materials(tmp_path, python)._torch_export(SPEC)
+    assert [n.op_type for n in model.graph.node] == ["Identity"]
+    assert count.read_text() == "2"
+
+
+def test_a_kept_export_damaged_later_is_exported_again(
+    tmp_path: Path, exporter: tuple[Path, Path, Path]
+) -> None:
+    python, _mode, count = exporter
+    _materials(tmp_path, python)._torch_export(SPEC)
+    (kept,) = (tmp_path / "exports").rglob(f"{SPEC.id}.onnx")
+    assert unsealed(kept) is None
+    _materials(tmp_path, python)._torch_export(SPEC)
+    assert count.read_text() == "1"
+    kept.write_bytes(b"")  # onnx.load reads an empty file as an empty model, without a word
+    model = _materials(tmp_path, python)._torch_export(SPEC)
+    assert [n.op_type for n in model.graph.node] == ["Identity"]
+    assert count.read_text() == "2" and unsealed(kept) is None
+
+
+def test_an_empty_error_record_is_no_reason_and_the_export_runs_again(
+    tmp_path: Path, exporter: tuple[Path, Path, Path]
+) -> None:
+    python, mode, count = exporter
+    _materials(tmp_path, python)._torch_export(SPEC)
+    (kept,) = (tmp_path / "exports").rglob(f"{SPEC.id}.onnx")
+    discard(kept)
+    kept.with_suffix(".error").write_text("")  # what a full disk left before records were atomic
+    model = _materials(tmp_path, python)._torch_export(SPEC)
+    assert model.graph.node and count.read_text() == "2"
+    kept.with_suffix(".error").write_text("torch export (torchscript) of x: ValueError: no")
+    discard(kept)
+    with pytest.raises(NotBuildable, match="ValueError: no"):
+        _materials(tmp_path, python)._torch_export(SPEC)
