@@ -317,6 +317,8 @@ class Recorder:
             terminalreporter.write_line(f"matrix: {self.path}{shown}")
             if self.settings.html is not None and self.settings.html not in self.errors:
                 terminalreporter.write_line(f"dashboard: {self.settings.html}")
+            if self.settings.markdown is not None and self.settings.markdown not in self.errors:
+                terminalreporter.write_line(f"markdown: {self.settings.markdown}")
         for path, why in self.errors.items():
             terminalreporter.write_line(
                 f"pytest-rknn: could not write {path}: {why}; {self._keeper(path)}", red=True

@@ -89,6 +89,7 @@ def test_toolkit_diff_per_platform_with_its_cells(tmp_path: Path, capsys) -> Non
         (["{dir}/bad.json", "{dir}/m.json"], "is not valid JSON"),
         (["{dir}/m.json"], "give OLD NEW (two matrices), or --toolkits A B MATRIX"),
         (["--toolkits", "2.3.2", "9.9.9", "{dir}/m.json"], "toolkit 9.9.9 has no cells"),
+        (["--toolkits", "2.3.2", "2.3.2", "{dir}/m.json"], "names one version twice"),
         (["--toolkits", "2.3.2", "2.2.0", "{dir}/m.json", "{dir}/m.json"], "exactly one MATRIX"),
     ],
 )

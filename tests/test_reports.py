@@ -33,6 +33,7 @@ def test_junit_markdown_and_step_summary(suite: pytest.Pytester, monkeypatch) ->
         "2",
     )
     result.assert_outcomes(passed=6, failed=2)
+    result.stdout.fnmatch_lines(["matrix: m.json (8 cells)", "markdown: report.md"])
     cases = ET.parse(suite.path / "junit.xml").getroot().iter("testcase")
     by_class: dict[str, list[dict[str, str]]] = {}
     for case in cases:

@@ -248,8 +248,12 @@ def toolkit_diff(matrix: Matrix, before: str, after: str) -> list[DiffReport]:
 
     Cells pair up by (variant, platform, quant); a change's key is the ``after`` cell's (the
     ``before`` cell's for ``removed``). Raises ``ValueError`` naming the versions the matrix has
-    when either is absent.
+    when either is absent, and when both are one version.
     """
+    if before == after:
+        raise ValueError(
+            f"--toolkits {before} {after} names one version twice: give two different versions"
+        )
     have = toolkits_of(matrix)
     missing = [v for v in (before, after) if v not in have]
     if missing:

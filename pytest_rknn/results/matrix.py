@@ -259,7 +259,7 @@ class Matrix:
                 else "regenerate it with a new run"
             )
             raise MatrixError(
-                f"matrix file {path} is not valid JSON ({exc.msg} at line {exc.lineno} "
+                f"matrix file {path} is not valid JSON ({exc.msg}: line {exc.lineno} "
                 f"column {exc.colno}{hint}): {fix}"
             ) from None
         except _NotJson as exc:
