@@ -221,6 +221,7 @@ def test_load_errors_name_the_file_and_the_fix(m232: Matrix, tmp_path: Path) -> 
     ("edit", "message"),
     [
         (lambda d: d.update(version=2), "schema version 2, this pytest-rknn reads version 1"),
+        (lambda d: d.update(version="1"), "has \"version\": '1', a str; a matrix has the number 1"),
         (lambda d: d.pop("schema"), "is not a pytest-rknn matrix"),
         (lambda d: d["cells"][1].update(status="passed"), r"invalid at cells\[1\]\.status"),
         (lambda d: d["cells"][0]["variant"].pop("form"), r"invalid at cells\[0\]\.variant"),

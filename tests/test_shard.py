@@ -190,6 +190,21 @@ def test_shard_matrices_merge_only_when_whole(suite: pytest.Pytester) -> None:
     assert line.startswith("pytest-rknn merge: error: shard 2/2 of the run of toolkits ")
     assert "is missing (given: 1/2)" in line
 
+    damaged = suite.path / "damaged"
+    damaged.mkdir()
+    shutil.copy(shards / "m1.json", damaged / "m1.json")
+    text = (shards / "m2.json").read_text()
+    (damaged / "m2.json").write_text(text[: len(text) // 2])
+    cut_short = merge(damaged, "-o", suite.path / "none.json")
+    left_out, refused = cut_short.stderr.strip().splitlines()
+    assert cut_short.returncode == 2 and "left out" in left_out and "m2.json" in left_out
+    assert "is missing (given: 1/2)" in refused
+    assert refused.endswith("; 1 file(s) were left out above as unreadable: it may be one of them")
+    empty = suite.path / "empty"
+    empty.mkdir()
+    nothing = merge(empty, "-o", suite.path / "none.json")
+    assert nothing.returncode == 2 and f"folder {empty} holds no *.json matrix" in nothing.stderr
+
     rerun = suite.runpytest_subprocess(*SELECTION, "--rknn-shard=1/2", "--rknn-matrix=again.json")
     assert rerun.ret == 0
     twice = merge(shards, suite.path / "again.json", "-o", suite.path / "two.json")

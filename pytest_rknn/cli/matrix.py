@@ -35,6 +35,8 @@ def _inputs(paths: list[Path]) -> list[Path]:
         if path.is_dir():
             listed = sorted(p for p in path.glob("*.json") if p.is_file())
             listed += sorted(p for p in path.glob(f"*{JOURNAL_SUFFIX}") if p.is_file())
+            if not listed:
+                print(f"pytest-rknn merge: folder {path} holds no *.json matrix", file=sys.stderr)
         else:
             listed = [path]
         for item in listed:
@@ -131,6 +133,8 @@ def _run_merge(args: argparse.Namespace) -> int:
         return 2
     problem = shard_problem(list(zip(paths_read, matrices, strict=True)))
     if problem:
+        if bad:
+            problem += f"; {bad} file(s) were left out above as unreadable: it may be one of them"
         print(f"pytest-rknn merge: error: {problem}", file=sys.stderr)
         return 2
     merged = merge(matrices)

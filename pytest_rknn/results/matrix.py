@@ -127,6 +127,11 @@ def validate(data: Any, source: str, cells: bool = True) -> None:
             "give a matrix written by pytest-rknn (--rknn-matrix)"
         )
     version = data.get("version")
+    if str(version) == str(SCHEMA_VERSION) and version != SCHEMA_VERSION:
+        raise MatrixError(
+            f'{source} has "version": {version!r}, a {type(version).__name__}; a matrix has the '
+            f"number {SCHEMA_VERSION} there: fix that field or regenerate the matrix"
+        )
     if version != SCHEMA_VERSION:
         raise MatrixError(
             f"{source} is a matrix of schema version {version!r}, this pytest-rknn reads "
