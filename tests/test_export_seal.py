@@ -144,12 +144,18 @@ def test_a_full_disk_export_is_a_host_error_and_nothing_is_kept(
     assert count.read_text() == "2"
 
 
+def _export_once(tmp_path: Path, python: Path) -> Path:
+    """Export SPEC with a fresh run's materials; the kept model."""
+    _materials(tmp_path, python)._torch_export(SPEC)
+    (kept,) = (tmp_path / "exports").rglob(f"{SPEC.id}.onnx")
+    return kept
+
+
 def test_a_kept_export_damaged_later_is_exported_again(
     tmp_path: Path, exporter: tuple[Path, Path, Path]
 ) -> None:
     python, _mode, count = exporter
-    _materials(tmp_path, python)._torch_export(SPEC)
-    (kept,) = (tmp_path / "exports").rglob(f"{SPEC.id}.onnx")
+    kept = _export_once(tmp_path, python)
     assert unsealed(kept) is None
     _materials(tmp_path, python)._torch_export(SPEC)
     assert count.read_text() == "1"
@@ -162,9 +168,8 @@ def test_a_kept_export_damaged_later_is_exported_again(
 def test_an_empty_error_record_is_no_reason_and_the_export_runs_again(
     tmp_path: Path, exporter: tuple[Path, Path, Path]
 ) -> None:
-    python, mode, count = exporter
-    _materials(tmp_path, python)._torch_export(SPEC)
-    (kept,) = (tmp_path / "exports").rglob(f"{SPEC.id}.onnx")
+    python, _mode, count = exporter
+    kept = _export_once(tmp_path, python)
     discard(kept)
     kept.with_suffix(".error").write_text("")  # what a full disk left before records were atomic
     model = _materials(tmp_path, python)._torch_export(SPEC)
