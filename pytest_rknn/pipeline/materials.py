@@ -9,9 +9,8 @@ a run go through one torch process the first time any of them is needed, and so 
 models (:mod:`~pytest_rknn.pipeline.family_exports`); exported models and exporter errors are
 kept in pytest's cache (one process exports at a time: a file lock beside them), a model only
 under its seal (:mod:`~pytest_rknn.pipeline.export_seal`), an error only when the model caused
-it (not a full disk). Its methods
-may be called from several threads (the prefetcher's and the cells'): each subject's materials
-are made under that subject's lock.
+it (not a full disk). Its methods may be called from several threads (the prefetcher's and the
+cells'): each subject's materials are made under that subject's lock.
 """
 
 from __future__ import annotations
