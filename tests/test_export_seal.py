@@ -7,6 +7,7 @@ full disk does, and counts its runs.
 
 from __future__ import annotations
 
+import importlib
 import json
 import stat
 import sys
@@ -65,6 +66,37 @@ def test_external_data_is_sealed_with_its_model(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_a_record_sealed_with_its_export_holds_with_it(tmp_path: Path) -> None:
+    model = _model(tmp_path / "m.onnx")
+    record = tmp_path / "m.json"
+    record.write_text('{"peak": 0.47}')
+    seal(model, (record,))
+    assert unsealed(model, (record,)) is None
+    record.write_text('{"peak": 0.97}')
+    assert unsealed(model, (record,)) == "m.json changed since it was exported"
+    assert "damaged" in unsealed(model, (tmp_path / "other.json",))
+
+
+@pytest.mark.parametrize("script", ["torch_export_script", "hf_export_script"])
+def test_the_export_scripts_tell_the_machines_failures_by_type(script: str) -> None:
+    machine_failure = importlib.import_module(f"pytest_rknn.variants.{script}").machine_failure
+
+    def wrapped(inner: BaseException) -> RuntimeError:
+        try:
+            try:
+                raise inner
+            except BaseException as exc:
+                raise RuntimeError("export failed") from exc
+        except RuntimeError as outer:
+            return outer
+
+    assert machine_failure(OSError(27, "File too large"))
+    assert machine_failure(wrapped(MemoryError()))
+    assert machine_failure(wrapped(PermissionError(13, "Permission denied")))
+    assert not machine_failure(wrapped(ValueError("unsupported operator")))
+    assert not machine_failure(KeyError("x"))
+
+
 def test_an_empty_export_is_never_sealed(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
@@ -101,8 +133,8 @@ for job in json.loads(Path(sys.argv[2]).read_text()):
     out = Path(job["out"])
     if mode == "full":
         out.write_bytes(b"")
-        results.append({{"torch_version": "fake",
-                        "error": "OSError: [Errno 28] No space left on device"}})
+        results.append({{"torch_version": "fake", "machine": True,
+                        "error": "OSError: [Errno 27] File too large"}})
     else:
         out.write_bytes(Path({model!r}).read_bytes())
         results.append({{"torch_version": "fake", "opset": 17, "seconds": 0.0}})
@@ -135,7 +167,7 @@ def test_a_full_disk_export_is_a_host_error_and_nothing_is_kept(
 ) -> None:
     python, mode, count = exporter
     mode.write_text("full")
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(OSError, match="File too large"):
         _materials(tmp_path, python)._torch_export(SPEC)
     assert not [p for p in (tmp_path / "exports").rglob("*") if p.is_file() and p.stat().st_size]
     mode.write_text("ok")

@@ -37,7 +37,10 @@ if mode == "crash":
     sys.exit("Segmentation fault (FAKE)")
 results = []
 for job in jobs:
-    if mode == "error":
+    if mode == "full":
+        results.append({{"torch_version": "fake", "transformers_version": "fake", "machine": True,
+                        "error": "RuntimeError: serialization failed"}})
+    elif mode == "error":
         results.append({{"torch_version": "fake", "transformers_version": "fake",
                         "error": "UnsupportedOperatorError: aten::fake_op"}})
     else:
@@ -81,6 +84,15 @@ def test_an_exporter_that_dies_is_export_fail_but_never_kept(tmp_path) -> None:
             exports(tmp_path / "root", python).get(SPEC, family_inputs(SPEC, 0))
     # the batch, then the job on its own, on each of the two runs: nothing was kept
     assert count.read_text() == "4"
+    assert not list((tmp_path / "root").rglob("*.error"))
+
+
+def test_a_machine_failure_is_never_kept_as_the_models(tmp_path) -> None:
+    python, count = fake_exporter(tmp_path, "full")
+    for _run in range(2):
+        with pytest.raises(OSError, match="was not kept: .*serialization failed"):
+            exports(tmp_path / "root", python).get(SPEC, family_inputs(SPEC, 0))
+    assert count.read_text() == "2"
     assert not list((tmp_path / "root").rglob("*.error"))
 
 
@@ -174,4 +186,5 @@ def test_real_exports_are_checked_peaked_kept_and_a_bad_export_is_the_exporters(
     damaged[len(damaged) // 2] ^= 0x01
     again.path.write_bytes(bytes(damaged))
     redone = exports(tmp_path / "root", python).get(good, family_inputs(good, 0))
-    assert redone.path.read_bytes() != bytes(damaged) and unsealed(redone.path) is None
+    assert redone.path.read_bytes() != bytes(damaged)
+    assert unsealed(redone.path, (redone.path.with_suffix(".json"),)) is None

@@ -5,8 +5,9 @@ A full disk or a killed exporter can leave it empty or cut short (and ``onnx.loa
 empty file as an empty model, without a word); a cache folder can be damaged later. A cell
 converted from such a file would blame the toolkit for the damage, and its answer would be kept.
 :func:`seal` records the sha256 of the export's files beside them once the host has accepted
-the export; :func:`unsealed` says why a kept export is not the one sealed (None: it is), and
-:func:`discard` removes an export with its seal, so that it is exported again.
+the export (and of the records that describe it, ``also``); :func:`unsealed` says why a kept
+export is not the one sealed (None: it is), and :func:`discard` removes an export with its seal,
+so that it is exported again.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def seal_path(model: Path) -> Path:
     return model.with_name(model.name + SEAL_SUFFIX)
 
 
-def _files(model: Path) -> list[Path]:
+def _files(model: Path, also: tuple[Path, ...] = ()) -> list[Path]:
     data = model.with_name(model.name + ".data")
-    return [model, data] if data.exists() else [model]
+    return [model, *([data] if data.exists() else []), *also]
 
 
 def _sha256(path: Path) -> str:
@@ -38,25 +39,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def seal(model: Path) -> None:
-    """Record the sha256 of the export's files beside them; ``OSError`` when the export is
-    empty (what a full disk leaves) or the seal cannot be written."""
+def seal(model: Path, also: tuple[Path, ...] = ()) -> None:
+    """Record the sha256 of the export's files (and of ``also``, files beside it) beside them;
+    ``OSError`` when the export is empty (what a full disk leaves) or the seal cannot be
+    written."""
     if model.stat().st_size == 0:
         raise OSError(f"the export {model.name} is an empty file (was the disk full?)")
-    record = {path.name: _sha256(path) for path in _files(model)}
+    record = {path.name: _sha256(path) for path in _files(model, also)}
     atomic_write_text(seal_path(model), json.dumps(record))
 
 
-def unsealed(model: Path) -> str | None:
-    """Why the export kept at ``model`` is not the one sealed; None when it is."""
+def unsealed(model: Path, also: tuple[Path, ...] = ()) -> str | None:
+    """Why the export kept at ``model`` (with ``also``) is not the one sealed; None when it is."""
     try:
         record = json.loads(seal_path(model).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"{model.name} has no seal"
     except (OSError, ValueError):
         return f"the seal of {model.name} is unreadable"
-    own = {path.name for path in (model, model.with_name(model.name + ".data"))}
-    if not isinstance(record, dict) or model.name not in record or not set(record) <= own:
+    own = {model.name, model.name + ".data", *(path.name for path in also)}
+    needed = {model.name, *(path.name for path in also)}
+    if not isinstance(record, dict) or not needed <= set(record) or not set(record) <= own:
         return f"the seal of {model.name} is damaged"
     for name, digest in record.items():
         try:
@@ -64,7 +67,7 @@ def unsealed(model: Path) -> str | None:
                 return f"{name} changed since it was exported"
         except OSError:
             return f"{name} is missing"
-    if set(record) != {path.name for path in _files(model)}:
+    if set(record) != {path.name for path in _files(model, also)}:
         return f"{model.name} has external data its seal does not know"
     return None
 

@@ -84,20 +84,17 @@ class FamilyExports:
             folder.mkdir(parents=True, exist_ok=True)
             # One exporter at a time (threads and processes): no half-written export is read.
             with self._lock, FileLock(str(folder / ".export.lock")):
-                if not (base.with_suffix(".json").exists() or base.with_suffix(".error").exists()):
+                if not _kept(base):
                     transient = self._export(spec, inputs, folder, python)
                     if base in transient:
                         raise transient[base]
             failed = self._recorded_failure(base)
             if failed is not None:
                 raise failed
-            if unsealed(base) is None:
+            if unsealed(base, (base.with_suffix(".json"),)) is None:
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     return read_export(base)
-            # A damaged kept export (or one that predates seals): export it again.
-            discard(base)
-            for suffix in (".json", ".eager.npz"):
-                base.with_suffix(suffix).unlink(missing_ok=True)
+            # Damaged since (or from before seals): the next pass, under the lock, exports again.
         raise ExportFailed("export left no model", f"the export of {spec.id} wrote no model")
 
     def _python(self) -> Path:
@@ -131,9 +128,10 @@ class FamilyExports:
 
     def _export(
         self, spec: FamilySpec, inputs: dict[str, np.ndarray], folder: Path, python: Path
-    ) -> dict[Path, ExportFailed]:
+    ) -> dict[Path, ExportFailed | OSError]:
         """Export ``spec`` and every pending spec not on disk yet; the failures that belong
-        to this run's exporter process rather than to a model (not kept)."""
+        to this run's exporter process or to the machine (``OSError``: no space, no memory)
+        rather than to a model (not kept)."""
         todo: dict[Path, tuple[FamilySpec, dict[str, np.ndarray]]] = {}
         for other in dict.fromkeys([spec, *self.pending]):
             try:
@@ -141,10 +139,11 @@ class FamilyExports:
             except Exception:  # noqa: BLE001 - that spec's own cell reports why
                 continue
             base = self._base(folder, other, given)
-            done = base.with_suffix(".json").exists() or base.with_suffix(".error").exists()
-            if not done:
+            if not _kept(base):
                 todo[base] = (other, given)
         jobs = [(s, given, base) for base, (s, given) in todo.items()]
+        for _s, _given, base in jobs:
+            _discard(base)  # a damaged export's seal goes before its files are written again
         try:
             results = export_families(jobs, python)
         except TorchExportError:
@@ -153,6 +152,8 @@ class FamilyExports:
         for (s, given, base), result in zip(jobs, results, strict=True):
             if isinstance(result, ExportFailed):
                 transient[base] = result
+            elif isinstance(result, TorchExportError) and result.environmental:
+                transient[base] = OSError(f"the export of {s.id} was not kept: {result}")
             else:
                 self._keep(s, given, base, result)
         return transient
@@ -193,8 +194,23 @@ class FamilyExports:
             except (OSError, ValueError, KeyError) as exc:
                 failed = ExportFailed("export output unreadable", f"{result.eager.name}: {exc}")
             else:
-                seal(result.path)
-                atomic_write_text(base.with_suffix(".json"), json.dumps(result.to_dict()))
+                record = base.with_suffix(".json")
+                atomic_write_text(record, json.dumps(result.to_dict()))
+                seal(result.path, (record,))
                 return
         record = {"signature": failed.signature, "reason": failed.reason}
         atomic_write_text(error, json.dumps(record))
+
+
+def _kept(base: Path) -> bool:
+    """Whether the export at ``base`` is on disk as sealed (with its record), or its failure."""
+    return (
+        unsealed(base, (base.with_suffix(".json"),)) is None or base.with_suffix(".error").exists()
+    )
+
+
+def _discard(base: Path) -> None:
+    """Remove the export at ``base`` with its seal, record and eager outputs."""
+    discard(base)
+    for suffix in (".json", ".eager.npz"):
+        base.with_suffix(suffix).unlink(missing_ok=True)

@@ -31,7 +31,7 @@ from filelock import FileLock
 from pytest_rknn.pipeline.cache import ResultCache
 from pytest_rknn.pipeline.cache_keys import array_digest, code_digest, reference_key
 from pytest_rknn.pipeline.calibration import CalibrationError, CalibrationSet, make_calibration
-from pytest_rknn.pipeline.export_seal import discard, seal, seal_path, unsealed
+from pytest_rknn.pipeline.export_seal import discard, seal, unsealed
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.subjects import FamilySubject, Subject
@@ -302,13 +302,14 @@ class Materials:
             if unsealed(model_path) is None:
                 with contextlib.suppress(Exception):
                     return onnx.load(str(model_path))
-            # A damaged kept export (or one that predates seals): export it again.
-            discard(model_path)
+            # Damaged since (or from before seals): the next pass, under the lock, exports again.
         raise NotBuildable(f"the torch export of {spec.id} wrote no loadable model")
 
     def _export_batch(self, spec: VariantSpec, folder: Path, python: Path) -> None:
         todo = [s for s in dict.fromkeys([spec, *self.export_specs]) if not _export_kept(folder, s)]
         jobs = [(s, folder / f"{s.id}.onnx", s.exporter) for s in todo]
+        for _s, model, _exporter in jobs:
+            discard(model)  # a damaged export's seal goes before its files are written again
         try:
             results = export_many(jobs, python)
         except TorchExportError as exc:
@@ -333,9 +334,9 @@ class Materials:
 
 
 def _export_kept(folder: Path, spec: VariantSpec) -> bool:
-    """Whether the export of ``spec`` is on disk: sealed, or its failure recorded."""
+    """Whether the export of ``spec`` is on disk: as sealed, or its failure recorded."""
     model = folder / f"{spec.id}.onnx"
-    return seal_path(model).exists() or (folder / f"{spec.id}.error").exists()
+    return unsealed(model) is None or (folder / f"{spec.id}.error").exists()
 
 
 def _kept_error(error: Path) -> str | None:

@@ -35,14 +35,19 @@ _STOP_GRACE = 5.0
 
 class TorchExportError(RuntimeError):
     """The torch exporter failed or could not run; the message is one line with the cause.
-    ``environmental``: the machine failed it (no space, no memory), not the model."""
+    ``environmental``: the machine failed it (no space, no memory), not the model: the export
+    script says so from the exception's type; a message naming such a cause counts too."""
 
     _MACHINE = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory")
+
+    def __init__(self, message: str, machine: bool = False) -> None:
+        super().__init__(message)
+        self.machine = machine
 
     @property
     def environmental(self) -> bool:
         text = str(self)
-        return "MemoryError" in text or any(cause in text for cause in self._MACHINE)
+        return self.machine or "MemoryError" in text or any(c in text for c in self._MACHINE)
 
 
 def _export_environ() -> dict[str, str]:

@@ -144,7 +144,10 @@ def export_families(
         Path(job["inputs"]).unlink(missing_ok=True)
         if "error" in result:
             outcomes.append(
-                TorchExportError(f"{spec.exporter} export of {spec.id}: {result['error']}")
+                TorchExportError(
+                    f"{spec.exporter} export of {spec.id}: {result['error']}",
+                    machine=bool(result.get("machine")),
+                )
             )
             continue
         outcomes.append(

@@ -214,6 +214,14 @@ def export_one(job, torch, transformers, numpy):
     }
 
 
+def machine_failure(exc, depth=0):
+    """Whether the machine failed the export (an OSError or MemoryError, raised or wrapped)."""
+    if exc is None or depth > 20:
+        return False
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(exc, (OSError, MemoryError)) or machine_failure(cause, depth + 1)
+
+
 def main(argv):
     jobs_path, result_path = argv[1:3]
     with open(jobs_path) as fh:
@@ -251,6 +259,7 @@ def main(argv):
         except Exception as exc:
             text = str(exc).strip().splitlines()
             result["error"] = f"{type(exc).__name__}: {(text[0] if text else '')[:300]}"
+            result["machine"] = machine_failure(exc)
         results.append(result)
         with open(result_path, "w") as fh:
             json.dump(results, fh)

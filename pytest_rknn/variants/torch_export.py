@@ -115,7 +115,10 @@ def export_many(
     for (spec, out_path, exporter), result in zip(jobs, results, strict=True):
         if "error" in result:
             outcomes.append(
-                TorchExportError(f"torch export ({exporter}) of {spec.id}: {result['error']}")
+                TorchExportError(
+                    f"torch export ({exporter}) of {spec.id}: {result['error']}",
+                    machine=bool(result.get("machine")),
+                )
             )
             continue
         outcomes.append(

@@ -89,6 +89,14 @@ def export_one(spec, out_path, exporter, torch):
     return {"opset": opset, "seconds": round(time.monotonic() - started, 3)}
 
 
+def machine_failure(exc, depth=0):
+    """Whether the machine failed the export (an OSError or MemoryError, raised or wrapped)."""
+    if exc is None or depth > 20:
+        return False
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(exc, (OSError, MemoryError)) or machine_failure(cause, depth + 1)
+
+
 def main(argv):
     jobs_path, result_path = argv[1:3]
     with open(jobs_path) as fh:
@@ -108,6 +116,7 @@ def main(argv):
             result.update(export_one(job["spec"], job["out"], job["exporter"], torch))
         except Exception as exc:
             result["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+            result["machine"] = machine_failure(exc)
         results.append(result)
         with open(result_path, "w") as fh:
             json.dump(results, fh)
