@@ -77,22 +77,23 @@ def test_an_exporter_error_is_export_fail_kept_so_a_rerun_exports_nothing(tmp_pa
     assert count.read_text() == "1"
 
 
-def test_an_exporter_that_dies_is_export_fail_but_never_kept(tmp_path) -> None:
-    python, count = fake_exporter(tmp_path, "crash")
+@pytest.mark.parametrize(
+    ("mode", "raised", "message", "runs"),
+    [
+        # the batch, then the job on its own, on each of the two runs
+        ("crash", ExportFailed, "exporter process failed|failed with code", "4"),
+        ("full", OSError, "was not kept: .*serialization failed", "2"),
+    ],
+    ids=["exporter-dies", "machine-failure"],
+)
+def test_a_failure_not_of_the_model_is_never_kept(
+    tmp_path, mode: str, raised: type[Exception], message: str, runs: str
+) -> None:
+    python, count = fake_exporter(tmp_path, mode)
     for _run in range(2):
-        with pytest.raises(ExportFailed, match="exporter process failed|failed with code"):
+        with pytest.raises(raised, match=message):
             exports(tmp_path / "root", python).get(SPEC, family_inputs(SPEC, 0))
-    # the batch, then the job on its own, on each of the two runs: nothing was kept
-    assert count.read_text() == "4"
-    assert not list((tmp_path / "root").rglob("*.error"))
-
-
-def test_a_machine_failure_is_never_kept_as_the_models(tmp_path) -> None:
-    python, count = fake_exporter(tmp_path, "full")
-    for _run in range(2):
-        with pytest.raises(OSError, match="was not kept: .*serialization failed"):
-            exports(tmp_path / "root", python).get(SPEC, family_inputs(SPEC, 0))
-    assert count.read_text() == "2"
+    assert count.read_text() == runs
     assert not list((tmp_path / "root").rglob("*.error"))
 
 

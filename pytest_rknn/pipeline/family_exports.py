@@ -91,7 +91,7 @@ class FamilyExports:
             failed = self._recorded_failure(base)
             if failed is not None:
                 raise failed
-            if unsealed(base, (base.with_suffix(".json"),)) is None:
+            if _sealed(base):
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     return read_export(base)
             # Damaged since (or from before seals): the next pass, under the lock, exports again.
@@ -202,11 +202,14 @@ class FamilyExports:
         atomic_write_text(error, json.dumps(record))
 
 
+def _sealed(base: Path) -> bool:
+    """Whether the export at ``base`` and its record are as they were sealed."""
+    return unsealed(base, (base.with_suffix(".json"),)) is None
+
+
 def _kept(base: Path) -> bool:
-    """Whether the export at ``base`` is on disk as sealed (with its record), or its failure."""
-    return (
-        unsealed(base, (base.with_suffix(".json"),)) is None or base.with_suffix(".error").exists()
-    )
+    """Whether the export at ``base`` is on disk as sealed, or its failure is recorded."""
+    return _sealed(base) or base.with_suffix(".error").exists()
 
 
 def _discard(base: Path) -> None:
