@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_rknn.envs.registry import Toolkits
+from pytest_rknn.pipeline import host_blas
 from pytest_rknn.pipeline.cache import ResultCache
 from pytest_rknn.pipeline.materials import Materials
 from pytest_rknn.pipeline.prefetch import Prefetcher
@@ -37,6 +38,7 @@ class RknnSession:
     materials: Materials = field(init=False)
     pool: WorkerPool = field(init=False)
     prefetcher: Prefetcher | None = field(init=False, default=None)
+    blas: host_blas.BlasLimit | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.pool = WorkerPool(self.workdir, self.settings.limits)
@@ -101,7 +103,10 @@ class RknnSession:
 
     def missed(self, cell: CellSpec) -> None:
         """``cell``'s conversion is not cached: its worker is about to be needed, and so,
-        probably, the next cells' workers, models and references."""
+        probably, the next cells' workers, models and references. From now until
+        :meth:`close`, the host's BLAS runs one thread (:mod:`.host_blas`)."""
+        if self.blas is None:
+            self.blas = host_blas.BlasLimit()
         if self.prefetcher is not None and not self.prefetcher.started:
             self.prefetcher.start(cell, own_version=cell.toolkit)
 
@@ -109,3 +114,5 @@ class RknnSession:
         if self.prefetcher is not None:
             self.prefetcher.close()
         self.pool.close()
+        if self.blas is not None:
+            self.blas.restore()
