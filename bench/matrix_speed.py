@@ -15,8 +15,9 @@ with the interpreter it is started with and from the checkout it lies in:
 
 It prints the figures, the ratios (overhead = cold wall ÷ toolkit time, warm speed-up = cold
 wall ÷ warm wall, ``-n 2`` speed-up = cold serial wall ÷ cold ``-n 2`` wall), how many cores
-each cold run kept busy (the CPU seconds of the command and all it started ÷ its wall time: what
-``-n 2`` can gain at most is the machine's cores ÷ the serial run's), the ``-n 2`` run's summed
+each cold run kept busy (the CPU seconds of the command and all it started ÷ its wall time; the
+machine's cores ÷ the serial run's is what ``-n 2`` gains when every CPU second of the serial
+run is needed, more when some of it is threads spinning on the idle core), the ``-n 2`` run's summed
 toolkit time (conversions two at a time are slower than one at a time: two xdist workers gain
 at most twice the serial toolkit time ÷ this), the peak RSS per
 toolkit worker of step 1 and the machine's load average (1 min) before and after each step.
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ),
             (
-                f"-n 2 ceiling on {os.cpu_count()} cores: cores / serial cores busy",
+                f"-n 2 if each CPU s of the serial run were needed: {os.cpu_count()} / cores busy",
                 f"{min(2.0, (os.cpu_count() or 1) / busy):.2f}x",
                 "",
             ),
