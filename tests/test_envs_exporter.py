@@ -133,13 +133,13 @@ def test_a_python_without_torch_fails_the_smoke_export(tmp_path: Path) -> None:
     env.python.chmod(0o755)
     smoke = env.smoke_test()
     assert smoke["ok"] is False
-    assert smoke["detail"].startswith(f"TorchExportError: torch export with {env.python} failed")
+    assert smoke["detail"].startswith(f"ExportProcessError: torch export with {env.python} failed")
     assert "No module named 'torch'" in smoke["detail"]
     env.marker_path.write_text(
         json.dumps({"recipe_hash": env.recipe_hash(), "dist_info": {}, "smoke": smoke})
     )
     assert env.verify() is EnvState.SMOKE_FAILED
-    assert env.reason.startswith("smoke export failed: TorchExportError: ")
+    assert env.reason.startswith("smoke export failed: ExportProcessError: ")
     assert env.reason.endswith(hint(tmp_path, rebuild=True))
 
 

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import onnx
 import pytest
+from fake_support import SELECTION, fake_suite
 from onnx import TensorProto, helper
 
 from pytest_rknn.pipeline.export_seal import discard, seal, seal_path, unsealed
 from pytest_rknn.pipeline.materials import Materials
+from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import Status
+from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.spec import VariantSpec
 
@@ -122,12 +126,14 @@ def test_a_damaged_seal_holds_nothing(tmp_path: Path, seal_text: str, why: str) 
 # --- torch exports in a run ---------------------------------------------------------------------
 
 FAKE_EXPORTER = """#!{python}
-# FAKE exporter interpreter for tests: writes a small graph, or fails as a full disk does.
+# FAKE exporter interpreter for tests: writes a small graph, fails as a full disk does, or dies.
 import json, sys
 from pathlib import Path
 mode = Path({mode!r}).read_text()
 count = Path({count!r})
 count.write_text(str(int(count.read_text()) + 1) if count.exists() else "1")
+if mode == "crash":
+    sys.exit("Segmentation fault (FAKE)")
 results = []
 for job in json.loads(Path(sys.argv[2]).read_text()):
     out = Path(job["out"])
@@ -174,6 +180,39 @@ def test_a_full_disk_export_is_a_host_error_and_nothing_is_kept(
     model = _materials(tmp_path, python)._torch_export(SPEC)
     assert [n.op_type for n in model.graph.node] == ["Identity"]
     assert count.read_text() == "2"
+
+
+def test_an_export_process_that_dies_is_a_crash_met_once_per_run_and_never_kept(
+    tmp_path: Path, exporter: tuple[Path, Path, Path]
+) -> None:
+    python, mode, count = exporter
+    mode.write_text("crash")
+    run = _materials(tmp_path, python)
+    for _cell in range(2):
+        with pytest.raises(ExportProcessError, match="failed with code 1: Segmentation fault"):
+            run._torch_export(SPEC)
+    assert count.read_text() == "1"
+    assert not [p for p in (tmp_path / "exports").rglob("*") if p.suffix in (".onnx", ".error")]
+    mode.write_text("ok")
+    assert _materials(tmp_path, python)._torch_export(SPEC).graph.node
+    assert count.read_text() == "2"
+
+
+def test_a_run_whose_exporter_dies_records_its_cells_as_crashes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, exporter: tuple[Path, Path, Path]
+) -> None:
+    python, mode, _count = exporter
+    mode.write_text("crash")
+    suite = fake_suite(pytester, monkeypatch)
+    monkeypatch.setenv("FAKE_RKNN_TORCH_PYTHON", str(python))
+    args = (*SELECTION, "--rknn-forms=torch-export", "--rknn-matrix=m.json")
+    result = suite.runpytest_subprocess(*args)
+    cells = Matrix.load(suite.path / "m.json").cells
+    assert cells and result.ret == 1
+    for cell in cells:
+        assert cell.status is Status.CRASH, (cell.status, cell.reason)
+        assert cell.reason.startswith("the exporter failed: torch export with ")
+        assert "Segmentation fault (FAKE)" in cell.reason
 
 
 def _export_once(tmp_path: Path, python: Path) -> Path:

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 
 from pytest_rknn.pipeline.export_seal import unsealed
 from pytest_rknn.pipeline.family_exports import FamilyExports
+from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.families import FamilySpec, family_inputs
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import CROSS_CHECK_REL_L2, ExportFailed, cross_check
@@ -33,14 +34,14 @@ mode = {mode!r}
 count = Path({count!r})
 count.write_text(str(int(count.read_text() or 0) + 1) if count.exists() else "1")
 jobs = json.loads(Path(sys.argv[2]).read_text())
-if mode == "crash":
+if mode == "crash" or (mode == "kills" and any(j["spec"]["hidden"] == 16 for j in jobs)):
     sys.exit("Segmentation fault (FAKE)")
 results = []
 for job in jobs:
     if mode == "full":
         results.append({{"torch_version": "fake", "transformers_version": "fake", "machine": True,
                         "error": "RuntimeError: serialization failed"}})
-    elif mode == "error":
+    elif mode in ("error", "kills"):
         results.append({{"torch_version": "fake", "transformers_version": "fake",
                         "error": "UnsupportedOperatorError: aten::fake_op"}})
     else:
@@ -80,9 +81,10 @@ def test_an_exporter_error_is_export_fail_kept_so_a_rerun_exports_nothing(tmp_pa
 @pytest.mark.parametrize(
     ("mode", "raised", "message", "runs"),
     [
-        # the batch, then the job on its own, on each of the two runs
-        ("crash", ExportFailed, "exporter process failed|failed with code", "4"),
-        ("full", OSError, "was not kept: .*serialization failed", "2"),
+        # the batch, then the job on its own, once in each of the two runs
+        ("crash", ExportProcessError, "failed with code 1: Segmentation fault", "4"),
+        # each cell tries again: the space may be free by then
+        ("full", OSError, "was not kept: .*serialization failed", "4"),
     ],
     ids=["exporter-dies", "machine-failure"],
 )
@@ -91,10 +93,30 @@ def test_a_failure_not_of_the_model_is_never_kept(
 ) -> None:
     python, count = fake_exporter(tmp_path, mode)
     for _run in range(2):
-        with pytest.raises(raised, match=message):
-            exports(tmp_path / "root", python).get(SPEC, family_inputs(SPEC, 0))
+        run = exports(tmp_path / "root", python)
+        for _cell in range(2):
+            with pytest.raises(raised, match=message):
+                run.get(SPEC, family_inputs(SPEC, 0))
     assert count.read_text() == runs
     assert not list((tmp_path / "root").rglob("*.error"))
+
+
+def test_a_model_that_kills_the_exporter_alone_fails_its_own_export(tmp_path) -> None:
+    other = FamilySpec(family="bert", hidden=32, heads=2, kv_heads=2, seq_len=4, mask="pad")
+    python, count = fake_exporter(tmp_path, "kills")
+    run = FamilyExports(
+        root=tmp_path / "root",
+        torch_python=lambda: python,
+        inputs_of=lambda s: family_inputs(s, 0),
+        pending=[SPEC, other],
+    )
+    with pytest.raises(ExportFailed, match="Segmentation fault") as caught:
+        run.get(SPEC, family_inputs(SPEC, 0))
+    assert caught.value.signature == "exporter process failed"
+    with pytest.raises(ExportFailed, match="aten::fake_op"):  # its own, kept
+        run.get(other, family_inputs(other, 0))
+    assert count.read_text() == "3", "the batch, then each job alone"
+    assert [p.name.split(".")[1] for p in (tmp_path / "root").rglob("*.error")] == ["bert"]
 
 
 def test_an_interpreter_without_transformers_is_not_buildable(tmp_path) -> None:

@@ -7,9 +7,12 @@ onnxruntime must load the graph and agree with the torch model's own eager outpu
 inputs (:func:`~pytest_rknn.variants.hf_export.cross_check`); otherwise the export is the
 exporter's failure (:class:`ExportFailed`), never the toolkit's. Finished exports and
 exporter failures are kept under ``<export root>/hf/`` (a folder per exporter interpreter and
-export code), named by spec id and input digest, so a warm run exports nothing; a failure of
-the exporter process itself (a crash, a timeout) is not kept. A kept model is used only while
-its seal holds (:mod:`~pytest_rknn.pipeline.export_seal`); a damaged one is exported again.
+export code), named by spec id and input digest, so a warm run exports nothing. A failure of
+the exporter process itself (a crash, a timeout) is not kept: it is a model's own failure only
+when that model's export alone fails so while another's alone does not; otherwise it is the
+exporter's (:class:`ExportProcessError`: the cell's ``crash``), met once per run. A kept model
+is used only while its seal holds (:mod:`~pytest_rknn.pipeline.export_seal`); a damaged one
+is exported again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from filelock import FileLock
 from pytest_rknn.pipeline.cache_keys import code_digest
 from pytest_rknn.pipeline.export_seal import discard, seal, unsealed
 from pytest_rknn.results.journal import atomic_write_text
+from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.hf_export import (
     ExportFailed,
@@ -73,13 +77,16 @@ class FamilyExports:
     inputs_of: Callable[[FamilySpec], dict[str, np.ndarray]]
     pending: list[FamilySpec] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _failed: dict[Path, ExportProcessError] = field(default_factory=dict)
 
     def get(self, spec: FamilySpec, inputs: dict[str, np.ndarray]) -> FamilyExport:
         """The checked export of ``spec`` on ``inputs``; raises NotBuildable (no exporter
-        here) or ExportFailed."""
+        here), ExportFailed, ExportProcessError or OSError (the machine's: not kept)."""
         python = self._python()
         folder = self._folder(python)
         base = self._base(folder, spec, inputs)
+        if base in self._failed:
+            raise self._failed[base]
         for _attempt in range(2):
             folder.mkdir(parents=True, exist_ok=True)
             # One exporter at a time (threads and processes): no half-written export is read.
@@ -128,7 +135,7 @@ class FamilyExports:
 
     def _export(
         self, spec: FamilySpec, inputs: dict[str, np.ndarray], folder: Path, python: Path
-    ) -> dict[Path, ExportFailed | OSError]:
+    ) -> dict[Path, Exception]:
         """Export ``spec`` and every pending spec not on disk yet; the failures that belong
         to this run's exporter process or to the machine (``OSError``: no space, no memory)
         rather than to a model (not kept)."""
@@ -146,11 +153,13 @@ class FamilyExports:
             _discard(base)  # a damaged export's seal goes before its files are written again
         try:
             results = export_families(jobs, python)
-        except TorchExportError:
+        except ExportProcessError:
             results = self._one_by_one(jobs, python)
-        transient = {}
+        transient: dict[Path, Exception] = {}
         for (s, given, base), result in zip(jobs, results, strict=True):
-            if isinstance(result, ExportFailed):
+            if isinstance(result, ExportProcessError):
+                transient[base] = self._failed[base] = result
+            elif isinstance(result, ExportFailed):
                 transient[base] = result
             elif isinstance(result, TorchExportError) and result.environmental:
                 transient[base] = OSError(f"the export of {s.id} was not kept: {result}")
@@ -163,14 +172,23 @@ class FamilyExports:
         jobs: list[tuple[FamilySpec, dict[str, np.ndarray], Path]], python: Path
     ) -> list[FamilyExport | TorchExportError | ExportFailed]:
         """After the batch's process failed: each job in a process of its own, so that one
-        model that kills the exporter costs only its own cells."""
+        model that kills the exporter costs only its own cells. A job whose process fails is
+        that model's failure only if another job's process did not fail; when every one
+        fails, the exporter does whatever it exports (each job keeps its ExportProcessError)."""
         results: list[FamilyExport | TorchExportError | ExportFailed] = []
         for job in jobs:
             try:
                 results.extend(export_families([job], python))
-            except TorchExportError as exc:
-                results.append(ExportFailed("exporter process failed", str(exc)))
-        return results
+            except ExportProcessError as exc:
+                results.append(exc)
+        if all(isinstance(r, ExportProcessError) for r in results):
+            return results
+        return [
+            ExportFailed("exporter process failed", str(r))
+            if isinstance(r, ExportProcessError)
+            else r
+            for r in results
+        ]
 
     @staticmethod
     def _keep(

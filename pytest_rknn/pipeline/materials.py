@@ -36,7 +36,7 @@ from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.subjects import FamilySubject, Subject
 from pytest_rknn.results.journal import atomic_write_text
-from pytest_rknn.variants.export_process import shared_exports
+from pytest_rknn.variants.export_process import ExportProcessError, shared_exports
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
@@ -95,6 +95,7 @@ class Materials:
     _references: dict[str, Any] = field(default_factory=dict)
     _digests: dict[str, Any] = field(default_factory=dict)
     _calibrations: dict[tuple[str, int], Any] = field(default_factory=dict)
+    _failed_exports: dict[str, ExportProcessError] = field(default_factory=dict)
     _locks: dict[str, threading.RLock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -108,10 +109,10 @@ class Materials:
         process (torch imported once)."""
         with shared_exports():
             for spec in self.export_specs[:1]:
-                with contextlib.suppress(NotBuildable), self._lock(spec.id):
+                with contextlib.suppress(NotBuildable, ExportProcessError), self._lock(spec.id):
                     self._torch_export(spec)
             for family in self.family_specs[:1]:
-                with contextlib.suppress(NotBuildable, ExportFailed, HostError):
+                with contextlib.suppress(NotBuildable, ExportFailed, ExportProcessError, HostError):
                     self.model(FamilySubject(family))
 
     def model(self, subject: Subject) -> BuiltModel:
@@ -127,7 +128,7 @@ class Materials:
                     cached = self._family_export(subject)
                 else:
                     cached = self._write(subject, self._build(subject))
-            except (NotBuildable, ExportFailed, HostError) as exc:
+            except (NotBuildable, ExportFailed, ExportProcessError, HostError) as exc:
                 cached = exc
             self._models[subject.id] = cached
         if isinstance(cached, Exception):
@@ -290,6 +291,8 @@ class Materials:
         stamp = f"{interpreter_stamp(python)}:{EXPORT_VERSION}:{code}"
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
+        if spec.id in self._failed_exports:
+            raise self._failed_exports[spec.id]
         for _attempt in range(2):
             # Under the lock, so that no half-written export of another batch is read.
             folder.mkdir(parents=True, exist_ok=True)
@@ -312,8 +315,11 @@ class Materials:
             discard(model)  # a damaged export's seal goes before its files are written again
         try:
             results = export_many(jobs, python)
-        except TorchExportError as exc:
-            raise NotBuildable(str(exc)) from None
+        except ExportProcessError as exc:
+            # The whole batch's: a crash of each of its cells, this run only (once per run:
+            # a batch that hangs takes its timeout once).
+            self._failed_exports.update({s.id: exc for s in todo})
+            raise
         failed: dict[VariantSpec, str] = {}
         for s, result in zip(todo, results, strict=True):
             model = folder / f"{s.id}.onnx"

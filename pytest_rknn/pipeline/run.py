@@ -32,6 +32,7 @@ from pytest_rknn.pipeline.targets import QUANT_MODES, base_quant, unsupported_re
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.status import Status
 from pytest_rknn.toolkit.protocol import JobResult
+from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.verdict.judge import Verdict, judge_outputs
@@ -141,6 +142,8 @@ def _make(cell: CellSpec, session: RknnSession) -> _Made | Outcome:
         return _short(cell, Status.REFERENCE_ERROR, str(exc), "inputs not computable")
     except OSError as exc:  # the host's disk, not the toolkit: never a verdict, never kept
         return _short(cell, Status.CRASH, f"the host could not make the model: {exc}", "host error")
+    except ExportProcessError as exc:  # the exporter's or the machine's, not the model's
+        return _short(cell, Status.CRASH, f"the exporter failed: {exc}", "exporter failed")
     try:
         inputs = materials.inputs(cell.subject)
     except HostError as exc:

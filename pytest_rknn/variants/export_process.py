@@ -50,6 +50,12 @@ class TorchExportError(RuntimeError):
         return self.machine or "MemoryError" in text or any(c in text for c in self._MACHINE)
 
 
+class ExportProcessError(TorchExportError):
+    """The export process itself failed: it could not start, ended before writing every
+    job's result, or hung past its timeout. No model's finding: a cell that meets it is a
+    ``crash`` with this reason, and nothing of it is kept."""
+
+
 def _export_environ() -> dict[str, str]:
     """The host's environment for an export batch, less ``PYTHONDONTWRITEBYTECODE``: the
     exporter writes its environment's bytecode (torch and transformers import in 4 s from
@@ -72,8 +78,8 @@ def _last_error_line(text: str) -> str:
     return (errors or lines or ["(no output)"])[-1][:300]
 
 
-def _timed_out(payload: list[dict], timeout: float) -> TorchExportError:
-    return TorchExportError(
+def _timed_out(payload: list[dict], timeout: float) -> ExportProcessError:
+    return ExportProcessError(
         f"torch export of {len(payload)} job(s) timed out after {timeout:.0f} s"
     )
 
@@ -87,7 +93,7 @@ def _read_results(
         results = []
     whole = isinstance(results, list) and all(isinstance(r, dict) for r in results)
     if not whole or len(results) < len(payload):
-        raise TorchExportError(
+        raise ExportProcessError(
             f"torch export with {python} failed with code {code}: {_last_error_line(output)}"
         )
     return results[: len(payload)]
@@ -108,7 +114,7 @@ class _ExportServer:
         _yield_cpu(self.proc.pid)
 
     def run(self, script: Path, payload: list[dict], timeout: float) -> list[dict]:
-        """The batch's results; TorchExportError (and the server ended) when it fails."""
+        """The batch's results; ExportProcessError (and the server ended) when it fails."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         with tempfile.TemporaryDirectory(prefix="rknn-export-") as tmp:
             jobs_file, result_file = Path(tmp) / "jobs.json", Path(tmp) / "results.json"
@@ -218,7 +224,7 @@ def run_export_script(
     script: Path, payload: list[dict], python: Path, timeout: float
 ) -> list[dict]:
     """Run an export ``script`` on ``payload`` (one dict per job) with ``python``; the
-    results it wrote, one per job. ``TorchExportError`` when the interpreter fails before
+    results it wrote, one per job. ``ExportProcessError`` when the interpreter fails before
     writing them all, or hangs past ``timeout``."""
     server = _server_for(python)
     if server is not None:
@@ -249,7 +255,7 @@ def _run_alone(script: Path, payload: list[dict], python: Path, timeout: float) 
                     env=_export_environ(),
                 )
             except OSError as exc:
-                raise TorchExportError(f"cannot run {python}: {exc}") from None
+                raise ExportProcessError(f"cannot run {python}: {exc}") from None
         _yield_cpu(proc.pid)
         try:
             proc.wait(timeout)

@@ -11,6 +11,7 @@ rknn-toolkit2 in a real matrix.
 ``FAKE_RKNN_BROKEN=2.2.0`` makes a version's environment unusable (env-error).
 ``FAKE_RKNN_DELAY``, ``FAKE_RKNN_GATE(_AT)``, ``FAKE_RKNN_MARKS``, ``FAKE_RKNN_ANALYSIS`` and
 ``FAKE_RKNN_ONCE`` are passed on to the workers (see ``rknn/api.py``).
+``FAKE_RKNN_TORCH_PYTHON`` names the exporter interpreter (a test's FAKE one); else there is none.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class FakeToolkits:
         return env
 
     def torch_python(self) -> Path | None:
-        return None
+        named = os.environ.get("FAKE_RKNN_TORCH_PYTHON")  # a FAKE exporter interpreter
+        return Path(named) if named else None
 
 
 def pytest_rknn_make_toolkits(config: Any, settings: Any) -> FakeToolkits:
