@@ -7,6 +7,7 @@ tests marked ``toolkit`` export real transformers models with the real exporter 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import sys
@@ -99,6 +100,21 @@ def test_a_failure_not_of_the_model_is_never_kept(
                 run.get(SPEC, family_inputs(SPEC, 0))
     assert count.read_text() == runs
     assert not list((tmp_path / "root").rglob("*.error"))
+
+
+def test_an_exporter_that_fails_whatever_it_exports_is_tried_alone_twice(tmp_path) -> None:
+    python, count = fake_exporter(tmp_path, "crash")
+    specs = [SPEC, *(dataclasses.replace(SPEC, hidden=h) for h in (8, 24, 32))]
+    run = FamilyExports(
+        root=tmp_path / "root",
+        torch_python=lambda: python,
+        inputs_of=lambda s: family_inputs(s, 0),
+        pending=specs,
+    )
+    for spec in specs:
+        with pytest.raises(ExportProcessError, match="Segmentation fault"):
+            run.get(spec, family_inputs(spec, 0))
+    assert count.read_text() == "3", "the batch, then two jobs alone; no more for the run"
 
 
 def test_a_model_that_kills_the_exporter_alone_fails_its_own_export(tmp_path) -> None:

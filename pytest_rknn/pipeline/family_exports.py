@@ -173,10 +173,14 @@ class FamilyExports:
     ) -> list[FamilyExport | TorchExportError | ExportFailed]:
         """After the batch's process failed: each job in a process of its own, so that one
         model that kills the exporter costs only its own cells. A job whose process fails is
-        that model's failure only if another job's process did not fail; when every one
-        fails, the exporter does whatever it exports (each job keeps its ExportProcessError)."""
+        that model's failure only if another job's process did not fail. When the first two
+        fail so, the exporter fails whatever it exports (a hang would take its timeout once
+        per job): every job keeps that ExportProcessError, and the rest are not tried."""
         results: list[FamilyExport | TorchExportError | ExportFailed] = []
-        for job in jobs:
+        for i, job in enumerate(jobs):
+            if i >= 2 and all(isinstance(r, ExportProcessError) for r in results):
+                results += [results[-1]] * (len(jobs) - i)
+                break
             try:
                 results.extend(export_families([job], python))
             except ExportProcessError as exc:
