@@ -109,7 +109,7 @@ FAILURES = {
     "is interrupted": (
         "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "os.kill(os.getpid(), signal.SIGINT)",
-        "code -2: KeyboardInterrupt",
+        "code -2 (killed by signal 2): KeyboardInterrupt",
     ),
 }
 

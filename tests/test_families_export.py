@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from pytest_rknn.pipeline import family_exports
 from pytest_rknn.pipeline.export_seal import unsealed
 from pytest_rknn.pipeline.family_exports import FamilyExports
 from pytest_rknn.variants.export_process import ExportProcessError
@@ -37,12 +38,14 @@ count.write_text(str(int(count.read_text() or 0) + 1) if count.exists() else "1"
 jobs = json.loads(Path(sys.argv[2]).read_text())
 if mode == "crash" or (mode == "kills" and any(j["spec"]["hidden"] == 16 for j in jobs)):
     sys.exit("Segmentation fault (FAKE)")
+if mode == "starves" and any(j["spec"]["hidden"] == 16 for j in jobs):
+    sys.exit("MemoryError (FAKE)")
 results = []
 for job in jobs:
     if mode == "full":
         results.append({{"torch_version": "fake", "transformers_version": "fake", "machine": True,
                         "error": "RuntimeError: serialization failed"}})
-    elif mode in ("error", "kills"):
+    elif mode in ("error", "kills", "starves"):
         results.append({{"torch_version": "fake", "transformers_version": "fake",
                         "error": "UnsupportedOperatorError: aten::fake_op"}})
     else:
@@ -102,6 +105,27 @@ def test_a_failure_not_of_the_model_is_never_kept(
     assert not list((tmp_path / "root").rglob("*.error"))
 
 
+def test_an_exporter_that_hangs_is_not_tried_again_model_by_model(tmp_path, monkeypatch) -> None:
+    calls = []
+
+    def hangs(jobs, python):  # stands in for the export call: its timeout, at once
+        calls.append(len(jobs))
+        raise ExportProcessError("torch export of 2 job(s) timed out after 900 s", hung=True)
+
+    monkeypatch.setattr(family_exports, "export_families", hangs)
+    other = dataclasses.replace(SPEC, hidden=32)
+    run = FamilyExports(
+        root=tmp_path / "root",
+        torch_python=lambda: Path(sys.executable),
+        inputs_of=lambda s: family_inputs(s, 0),
+        pending=[SPEC, other],
+    )
+    for spec in (SPEC, other):
+        with pytest.raises(ExportProcessError, match="timed out"):
+            run.get(spec, family_inputs(spec, 0))
+    assert calls == [2]
+
+
 def test_an_exporter_that_fails_whatever_it_exports_is_tried_alone_twice(tmp_path) -> None:
     python, count = fake_exporter(tmp_path, "crash")
     specs = [SPEC, *(dataclasses.replace(SPEC, hidden=h) for h in (8, 24, 32))]
@@ -117,18 +141,25 @@ def test_an_exporter_that_fails_whatever_it_exports_is_tried_alone_twice(tmp_pat
     assert count.read_text() == "3", "the batch, then two jobs alone; no more for the run"
 
 
-def test_a_model_that_kills_the_exporter_alone_fails_its_own_export(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "raised"), [("kills", ExportFailed), ("starves", ExportProcessError)]
+)
+def test_a_model_that_kills_the_exporter_alone_fails_its_own_export(
+    tmp_path, mode: str, raised: type[Exception]
+) -> None:
+    """Unless the process died for want of memory: that is the machine's (a crash)."""
     other = FamilySpec(family="bert", hidden=32, heads=2, kv_heads=2, seq_len=4, mask="pad")
-    python, count = fake_exporter(tmp_path, "kills")
+    python, count = fake_exporter(tmp_path, mode)
     run = FamilyExports(
         root=tmp_path / "root",
         torch_python=lambda: python,
         inputs_of=lambda s: family_inputs(s, 0),
         pending=[SPEC, other],
     )
-    with pytest.raises(ExportFailed, match="Segmentation fault") as caught:
+    with pytest.raises(raised, match="Segmentation fault|MemoryError") as caught:
         run.get(SPEC, family_inputs(SPEC, 0))
-    assert caught.value.signature == "exporter process failed"
+    if raised is ExportFailed:
+        assert caught.value.signature == "exporter process failed"
     with pytest.raises(ExportFailed, match="aten::fake_op"):  # its own, kept
         run.get(other, family_inputs(other, 0))
     assert count.read_text() == "3", "the batch, then each job alone"

@@ -91,6 +91,8 @@ class FamilyExports:
             folder.mkdir(parents=True, exist_ok=True)
             # One exporter at a time (threads and processes): no half-written export is read.
             with self._lock, FileLock(str(folder / ".export.lock")):
+                if base in self._failed:  # while this thread waited for the lock
+                    raise self._failed[base]
                 if not _kept(base):
                     transient = self._export(spec, inputs, folder, python)
                     if base in transient:
@@ -153,8 +155,9 @@ class FamilyExports:
             _discard(base)  # a damaged export's seal goes before its files are written again
         try:
             results = export_families(jobs, python)
-        except ExportProcessError:
-            results = self._one_by_one(jobs, python)
+        except ExportProcessError as exc:
+            # A hang is not tried again model by model: each would take the timeout.
+            results = [exc] * len(jobs) if exc.hung else self._one_by_one(jobs, python)
         transient: dict[Path, Exception] = {}
         for (s, given, base), result in zip(jobs, results, strict=True):
             if isinstance(result, ExportProcessError):
@@ -173,7 +176,8 @@ class FamilyExports:
     ) -> list[FamilyExport | TorchExportError | ExportFailed]:
         """After the batch's process failed: each job in a process of its own, so that one
         model that kills the exporter costs only its own cells. A job whose process fails is
-        that model's failure only if another job's process did not fail. When the first two
+        that model's failure only if another job's process did not fail, and not for want of
+        memory or space (``environmental``: the machine's, a crash). When the first two
         fail so, the exporter fails whatever it exports (a hang would take its timeout once
         per job): every job keeps that ExportProcessError, and the rest are not tried."""
         results: list[FamilyExport | TorchExportError | ExportFailed] = []
@@ -189,7 +193,7 @@ class FamilyExports:
             return results
         return [
             ExportFailed("exporter process failed", str(r))
-            if isinstance(r, ExportProcessError)
+            if isinstance(r, ExportProcessError) and not r.environmental
             else r
             for r in results
         ]

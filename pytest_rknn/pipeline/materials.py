@@ -297,6 +297,8 @@ class Materials:
             # Under the lock, so that no half-written export of another batch is read.
             folder.mkdir(parents=True, exist_ok=True)
             with self._lock("exports"), FileLock(str(folder / ".export.lock")):
+                if spec.id in self._failed_exports:  # while this thread waited for the lock
+                    raise self._failed_exports[spec.id]
                 if not _export_kept(folder, spec):
                     self._export_batch(spec, folder, python)
             reason = _kept_error(error)

@@ -52,8 +52,12 @@ class TorchExportError(RuntimeError):
 
 class ExportProcessError(TorchExportError):
     """The export process itself failed: it could not start, ended before writing every
-    job's result, or hung past its timeout. No model's finding: a cell that meets it is a
-    ``crash`` with this reason, and nothing of it is kept."""
+    job's result, or hung past its timeout (``hung``). No model's finding: a cell that meets
+    it is a ``crash`` with this reason, and nothing of it is kept."""
+
+    def __init__(self, message: str, hung: bool = False) -> None:
+        super().__init__(message)
+        self.hung = hung
 
 
 def _export_environ() -> dict[str, str]:
@@ -80,7 +84,7 @@ def _last_error_line(text: str) -> str:
 
 def _timed_out(payload: list[dict], timeout: float) -> ExportProcessError:
     return ExportProcessError(
-        f"torch export of {len(payload)} job(s) timed out after {timeout:.0f} s"
+        f"torch export of {len(payload)} job(s) timed out after {timeout:.0f} s", hung=True
     )
 
 
@@ -93,8 +97,13 @@ def _read_results(
         results = []
     whole = isinstance(results, list) and all(isinstance(r, dict) for r in results)
     if not whole or len(results) < len(payload):
+        how = ""
+        if code is not None and code < 0:
+            how = f" (killed by signal {-code})"
+        elif code == 0:
+            how = " without writing every job's result"
         raise ExportProcessError(
-            f"torch export with {python} failed with code {code}: {_last_error_line(output)}"
+            f"torch export with {python} failed with code {code}{how}: {_last_error_line(output)}"
         )
     return results[: len(payload)]
 
