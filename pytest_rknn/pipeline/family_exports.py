@@ -9,8 +9,9 @@ exporter's failure (:class:`ExportFailed`), never the toolkit's. Finished export
 exporter failures are kept under ``<export root>/hf/`` (a folder per exporter interpreter and
 export code), named by spec id and input digest, so a warm run exports nothing. A failure of
 the exporter process itself (a crash, a timeout) is not kept: it is a model's own failure only
-when that model's export alone fails so while another's alone does not; otherwise it is the
-exporter's (:class:`ExportProcessError`: the cell's ``crash``), met once per run. A kept model
+when that model's export alone fails so, not for want of memory, while another's alone does
+not; otherwise it is the exporter's (:class:`ExportProcessError`: the cell's ``crash``), met
+once per run. A kept model
 is used only while its seal holds (:mod:`~pytest_rknn.pipeline.export_seal`); a damaged one
 is exported again.
 """
@@ -85,13 +86,11 @@ class FamilyExports:
         python = self._python()
         folder = self._folder(python)
         base = self._base(folder, spec, inputs)
-        if base in self._failed:
-            raise self._failed[base]
         for _attempt in range(2):
             folder.mkdir(parents=True, exist_ok=True)
             # One exporter at a time (threads and processes): no half-written export is read.
             with self._lock, FileLock(str(folder / ".export.lock")):
-                if base in self._failed:  # while this thread waited for the lock
+                if base in self._failed:  # this run's exporter failed it: met once
                     raise self._failed[base]
                 if not _kept(base):
                     transient = self._export(spec, inputs, folder, python)

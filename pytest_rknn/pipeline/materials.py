@@ -291,13 +291,11 @@ class Materials:
         stamp = f"{interpreter_stamp(python)}:{EXPORT_VERSION}:{code}"
         folder = self.export_root / hashlib.sha256(stamp.encode()).hexdigest()[:12]
         model_path, error = folder / f"{spec.id}.onnx", folder / f"{spec.id}.error"
-        if spec.id in self._failed_exports:
-            raise self._failed_exports[spec.id]
         for _attempt in range(2):
             # Under the lock, so that no half-written export of another batch is read.
             folder.mkdir(parents=True, exist_ok=True)
             with self._lock("exports"), FileLock(str(folder / ".export.lock")):
-                if spec.id in self._failed_exports:  # while this thread waited for the lock
+                if spec.id in self._failed_exports:  # this run's exporter failed it: met once
                     raise self._failed_exports[spec.id]
                 if not _export_kept(folder, spec):
                     self._export_batch(spec, folder, python)
