@@ -24,7 +24,7 @@ import pytest
 from pytest_rknn.variants import export_process
 from pytest_rknn.variants.export_process import (
     EXPORT_NICENESS,
-    TorchExportError,
+    ExportProcessError,
     run_export_script,
     shared_exports,
 )
@@ -123,7 +123,7 @@ def test_a_failed_batch_names_its_error_and_the_next_batch_runs_afresh_if_it_mus
     failing = script(tmp_path, "fails", body)
     with mode_block(mode):
         (before,) = run_export_script(whoami, [{}], PYTHON, 30)
-        with pytest.raises(TorchExportError, match=re.escape(f"failed with {says}")):
+        with pytest.raises(ExportProcessError, match=re.escape(f"failed with {says}")):
             run_export_script(failing, [{}], PYTHON, 30)
         (after,) = run_export_script(whoami, [{}], PYTHON, 30)
     shared_survives = mode == "shared" and failure == "raises"
@@ -143,7 +143,7 @@ def test_an_export_batch_past_its_timeout_is_killed(
     )
     with mode_block(mode):
         with pytest.raises(
-            TorchExportError, match=r"torch export of 1 job\(s\) timed out after 1 s"
+            ExportProcessError, match=r"torch export of 1 job\(s\) timed out after 1 s"
         ):
             run_export_script(hang, [{}], PYTHON, timeout=1)
         assert not alive(int(pid_file.read_text()))
@@ -228,14 +228,14 @@ def test_an_interrupt_during_a_shared_batch_ends_the_shared_process(tmp_path: Pa
 def test_a_missing_interpreter_is_one_line_in_either_mode(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-python"
     for mode in MODES:
-        with mode_block(mode), pytest.raises(TorchExportError, match=r"cannot run .*no-such"):
+        with mode_block(mode), pytest.raises(ExportProcessError, match=r"cannot run .*no-such"):
             run_export_script(tmp_path / "x.py", [{}], missing, 30)
 
 
 def test_the_results_are_read_once_the_batch_is_answered(tmp_path: Path) -> None:
     """Two jobs, the second one's result missing: the batch failed, whatever its code."""
     short = script(tmp_path, "short", "results = results[:1]")
-    with shared_exports(), pytest.raises(TorchExportError, match=r"failed with code 0"):
+    with shared_exports(), pytest.raises(ExportProcessError, match=r"failed with code 0"):
         run_export_script(short, [{}, {}], PYTHON, 30)
 
 
@@ -297,7 +297,7 @@ def test_an_odd_ending_is_still_a_one_line_error_within_the_timeout(
     with mode_block(mode):
         for body, says in cases.items():
             odd = script(tmp_path, "odd", body)
-            with pytest.raises(TorchExportError, match=re.escape(says)):
+            with pytest.raises(ExportProcessError, match=re.escape(says)):
                 run_export_script(odd, [{}], PYTHON, timeout=10)
 
 
@@ -317,7 +317,7 @@ def test_a_server_that_answers_garbage_is_ended_and_named(tmp_path: Path) -> Non
     odd = tmp_path / "odd-python"
     odd.write_text("#!/bin/sh\nread line\necho '{\"code\": Infinity}'\nexec sleep 60\n")
     odd.chmod(0o755)
-    with shared_exports(), pytest.raises(TorchExportError, match=r"failed with code None"):
+    with shared_exports(), pytest.raises(ExportProcessError, match=r"failed with code None"):
         run_export_script(tmp_path / "x.py", [{}], odd, timeout=10)
 
 

@@ -116,7 +116,7 @@ def export_families(
     timeout: float = 900.0,
 ) -> list[FamilyExport | TorchExportError]:
     """Export ``(spec, inputs, out.onnx)`` jobs; per job its export or the error saying why
-    it failed. ``TorchExportError`` only when the interpreter itself fails; NotBuildable when
+    it failed. ``ExportProcessError`` only when the interpreter itself fails; NotBuildable when
     it has no transformers."""
     payload = []
     for spec, inputs, out in jobs:

@@ -102,7 +102,7 @@ def export_many(
     """Export several ``(spec, out_path, exporter)`` jobs with one torch import.
 
     Returns, per job and in order, its ``ExportInfo`` or the ``TorchExportError`` saying why
-    that job failed; raises ``TorchExportError`` only when the interpreter itself fails.
+    that job failed; raises ``ExportProcessError`` only when the interpreter itself fails.
     """
     for spec, _, exporter in jobs:
         _check_job(spec, exporter)
