@@ -197,9 +197,7 @@ class Recorder:
             return True
         meta = self.matrix.meta
         meta["wall_s"] = round(time.perf_counter() - self.clock, 3)
-        meta["toolkit_s"] = round(
-            sum(float(c.timings.get("wall", 0) or 0) for c in self.matrix.cells if not c.cached), 3
-        )
+        meta["toolkit_s"] = self.matrix.toolkit_seconds()
         if finished:
             meta["finished"] = _now()
             meta["exitstatus"] = exitstatus

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,34 @@ def test_merge_of_merged_matrices_keeps_history(m232: Matrix, m220: Matrix) -> N
     twice = merge([merge([m232, m220]), m250])
     assert len(twice.meta["merged_from"]) == 3
     assert twice.meta["toolkits"] == ["2.3.2", "2.2.0", "2.5.0"]
+
+
+def test_merge_of_shards_has_its_own_toolkit_time_and_no_one_runs_figures(
+    m232: Matrix,
+) -> None:
+    shards = []
+    for index, (cells, wall) in enumerate(((m232.cells[:5], 600.0), (m232.cells[5:], 800.0))):
+        shard = Matrix(meta={**m232.meta, "command": f"pytest cases/ --rknn-shard {index + 1}/2"})
+        for n, cell in enumerate(cells):
+            shard.add(replace(cell, timings={**cell.timings, "wall": 1.5 + n}))
+        shard.meta.update(
+            wall_s=wall, exitstatus=1, complete=index == 0, toolkit_s=shard.toolkit_seconds()
+        )
+        shards.append(shard)
+    merged = merge(shards)
+    each = [s.meta["toolkit_s"] for s in shards]
+    assert min(each) > 0
+    assert merged.meta["toolkit_s"] == pytest.approx(sum(each))
+    assert not {"wall_s", "exitstatus", "command"} & set(merged.meta)
+    assert merged.meta["complete"] is False
+    assert [(s["wall_s"], s["exitstatus"]) for s in merged.meta["merged_from"]] == [
+        (600.0, 1),
+        (800.0, 1),
+    ]
+    alone = merge([shards[0]])
+    assert alone.meta["wall_s"] == 600.0
+    assert alone.meta["command"] == shards[0].meta["command"]
+    assert alone.meta["toolkit_s"] == shards[0].meta["toolkit_s"]
 
 
 def test_diff_lists_regressions_fixes_and_the_rest(m232: Matrix) -> None:

@@ -62,6 +62,10 @@ def _union(values: Iterable[Any]) -> list[Any]:
     return list(seen.values())
 
 
+# Figures of one run: a merge of several keeps each input's in ``merged_from`` only.
+_ONE_RUN = ("wall_s", "exitstatus")
+
+
 def _summary(matrix: Matrix) -> dict[str, Any]:
     meta = matrix.meta
     return {
@@ -71,6 +75,7 @@ def _summary(matrix: Matrix) -> dict[str, Any]:
         "toolkits": meta.get("toolkits"),
         "host": (meta.get("host") or {}).get("name"),
         "cells": len(matrix),
+        **{key: meta[key] for key in ("shard", *_ONE_RUN, "toolkit_s") if key in meta},
     }
 
 
@@ -84,8 +89,11 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
     A key present in several inputs keeps the cell that finished last (ties: the later input);
     when the two disagree on status or signature, the disagreement is listed in
     ``meta["conflicts"]``. Metadata: list fields (platforms, quant, toolkits, toolkit_envs) are
-    unioned, ``started`` is the earliest, ``finished`` the latest, other fields come from the
-    first input that has them, and ``merged_from`` summarises every input.
+    unioned, ``started`` is the earliest, ``finished`` the latest, ``toolkit_s`` is the merged
+    cells' own, ``complete`` holds when every input's does; of several inputs, one run's wall
+    time and exit status are left out and so is ``command`` unless all inputs share it; other
+    fields come from the first input that has them, and ``merged_from`` summarises every input
+    (its command, times, shard, wall time, exit status and toolkit time).
     """
     inputs = list(matrices)
     meta: dict[str, Any] = {}
@@ -128,6 +136,15 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
                     }
                 )
             result.add(kept, validated=True)
+    if len(inputs) > 1:
+        for key in _ONE_RUN:
+            result.meta.pop(key, None)
+        if len({m.meta.get("command") for m in inputs}) > 1:
+            result.meta.pop("command", None)
+    if any("complete" in m.meta for m in inputs):
+        result.meta["complete"] = all(m.meta.get("complete", True) for m in inputs)
+    if any("toolkit_s" in m.meta for m in inputs):
+        result.meta["toolkit_s"] = result.toolkit_seconds()
     result.meta["conflicts"] = conflicts
     result.meta["merged_from"] = merged_from
     return result

@@ -203,6 +203,14 @@ class Matrix:
     def __contains__(self, key: object) -> bool:
         return key in self._cells
 
+    def toolkit_seconds(self) -> float:
+        """The in-worker toolkit time of the cells this matrix's run(s) converted (a cell taken
+        from the cache cost none): ``meta["toolkit_s"]``."""
+        return round(
+            sum(float(c.timings.get("wall", 0) or 0) for c in self._cells.values() if not c.cached),
+            3,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""
         return {
