@@ -83,6 +83,12 @@ def test_merge_of_shards_has_its_own_toolkit_time_and_no_one_runs_figures(
         (600.0, 1),
         (800.0, 1),
     ]
+    killed = Matrix(meta={k: v for k, v in shards[0].meta.items() if k != "complete"})
+    assert merge([killed, shards[0]]).meta["complete"] is True
+    del killed.meta["finished"]
+    assert merge([killed, shards[0]]).meta["complete"] is False
+    killed.meta.update(finished=shards[0].meta["finished"], journal={"path": "m.json.journal"})
+    assert merge([killed, shards[0]]).meta["complete"] is False
     alone = merge([shards[0]])
     assert alone.meta["wall_s"] == 600.0
     assert alone.meta["command"] == shards[0].meta["command"]

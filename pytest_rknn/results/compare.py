@@ -66,6 +66,15 @@ def _union(values: Iterable[Any]) -> list[Any]:
 _ONE_RUN = ("wall_s", "exitstatus")
 
 
+def _complete(matrix: Matrix) -> bool:
+    """Whether the run behind ``matrix`` ended (a killed run's matrix has no ``finished``, and
+    one rebuilt from its journal says so in ``journal``)."""
+    meta = matrix.meta
+    if "complete" in meta:
+        return bool(meta["complete"])
+    return bool(meta.get("finished")) and "journal" not in meta
+
+
 def _summary(matrix: Matrix) -> dict[str, Any]:
     meta = matrix.meta
     return {
@@ -90,7 +99,7 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
     when the two disagree on status or signature, the disagreement is listed in
     ``meta["conflicts"]``. Metadata: list fields (platforms, quant, toolkits, toolkit_envs) are
     unioned, ``started`` is the earliest, ``finished`` the latest, ``toolkit_s`` is the merged
-    cells' own, ``complete`` holds when every input's does; of several inputs, one run's wall
+    cells' own, ``complete`` holds when every input's run ended; of several inputs, one run's wall
     time and exit status are left out and so is ``command`` unless all inputs share it; other
     fields come from the first input that has them, and ``merged_from`` summarises every input
     (its command, times, shard, wall time, exit status and toolkit time).
@@ -141,8 +150,7 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
             result.meta.pop(key, None)
         if len({m.meta.get("command") for m in inputs}) > 1:
             result.meta.pop("command", None)
-    if any("complete" in m.meta for m in inputs):
-        result.meta["complete"] = all(m.meta.get("complete", True) for m in inputs)
+    result.meta["complete"] = all(map(_complete, inputs))
     if any("toolkit_s" in m.meta for m in inputs):
         result.meta["toolkit_s"] = result.toolkit_seconds()
     result.meta["conflicts"] = conflicts
