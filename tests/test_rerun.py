@@ -46,9 +46,11 @@ def test_the_cell_rerun_command_runs_that_cell_alone(suite: pytest.Pytester) -> 
     cell = make_cell(spec.to_dict(), "rk3588", "2.5.0", "pass")
     cell.variant_id = VARIANT
     run_args = [*SELECTION, "--rknn-timeout", "60", "--rknn-matrix", "m.json", "-x"]
+    run_args += ["--rknn-shard", "2/2", "--rknn-shard-costs=old.json"]
     command = shlex.split(rerun_command("test_rknn_cells.py", run_args, cell))
     assert command[:2] == ["pytest", "test_rknn_cells.py"]
     assert "m.json" not in command and "-x" not in command
+    assert not any(a.startswith("--rknn-shard") or a in ("2/2", "old.json") for a in command)
     assert command[-1] == "--rknn-matrix=rknn-rerun.json"
     assert "--rknn-timeout" in command and "60" in command
     assert "--rknn-forms=manual" not in command and "--rknn-toolkits=2.3.2,2.5.0" not in command
@@ -61,6 +63,7 @@ def test_the_cell_rerun_command_runs_that_cell_alone(suite: pytest.Pytester) -> 
 def test_a_rerun_keeps_a_local_wheel_and_pins_a_user_model() -> None:
     cell = make_cell({"form": "model", "path": "/m/enc oder.onnx"}, "rk3566", "2.1.0", "crash")
     args = ["cases/", "--rknn-toolkits", "2.1.0=./tk-2.1.0.whl,2.3.2", "--rknn-html=x.html"]
+    args += ["--rknn-shard=1/3"]
     command = shlex.split(rerun_command("cases/", args, cell))
     assert "--rknn-toolkits=2.1.0=./tk-2.1.0.whl" in command
     assert "--rknn-model=/m/enc oder.onnx" in command

@@ -26,6 +26,8 @@ from pytest_rknn.views.tally import (
 RERUN_MATRIX = "rknn-rerun.json"
 # Options whose values are files of the run: a re-run writes its own and reads no baseline.
 _OUTPUTS = ("--rknn-matrix", "--rknn-html", "--rknn-baseline", "--rknn-markdown")
+# A re-run is never one shard of a cut (one cell cut into N shards is refused).
+_SHARDING = ("--rknn-shard", "--rknn-shard-costs")
 # Options that choose which cells exist: a re-run of one cell pins them instead.
 _SELECTION = (
     "--rknn-toolkits",
@@ -157,9 +159,9 @@ def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> st
     --rknn-quant ...``), so the re-run neither draws variants nor depends on the run's selection.
     """
     if cell is None:
-        kept = _kept(args, _OUTPUTS)
+        kept = _kept(args, _OUTPUTS + _SHARDING)
         return shlex.join(["pytest", target, *kept, f"--rknn-matrix={RERUN_MATRIX}"])
-    kept = _kept(args, _OUTPUTS + _SELECTION)
+    kept = _kept(args, _OUTPUTS + _SHARDING + _SELECTION)
     variant = cell.variant or {}
     if variant.get("form") == "model" and variant.get("path"):
         subject = [f"--rknn-model={variant['path']}"]
