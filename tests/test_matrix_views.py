@@ -86,7 +86,9 @@ def test_merge_of_shards_has_its_own_toolkit_time_and_no_one_runs_figures(
     killed = Matrix(meta={k: v for k, v in shards[0].meta.items() if k != "complete"})
     assert merge([killed, shards[0]]).meta["complete"] is True
     del killed.meta["finished"]
+    killed.add(replace(shards[1].cells[0], finished="2026-11-25T09:00:00+00:00"))
     assert merge([killed, shards[0]]).meta["complete"] is False
+    assert merge([shards[0], killed]).meta["finished"] == "2026-11-25T09:00:00+00:00"
     killed.meta.update(finished=shards[0].meta["finished"], journal={"path": "m.json.journal"})
     assert merge([killed, shards[0]]).meta["complete"] is False
     alone = merge([shards[0]])

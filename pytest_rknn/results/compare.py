@@ -75,6 +75,13 @@ def _complete(matrix: Matrix) -> bool:
     return bool(meta.get("finished")) and "journal" not in meta
 
 
+def _finished(matrix: Matrix) -> str | None:
+    """When the run behind ``matrix`` finished; a killed run's: when its last cell did."""
+    if matrix.meta.get("finished"):
+        return matrix.meta["finished"]
+    return max((c.finished for c in matrix.cells if c.finished), key=instant, default=None)
+
+
 def _summary(matrix: Matrix) -> dict[str, Any]:
     meta = matrix.meta
     return {
@@ -98,7 +105,8 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
     A key present in several inputs keeps the cell that finished last (ties: the later input);
     when the two disagree on status or signature, the disagreement is listed in
     ``meta["conflicts"]``. Metadata: list fields (platforms, quant, toolkits, toolkit_envs) are
-    unioned, ``started`` is the earliest, ``finished`` the latest, ``toolkit_s`` is the merged
+    unioned, ``started`` is the earliest, ``finished`` the latest (a killed run's: its last
+    cell's), ``toolkit_s`` is the merged
     cells' own, ``complete`` holds when every input's run ended; of several inputs, one run's wall
     time and exit status are left out and so is ``command`` unless all inputs share it; other
     fields come from the first input that has them, and ``merged_from`` summarises every input
@@ -115,7 +123,7 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
         if values:
             meta[key] = _union(values)
     starts = [m.meta["started"] for m in inputs if m.meta.get("started")]
-    ends = [m.meta["finished"] for m in inputs if m.meta.get("finished")]
+    ends = [end for end in map(_finished, inputs) if end]
     meta["started"] = min(starts, key=instant) if starts else None
     meta["finished"] = max(ends, key=instant) if ends else None
     conflicts = [c for m in inputs for c in (m.meta.get("conflicts") or [])]
