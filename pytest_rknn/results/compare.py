@@ -106,17 +106,22 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
     when the two disagree on status or signature, the disagreement is listed in
     ``meta["conflicts"]``. Metadata: list fields (platforms, quant, toolkits, toolkit_envs) are
     unioned, ``started`` is the earliest, ``finished`` the latest (a killed run's: its last
-    cell's), ``toolkit_s`` is the merged
-    cells' own, ``complete`` holds when every input's run ended; of several inputs, one run's wall
-    time and exit status are left out and so is ``command`` unless all inputs share it; other
-    fields come from the first input that has them, and ``merged_from`` summarises every input
-    (its command, times, shard, wall time, exit status and toolkit time).
+    cell's), ``toolkit_s`` is the merged cells' own, ``complete`` holds when every input's run
+    ended; of several inputs, one run's wall time and exit status are left out, and so is
+    ``command`` unless all inputs share it; other fields come from the first input that has
+    them, and ``merged_from`` summarises every input (its command, times, shard, wall time,
+    exit status and toolkit time).
     """
     inputs = list(matrices)
-    meta: dict[str, Any] = {}
+    left_out = {"conflicts", "merged_from", "journal"}
+    if len(inputs) > 1:
+        left_out.update(_ONE_RUN)
+        if len({m.meta.get("command") for m in inputs}) > 1:
+            left_out.add("command")
+    meta: dict[str, Any] = {"complete": all(map(_complete, inputs))}
     for matrix in inputs:
         for key, value in matrix.meta.items():
-            if key not in ("conflicts", "merged_from", "journal"):
+            if key not in left_out:
                 meta.setdefault(key, value)
     for key in _UNION_LISTS:
         values = [v for m in inputs for v in (m.meta.get(key) or [])]
@@ -153,12 +158,6 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
                     }
                 )
             result.add(kept, validated=True)
-    if len(inputs) > 1:
-        for key in _ONE_RUN:
-            result.meta.pop(key, None)
-        if len({m.meta.get("command") for m in inputs}) > 1:
-            result.meta.pop("command", None)
-    result.meta["complete"] = all(map(_complete, inputs))
     if any("toolkit_s" in m.meta for m in inputs):
         result.meta["toolkit_s"] = result.toolkit_seconds()
     result.meta["conflicts"] = conflicts

@@ -154,9 +154,10 @@ def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> st
 
     ``target`` is the test's node id (or a test path, e.g. ``cases/``), ``args`` the command line
     of the run the cell came from: its ``--rknn-*`` options are kept, but those naming the run's
-    files. Given the ``cell`` record, the options that choose cells are replaced by pins to that
-    one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ... --rknn-platforms ...
-    --rknn-quant ...``), so the re-run neither draws variants nor depends on the run's selection.
+    files and its shard. Given the ``cell`` record, the options that choose cells are replaced
+    by pins to that one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ...
+    --rknn-platforms ... --rknn-quant ...``), so the re-run neither draws variants nor depends
+    on the run's selection.
     """
     if cell is None:
         kept = _kept(args, _OUTPUTS + _SHARDING)
