@@ -64,7 +64,20 @@ class CellRecord:
     or why it could not tell (``error``). ``attention`` says, for an ``hf`` variant, how peaked
     its attention was in the torch reference run (``peak``: the mean largest attention
     probability; ``uniform``: the same for uniform attention over the allowed keys) and which
-    torch and transformers exported it. ``extra`` is room for fields a later version adds.
+    torch and transformers exported it.
+
+    Fields about the board and the verdict's grounds (each None when it does not apply):
+    ``placement`` is where the compiler put each op (NPU or CPU), the fused kernels, the data
+    types, memory and cycle estimates, from the build's own layer table, or ``{"error": why}``
+    when the table could not be read. ``calibration`` says what a quantized cell calibrated on
+    (``source`` user or generated, ``file``, ``samples``, ``masked_samples``, ``digest``).
+    ``bounds_rule`` names the rule that made ``bounds`` (e.g. ``fp16 emulation x 4``).
+    ``shapes`` are a dynamic-shape cell's listed shapes, each with its ``dims``, ``status``,
+    ``reason``, ``metrics`` and, when the compiler gives them per shape, ``placement``;
+    ``unlisted_shape`` is how the runtime answered one shape that was not listed
+    (``dims``, ``answer``: refused or served, ``message``). ``environment`` is the identity of
+    the toolkit environment that converted the cell. ``extra`` is room for fields a later
+    version adds.
     """
 
     variant_id: str
@@ -89,6 +102,12 @@ class CellRecord:
     fp16_layers: list[dict[str, str]] | None = None
     error_origin: dict[str, Any] | None = None
     attention: dict[str, Any] | None = None
+    placement: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    bounds_rule: str | None = None
+    shapes: list[dict[str, Any]] | None = None
+    unlisted_shape: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,7 +137,7 @@ class CellRecord:
         data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
         if not data["extra"]:
             del data["extra"]
-        for name in ("fp16_layers", "error_origin", "attention"):
+        for name in _OPTIONAL:
             if data[name] is None:
                 del data[name]
         return data
@@ -153,3 +172,15 @@ class CellRecord:
 
 
 _FIELDS = fields(CellRecord)
+_OPTIONAL = (
+    "fp16_layers",
+    "error_origin",
+    "attention",
+    "placement",
+    "calibration",
+    "bounds_rule",
+    "shapes",
+    "unlisted_shape",
+    "environment",
+)
+"""Fields left out of the document when they do not apply (None)."""

@@ -19,6 +19,7 @@ class Status(str, Enum):
     CONVERT_FAIL = "convert-fail"
     RUNTIME_FAIL = "runtime-fail"
     TOLERANCE_FAIL = "tolerance-fail"
+    CPU_FALLBACK = "cpu-fallback"
     REFERENCE_ERROR = "reference-error"
     CRASH = "crash"
     TIMEOUT = "timeout"
@@ -106,6 +107,15 @@ STATUS_TABLE: dict[Status, StatusInfo] = {
     ),
     Status.TOLERANCE_FAIL: StatusInfo(
         "ran, outputs outside the bounds", True, True, "failed", "#f0b400", "tolerance exceeded"
+    ),
+    Status.CPU_FALLBACK: StatusInfo(
+        "converted and within tolerance, but ops that --rknn-require-npu wants on the NPU run "
+        "on the CPU",
+        True,
+        True,
+        "failed",
+        "#e07b00",
+        "CPU fallback",
     ),
     Status.REFERENCE_ERROR: StatusInfo(
         "the host could not make the inputs or the reference (the model's or the harness' "

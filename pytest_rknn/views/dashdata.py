@@ -29,6 +29,7 @@ SYMBOLS: dict[Status, str] = {
     Status.CONVERT_FAIL: "✗",
     Status.RUNTIME_FAIL: "R",
     Status.TOLERANCE_FAIL: "≈",
+    Status.CPU_FALLBACK: "C",
     Status.REFERENCE_ERROR: "?",
     Status.CRASH: "!",
     Status.TIMEOUT: "T",
