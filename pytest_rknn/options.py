@@ -44,6 +44,11 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "envs": ("string", "", "folder of the toolkit environments (default: user cache dir)"),
     "curated": ("bool", "true", "include the curated variants"),
     "shard": ("string", "", "run only shard K of N (e.g. 2/4): a fixed, cost-balanced part"),
+    "require_npu": (
+        "string",
+        "",
+        "fail a passing cell with ops on the CPU: attention (no attention op) or all (no op)",
+    ),
     "shard_costs": (
         "string",
         "",

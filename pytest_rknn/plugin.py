@@ -66,7 +66,8 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "rknn(max_abs=..., min_cosine=..., ...): tolerance bounds for this test's rknn cells",
+        "rknn(max_abs=..., min_cosine=..., ..., npu='attention'|'all'|'none'): tolerance bounds "
+        "and the placement requirement for this test's rknn cells",
     )
     config.addinivalue_line("markers", "rknn_cell: a cell of the rknn compatibility matrix")
     settings = Settings.from_config(config)

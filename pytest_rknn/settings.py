@@ -28,6 +28,7 @@ from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
 from pytest_rknn.variants.families import FORM as HF_FORM
 from pytest_rknn.variants.families import FamilySpec, spec_from_id
 from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
+from pytest_rknn.verdict.placement import REQUIREMENTS
 from pytest_rknn.verdict.tolerance import Bounds
 
 PROFILES = ("ci", "full")
@@ -160,6 +161,18 @@ def _shard_costs(config: pytest.Config, shard: Shard | None) -> MeasuredCosts | 
         raise pytest.UsageError(str(exc)) from None
 
 
+def _require_npu(config: pytest.Config) -> str | None:
+    text = str(_value(config, "require_npu") or "").strip().lower()
+    if not text or text == "none":
+        return None
+    if text not in REQUIREMENTS:
+        raise pytest.UsageError(
+            f"--rknn-require-npu {text!r}: use attention (no attention op on the CPU) or all "
+            "(no op on the CPU), or leave it out to record placement only"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -189,6 +202,7 @@ class Settings:
     shard: Shard | None = None
     shard_costs: MeasuredCosts | None = None
     calibration: int = 8
+    require_npu: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -288,6 +302,7 @@ class Settings:
             shard=shard,
             shard_costs=_shard_costs(config, shard),
             calibration=_int(config, "calibration", minimum=1),
+            require_npu=_require_npu(config),
         )
 
     @property

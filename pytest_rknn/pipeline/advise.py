@@ -1,10 +1,12 @@
 """The advisor: which known fix turns a failing cell green (``--rknn-advise``).
 
-For a cell that failed (``convert-fail``, ``runtime-fail``, ``tolerance-fail``, ``crash``)
+For a cell that failed (``convert-fail``, ``runtime-fail``, ``tolerance-fail``, ``crash``, and
+under ``--rknn-require-npu`` ``cpu-fallback``: ops that should run on the NPU run on the CPU)
 :func:`candidate_fixes` lists a bounded set of known fixes, each a variation of the cell (other
 toolkit options, another form of the same attention, another quantization); :func:`advise` runs
 each as a real conversion through the same pipeline and toolkit worker and returns the cell's
-``fixes``: one entry per fix with its status, signature and key metrics. A fix that the toolkit
+``fixes``: one entry per fix with its status, signature, key metrics and placement (without
+the layer table: whether the fix keeps the attention on the NPU). A fix that the toolkit
 version would refuse (an option its ``config()`` does not accept) is reported as ``rejected``
 without a conversion: rejected is not "tried and did not work".
 
@@ -37,7 +39,13 @@ from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import SpecError
 
 ADVISED: frozenset[Status] = frozenset(
-    {Status.CONVERT_FAIL, Status.RUNTIME_FAIL, Status.TOLERANCE_FAIL, Status.CRASH}
+    {
+        Status.CONVERT_FAIL,
+        Status.RUNTIME_FAIL,
+        Status.TOLERANCE_FAIL,
+        Status.CPU_FALLBACK,
+        Status.CRASH,
+    }
 )
 _SUGGESTED_RULE = re.compile(r"disable_rules=\[\s*['\"](?P<rule>\w+)['\"]")
 _RULE_IN_SIGNATURE = re.compile(r"in fusion rule (?P<rule>\w+)")
@@ -124,12 +132,16 @@ def _summary(outcome_record: CellRecord) -> dict[str, Any]:
         name: {k: m[k] for k in _KEY_METRICS if k in m}
         for name, m in (outcome_record.metrics or {}).items()
     }
-    return {
+    summary = {
         "status": outcome_record.status.value,
         "signature": outcome_record.signature,
         "reason": outcome_record.reason,
         "metrics": metrics,
     }
+    placement = outcome_record.placement
+    if placement is not None:
+        summary["placement"] = {k: v for k, v in placement.items() if k != "layers"}
+    return summary
 
 
 def advise(

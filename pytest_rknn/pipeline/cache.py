@@ -75,6 +75,7 @@ class Conversion:
     cached: bool = False
     stored_outputs: list[str] | None = None
     fp16_layers: list[dict[str, str]] | None = None
+    placement: dict[str, Any] | None = None
 
     @property
     def cacheable(self) -> bool:
@@ -102,6 +103,7 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "toolkit": (str, type(None)),
     "outputs": (list,),
     "fp16_layers": (list, type(None)),
+    "placement": (dict, type(None)),
 }
 
 
@@ -269,6 +271,7 @@ class ResultCache:
             cached=True,
             stored_outputs=list(entry["outputs"]) if outputs else None,
             fp16_layers=_layers(entry["fp16_layers"]),
+            placement=entry["placement"],
         )
 
     def put(self, key: str, conversion: Conversion) -> None:
@@ -296,6 +299,7 @@ class ResultCache:
             "toolkit": conversion.toolkit,
             "outputs": digests,
             "fp16_layers": conversion.fp16_layers,
+            "placement": conversion.placement,
         }
         self.cache.set(CACHE_PREFIX + key, entry)
         if conversion.status is None:

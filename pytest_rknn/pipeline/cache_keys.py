@@ -27,6 +27,9 @@ _CODE = (
     "pipeline/reproduce.py",
     "verdict/signatures.py",
     "verdict/logtext.py",
+    "verdict/placement.py",
+    "toolkit/supervisor.py",
+    "pipeline/cell_job.py",
 )
 # ... and a cached reference: the float64 attention and the user models' onnxruntime run.
 _REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")

@@ -9,6 +9,7 @@ worker's result becomes (:func:`conversion_of`). How the cell runs is :mod:`.run
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from pytest_rknn.results.status import Status
 from pytest_rknn.toolkit.protocol import Job, JobResult
 from pytest_rknn.verdict.judge import judge_failure
 from pytest_rknn.verdict.logtext import log_excerpt, without_harness_frames
+from pytest_rknn.verdict.placement import read_placement, read_placement_file
 from pytest_rknn.verdict.signatures import silent_failure
 
 
@@ -44,6 +46,7 @@ def conversion_of(result: JobResult) -> Conversion:
         signature = judge_failure(status, result.log, result.error).signature
     return Conversion(
         job_id=result.id,
+        placement=placement_of(result, status),
         status=status,
         outputs=outputs,
         error=result.error,
@@ -56,6 +59,21 @@ def conversion_of(result: JobResult) -> Conversion:
         artifact=result.artifact,
         fp16_layers=result.fp16_layers,
     )
+
+
+def placement_of(result: JobResult, status: Status | None) -> dict[str, object] | None:
+    """Where the build put the ops, from this job's own whole log (None: the build did not get
+    through, so there is no table to read). ``model_bytes`` is the exported file's size."""
+    built = status is None or status is Status.RUNTIME_FAIL or result.failed_phase == "export_rknn"
+    if not built or result.fault is not None:
+        return None
+    model_bytes = None
+    if result.artifact:
+        with contextlib.suppress(OSError):
+            model_bytes = Path(result.artifact).stat().st_size
+    if result.log_path:
+        return read_placement_file(result.log_path, model_bytes)
+    return read_placement(result.log, model_bytes)
 
 
 def config_options(cell: CellSpec) -> dict[str, object]:
@@ -119,6 +137,7 @@ def make_job(
         hybrid=mode.hybrid,
         analysis=analyse,
         simulate=not analyse,
+        verbose=not analyse,
         **load,
     )
     if mode.do_quantization:

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_rknn.pipeline.explore_targets import ExploreTarget, explore_targets
 from pytest_rknn.pipeline.plan import CellSpec
-from pytest_rknn.pipeline.run import Outcome, run_guarded
+from pytest_rknn.pipeline.run import Outcome, held_to_npu, run_guarded
 from pytest_rknn.pipeline.session import RknnSession
 from pytest_rknn.pipeline.subjects import subject_of
 from pytest_rknn.variants.explore import find_minimal
@@ -41,6 +41,7 @@ class Explorer:
         if spec.id not in self.tried:
             cell = CellSpec(subject_of(spec), *self._coords())
             outcome = run_guarded(cell, self.session, self.bounds)
+            outcome = held_to_npu(outcome, self.session.settings.require_npu)
             self.tried[spec.id] = outcome
             self.records.append(outcome.record)
         return self.tried[spec.id]

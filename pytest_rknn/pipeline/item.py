@@ -1,6 +1,7 @@
 """What a pytest item does with its cell: bounds, the run, the records, the verdict.
 
 Owns :func:`item_bounds` (the mode's bounds, the ini keys', the ``rknn`` marker's),
+:func:`item_npu` (what the placement must be: ``--rknn-require-npu``, the marker's ``npu``),
 :func:`run_item` (the cell run under them, with ``--rknn-advise`` its known fixes too, and
 its record kept in the item's stash for the report), :func:`verdict` (the pytest outcome a
 status calls for, with the short failure block and the re-run command) and the objects the
@@ -16,6 +17,7 @@ import pytest
 
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.targets import base_quant
+from pytest_rknn.verdict.placement import REQUIREMENTS
 from pytest_rknn.verdict.tolerance import Bounds
 
 if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
@@ -41,27 +43,56 @@ def item_bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
     except ValueError as exc:
         raise pytest.UsageError(f"rknn tolerance bounds: {exc}") from None
     marker = node.get_closest_marker("rknn")
-    if marker is not None and marker.kwargs:
+    given = {k: v for k, v in (marker.kwargs if marker is not None else {}).items() if k != "npu"}
+    if given:
         try:
-            bounds = bounds.replace(**marker.kwargs)
+            bounds = bounds.replace(**given)
         except ValueError as exc:
             pytest.fail(f"@pytest.mark.rknn on {node.name}: {exc}", pytrace=False)
     return bounds
 
 
-def run_item(cell: CellSpec, node: pytest.Item, session: RknnSession) -> Outcome:
-    """Run a cell under the node's bounds (with ``--rknn-advise``, a failing one's known fixes
-    too) and keep its record for the node's report."""
-    from pytest_rknn.pipeline.run import run_guarded
+def item_npu(node: pytest.Item, settings: Settings, given: str | None = None) -> str | None:
+    """What the node asks of the placement: ``given`` (``rknn.convert(npu=...)``), else the
+    ``rknn`` marker's ``npu``, else ``--rknn-require-npu`` (None: record it only)."""
+    marker = node.get_closest_marker("rknn")
+    if given is None and marker is not None and "npu" in marker.kwargs:
+        given = marker.kwargs["npu"]
+        where = f"@pytest.mark.rknn(npu=...) on {node.name}"
+    else:
+        where = "rknn.convert(npu=...)"
+    if given is None:
+        return settings.require_npu
+    if given in (False, "none"):
+        return None
+    if given not in REQUIREMENTS:
+        pytest.fail(
+            f"{where}: {given!r} is not a requirement; use 'attention' (no attention op on the "
+            "CPU), 'all' (no op on the CPU) or 'none'",
+            pytrace=False,
+        )
+    return str(given)
+
+
+def run_item(
+    cell: CellSpec, node: pytest.Item, session: RknnSession, npu: str | None = None
+) -> Outcome:
+    """Run a cell under the node's bounds and placement requirement (with ``--rknn-advise``, a
+    failing one's known fixes too) and keep its record for the node's report."""
+    from pytest_rknn.pipeline.run import held_to_npu, run_guarded
 
     settings = session.settings
-    outcome = run_guarded(cell, session, item_bounds(node, settings, cell.quant))
+    require = item_npu(node, settings, npu)
+    outcome = held_to_npu(
+        run_guarded(cell, session, item_bounds(node, settings, cell.quant)), require
+    )
     if settings.advise:
         from pytest_rknn.pipeline.advise import ADVISED, advise
     if settings.advise and outcome.status in ADVISED:
 
         def attempt(fix: CellSpec) -> Any:
-            return run_guarded(fix, session, item_bounds(node, settings, fix.quant)).record
+            tried = run_guarded(fix, session, item_bounds(node, settings, fix.quant))
+            return held_to_npu(tried, require).record
 
         outcome.record.fixes = advise(cell, outcome.record, attempt)
     node.stash.setdefault(RECORDS, []).append(outcome.record)
@@ -136,8 +167,10 @@ class Converter:
         toolkit: str | None = None,
         quant: str = "fp16",
         inputs: dict[str, Any] | None = None,
+        npu: str | None = None,
     ) -> Outcome:
-        """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime.
+        """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime;
+        ``npu`` (``attention``, ``all`` or ``none``) overrides the placement requirement.
 
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
@@ -152,4 +185,4 @@ class Converter:
             raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
         subject = provided_model(model, self.session.workdir / "provided", inputs)
-        return run_item(CellSpec(subject, platform, version, quant), self.node, self.session)
+        return run_item(CellSpec(subject, platform, version, quant), self.node, self.session, npu)

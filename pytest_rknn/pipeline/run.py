@@ -37,6 +37,7 @@ from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.verdict.judge import Verdict, judge_outputs
 from pytest_rknn.verdict.logtext import error_lines
+from pytest_rknn.verdict.placement import broken_requirement
 from pytest_rknn.verdict.tolerance import Bounds
 
 
@@ -240,8 +241,36 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         fp16_layers=conversion.fp16_layers,
         error_origin=origin,
         attention=built.export,
+        placement=conversion.placement,
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
+
+
+def held_to_npu(outcome: Outcome, require: str | None) -> Outcome:
+    """The outcome under ``--rknn-require-npu`` (``attention`` or ``all``; None: placement is
+    recorded only). A passing cell with ops the requirement wants on the NPU running on the CPU
+    becomes ``cpu-fallback``, naming them; a passing cell whose placement cannot be read becomes
+    ``crash`` with the reason (a pass it cannot vouch for is not given). Other statuses stand."""
+    record = outcome.record
+    if require is None or record.status is not Status.PASS:
+        return outcome
+    placement = record.placement
+    if not placement or "error" in placement:
+        why = (placement or {}).get("error", "no layer table was recorded")
+        record.status = Status.CRASH
+        record.signature = "placement unreadable"
+        record.reason = f"--rknn-require-npu {require} cannot be checked: {why}"
+    else:
+        ops = broken_requirement(placement, require)
+        if not ops:
+            return outcome
+        what = "attention ops" if require == "attention" else "ops"
+        kinds = sorted({op.split(" ", 1)[0] for op in ops})
+        record.status = Status.CPU_FALLBACK
+        record.signature = f"CPU fallback: {', '.join(kinds)}"
+        record.reason = f"{len(ops)} {what} on the CPU (npu={require}): {'; '.join(ops)}"[:600]
+    outcome.message = message(record)
+    return outcome
 
 
 def _error_origin(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -50,6 +51,8 @@ from pytest_rknn.toolkit.protocol import (
 REMOTE = Path(__file__).with_name("remote.py")
 LOG_HEAD = 16 * 1024
 LOG_TAIL = 192 * 1024
+_DEBUG_LINE = re.compile(rb"^D [^\n]*(?:\n|$)", re.MULTILINE)
+"""A toolkit debug line (level ``D``): printed only when it is verbose."""
 
 
 class WorkerStartError(RuntimeError):
@@ -66,11 +69,18 @@ class _Fault:
 
 
 def read_log(path: str | Path, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> str:
-    """The toolkit's log for a job, its middle cut out when it is long."""
+    """The toolkit's log for a job without its debug lines, its middle cut out when it is long.
+
+    A verbose build's ``D`` lines (its layer and tensor tables: read from the whole file by
+    :mod:`~pytest_rknn.verdict.placement`) are dropped first, so that they neither push the
+    lines a person reads out of the kept head and tail nor reach the signatures.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError:
         return ""
+    if b"\nD " in data or data.startswith(b"D "):
+        data = _DEBUG_LINE.sub(b"", data)
     if len(data) > head + tail:
         cut = len(data) - head - tail
         data = data[:head] + f"\n[... {cut} bytes cut ...]\n".encode() + data[-tail:]
