@@ -39,6 +39,7 @@ from pytest_rknn.results.journal import (
 )
 from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.settings import Settings
+from pytest_rknn.views.placement import junit_properties as placement_properties
 from pytest_rknn.views.text import summary_text
 
 WRITE_INTERVAL = 5.0
@@ -337,7 +338,8 @@ def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: Cel
     (``rknn.rk3588.2_3_2.fp16``, so CI test views group by chip and version) and properties
     (``rknn.status``, ``rknn.signature``, ``rknn.platform``, ``rknn.toolkit``, ``rknn.quant``,
     ``rknn.variant``, ``rknn.<output>.<metric>`` for cosine, rel_l2, max_abs_rms and max_abs,
-    and ``rknn.warning`` when the cell has one)."""
+    ``rknn.warning`` when the cell has one, and its placement: ``rknn.npu_ops``,
+    ``rknn.cpu_ops``, ``rknn.attention_on_npu``, ``rknn.memory_<kind>_bytes``)."""
     try:
         from _pytest.junitxml import xml_key
     except ImportError:  # pragma: no cover - pytest moved it; JUnit then lacks our fields
@@ -358,6 +360,7 @@ def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: Cel
     }
     if cell.warning:
         fields["warning"] = cell.warning
+    fields.update(placement_properties(cell))
     for output, metrics in sorted((cell.metrics or {}).items()):
         for metric in ("cosine", "rel_l2", "max_abs_rms", "max_abs"):
             if metrics.get(metric) is not None:

@@ -2,7 +2,9 @@
 
 ``diff OLD NEW`` (or ``diff --toolkits A B MATRIX``) prints the counts of fixed / regressed /
 changed / new / removed / unchanged cells and the changed cells, as text, ``--json`` or
-``--markdown``; it exits 1 only when a cell regressed (2 for unusable input).
+``--markdown``, with the placement changes (attention that left the NPU, more CPU ops, memory);
+it exits 1 only when a cell regressed, or with ``--fail-on-placement`` when placement regressed
+(2 for unusable input).
 
 ``merge`` takes matrix files, folders of them, and the journals of interrupted runs; the journal
 beside a matrix file (a run that was killed, or could not write its matrix) is read with it. A
@@ -187,6 +189,12 @@ def _configure_diff(parser: argparse.ArgumentParser) -> None:
         metavar=("A", "B"),
         help="compare toolkit version A with version B inside one matrix, per platform",
     )
+    parser.add_argument(
+        "--fail-on-placement",
+        action="store_true",
+        help="exit 1 also when placement regressed (an attention op moved to the CPU, or more "
+        "ops run on the CPU)",
+    )
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print the report as JSON")
     form.add_argument(
@@ -227,7 +235,10 @@ def _run_diff(args: argparse.Namespace) -> int:
         print(diff_markdown(reports), end="")
     else:
         print(diff_text(reports))
-    return 1 if any(r.regressions for r in reports) else 0
+    if any(r.regressions for r in reports):
+        return 1
+    moved = any(r.placement is not None and r.placement.regressions for r in reports)
+    return 1 if args.fail_on_placement and moved else 0
 
 
 register(

@@ -3,7 +3,8 @@
 :func:`diff` lists what changed cell by cell; :func:`compare` wraps it in a :class:`DiffReport`
 with the counts a person reads first (fixed / regressed / changed / new / removed / unchanged);
 :func:`toolkit_diff` compares two toolkit versions inside one matrix, per platform and quant
-mode ("2.3.2 → 2.5.0 on rk3588: 0 fixed, 6 regressed"). Views format these reports; nothing
+mode ("2.3.2 → 2.5.0 on rk3588: 0 fixed, 6 regressed"). Each report also carries how the
+placement moved (:mod:`~pytest_rknn.results.placement_diff`). Views format these reports; nothing
 here prints.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from pytest_rknn.results.cell import CellRecord, Key, instant
 from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.placement_diff import PlacementReport, placement_diff
 from pytest_rknn.results.status import Status
 from pytest_rknn.views.tally import version_key
 
@@ -218,6 +220,7 @@ class DiffReport:
     unchanged: int
     platform: str | None = None
     quant: str | None = None
+    placement: PlacementReport | None = None
 
     @property
     def regressions(self) -> list[Change]:
@@ -258,6 +261,7 @@ class DiffReport:
                 }
                 for c in self.changes
             ],
+            "placement": self.placement.to_dict() if self.placement is not None else None,
         }
 
 
@@ -267,7 +271,8 @@ def compare(old: Matrix, new: Matrix, label: str = "old → new") -> DiffReport:
     alike = len(set(new.keys()) & set(old.keys())) - sum(
         1 for c in changes if c.kind not in ("new", "removed")
     )
-    return DiffReport(label, tuple(changes), alike)
+    pairs = [(old.get(key), new.get(key)) for key in sorted(set(new.keys()) & set(old.keys()))]
+    return DiffReport(label, tuple(changes), alike, placement=placement_diff(pairs))
 
 
 def toolkits_of(matrix: Matrix) -> list[str]:
@@ -313,7 +318,7 @@ def toolkit_diff(matrix: Matrix, before: str, after: str) -> list[DiffReport]:
             1 for c in changes if c.kind not in ("new", "removed")
         )
         where = f"{platform} {quant}" if several_quants else platform
-        reports.append(
-            DiffReport(f"{before} → {after} on {where}", tuple(changes), alike, platform, quant)
-        )
+        moved = placement_diff((a[v], b[v]) for v in sorted(b) if v in a)
+        label = f"{before} → {after} on {where}"
+        reports.append(DiffReport(label, tuple(changes), alike, platform, quant, moved))
     return reports

@@ -1,5 +1,5 @@
-"""The Markdown views: a matrix's report (summary, pass/ran table, signatures, failing cells) and
-a diff's report; every table cell is escaped (:func:`md_text`, :func:`md_code`).
+"""The Markdown views: a matrix's report (summary, pass/ran table, placement, signatures, failing
+cells) and a diff's report; every table cell is escaped (:func:`md_text`, :func:`md_code`).
 
 GitHub renders Markdown tables with inline HTML, so text from a log or a model's name could
 otherwise close the table (``|``), start a tag (``<``) or turn into emphasis or a link.
@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from pytest_rknn.views.placement import chip_comparison, fallback_ops, memory_ranges, npu_table
 from pytest_rknn.views.tally import (
     cells_of,
     failing_cells,
@@ -52,6 +53,38 @@ def _accuracy(cell: Any) -> str:
     return f"{worst['cosine']:.5f} / " + (f"{rel:.2%}" if isinstance(rel, float) else "n/a")
 
 
+def _table(rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(md_text(v) for v in rows[0]) + " |"]
+    lines.append("|---|" + "---|" * (len(rows[0]) - 1))
+    return lines + ["| " + " | ".join(md_text(v) for v in row) + " |" for row in rows[1:]]
+
+
+def _placement(cells: list[Any]) -> list[str]:
+    """Where the ops run: attention fully on the NPU per platform x toolkit (of the cells with
+    attention ops in their layer table), the op types that fall back most, the chips side by
+    side and the memory ranges (nothing when no cell has a layer table)."""
+    table = npu_table(cells)
+    if not table:
+        return []
+    lines = ["", "## Where it runs: attention fully on the NPU", ""]
+    lines += [
+        "The compiler's plan for the chip (its layer table), not a measurement on a board.",
+        "",
+    ]
+    lines += _table(table)
+    ops = fallback_ops(cells)
+    if ops:
+        shown = ", ".join(f"{md_code(op)} ({n})" for op, n in ops)
+        lines += ["", f"Attention ops on the CPU most often: {shown}"]
+    chips = chip_comparison(cells)
+    if chips:
+        lines += [""] + [f"- {md_text(line)}" for line in chips]
+    memory = memory_ranges(cells)
+    if memory:
+        lines += ["", "Memory per chip (min – max):", ""] + _table(memory)
+    return lines
+
+
 def to_markdown(matrix: Any, top: int = 20) -> str:
     """A Markdown report: summary line, platform x toolkit table, signatures, failing cells."""
     cells = cells_of(matrix)
@@ -79,6 +112,7 @@ def to_markdown(matrix: Any, top: int = 20) -> str:
         lines.append("| " + " | ".join(md_text(v) for v in families[0]) + " |")
         lines.append("|---|" + "---|" * (len(families[0]) - 1))
         lines += ["| " + " | ".join(md_text(v) for v in row) + " |" for row in families[1:]]
+    lines += _placement(cells)
     signatures = top_signatures(cells, top)
     if signatures:
         lines += ["", "## Failure signatures", "", "| cells | signature | where |", "|---|---|---|"]
@@ -102,6 +136,43 @@ def to_markdown(matrix: Any, top: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _placement_diff(reports: list[Any]) -> list[str]:
+    """Where the ops run, per comparison: attention that left the NPU or came back, more or
+    fewer CPU ops, and the median memory change (only comparisons with layer tables)."""
+    moved = [(r, r.placement) for r in reports if getattr(r, "placement", None)]
+    moved = [(r, p) for r, p in moved if p.compared]
+    if not moved:
+        return []
+    lines = ["", "Placement (where the compiler puts the ops):", ""]
+    lines.append(
+        "| comparison | attention left the NPU | back on the NPU | more CPU ops | fewer CPU ops "
+        "| internal memory | weight memory | cells |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for report, placement in moved:
+        n = placement.counts()
+        memory = [
+            f"{change:+.0%}" if change is not None else "-"
+            for change in (placement.internal_change, placement.weight_change)
+        ]
+        lines.append(
+            f"| {md_text(report.label)} | {n['attention-to-cpu']} | {n['attention-to-npu']} "
+            f"| {n['more-cpu-ops']} | {n['fewer-cpu-ops']} | {memory[0]} | {memory[1]} "
+            f"| {placement.compared} |"
+        )
+    regressions = [c for _r, p in moved for c in p.regressions]
+    if regressions:
+        lines += ["", "| placement regression | variant | platform | toolkit | quant | CPU ops |"]
+        lines.append("|---|---|---|---|---|---|")
+        for c in regressions[:50]:
+            variant, platform, toolkit, quant = c.key
+            lines.append(
+                f"| {md_text(c.kind)} | {md_code(variant)} | {md_text(platform)} "
+                f"| {md_text(toolkit)} | {md_text(quant)} | {c.cpu_before} → {c.cpu_after} |"
+            )
+    return lines
+
+
 def diff_markdown(reports: Iterable[Any], title: str = "rknn matrix diff", limit: int = 50) -> str:
     """A diff's reports: one counts table, then each report's changed cells (at most ``limit``
     rows per report, the regressions first)."""
@@ -115,6 +186,7 @@ def diff_markdown(reports: Iterable[Any], title: str = "rknn matrix diff", limit
         lines.append(
             f"| {md_text(report.label)} | " + " | ".join(str(counts[n]) for n in names) + " |"
         )
+    lines += _placement_diff(reports)
     order = {"regression": 0, "fix": 1, "changed": 2, "new": 3, "removed": 4}
     for report in reports:
         if not report.changes:

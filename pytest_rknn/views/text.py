@@ -1,7 +1,8 @@
 """The terminal view of a matrix: the run's summary, diff reports, and re-run commands.
 
 :func:`summary_text` is the block at the end of a run (status line, pass/ran per platform and
-toolkit, commonest signatures, the warnings of cells whose toolkit survived an exception);
+toolkit, attention fully on the NPU per platform and toolkit, commonest signatures, the
+warnings of cells whose toolkit survived an exception);
 :func:`diff_text` prints :class:`~pytest_rknn.results.compare.
 DiffReport` s; :func:`rerun_command` is the one place that spells the command re-running one
 cell (the failing item's block, the dashboard's cell panel and the Markdown report all use it).
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pytest_rknn.results.status import FIX_REJECTED, Status
+from pytest_rknn.views.placement import placement_text
 from pytest_rknn.views.tally import (
     cells_of,
     family_table,
@@ -86,6 +88,7 @@ def summary_text(matrix: Any, top: int = 8) -> str:
     lines += [
         "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
+    lines += placement_text(cells)
     families = family_table(cells)
     if families:
         widths = [max(len(r[i]) for r in families) for i in range(len(families[0]))]
@@ -111,11 +114,16 @@ def summary_text(matrix: Any, top: int = 8) -> str:
 
 
 def diff_text(reports: Iterable[Any]) -> str:
-    """Each report's headline, then its changed cells (one line each), indented."""
+    """Each report's headline, then its changed cells (one line each), indented, then how the
+    placement moved (when both sides have layer tables)."""
     lines: list[str] = []
     for report in reports:
         lines.append(report.headline())
         lines += ["  " + change.describe() for change in report.changes]
+        moved = getattr(report, "placement", None)
+        if moved is not None and moved.compared:
+            lines.append("  placement: " + moved.headline())
+            lines += ["    " + change.describe() for change in moved.changes]
     return "\n".join(lines)
 
 
