@@ -13,7 +13,9 @@ each job runs in a fork of it (``remote_fork.py`` beside this file), which write
 itself; a fork that dies first is reported by this process as ``died`` with how it ended. A
 toolkit that leaves a thread running after its import gets no forks (``"fork": false`` in the
 ready).
-A job runs ``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
+A job runs in its own folder (a verbose build writes debug graphs into the current folder: they
+are removed after the job) through
+``config -> load_onnx -> build -> export_rknn -> init_runtime -> inference`` and its
 result names the call that failed (``failed_phase``), or none; ``load_onnx`` gets the job's
 ``input_names`` and ``input_size_list`` when the host sent them (a graph with free dims). While
 a call runs, its name is in the job folder's ``toolkit-call`` file, for the host to read if the
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import glob
 import json
 import os
 import sys
@@ -246,9 +249,32 @@ def _read(jobs) -> dict | None:
     return message
 
 
+DEBUG_DUMPS = "check[0-9]*_*.onnx"
+"""What a verbose build writes into the current folder (the graph after each optimisation
+pass): nobody reads them, so they go into the job's folder and are removed after the job."""
+
+
+def _absolute(job: dict) -> dict:
+    paths = {k: os.path.abspath(job[k]) for k in ("onnx", "outdir", "log") if job.get(k)}
+    if job.get("dataset"):
+        paths["dataset"] = os.path.abspath(job["dataset"])
+    inputs = [os.path.abspath(p) for p in job.get("inputs", [])]
+    return {**job, **paths, "inputs": inputs}
+
+
 def _logged(job: dict, rknn_cls: type) -> dict:
-    with _Redirect(job["log"]):
-        return run_job(job, rknn_cls)
+    job = _absolute(job)
+    os.makedirs(job["outdir"], exist_ok=True)
+    saved = os.getcwd()
+    os.chdir(job["outdir"])
+    try:
+        with _Redirect(job["log"]):
+            return run_job(job, rknn_cls)
+    finally:
+        os.chdir(saved)
+        for dump in glob.glob(os.path.join(job["outdir"], DEBUG_DUMPS)):
+            with contextlib.suppress(OSError):
+                os.unlink(dump)
 
 
 def serve(jobs_fd: int, results_fd: int) -> int:

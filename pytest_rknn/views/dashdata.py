@@ -3,9 +3,10 @@
 :func:`payload` turns a matrix (and optionally the run before it and a history of runs) into
 one JSON-ready dict: the status legend (from the status vocabulary), the targets, the variants
 grouped by form and family, one compact entry per cell, each cell's details for the cell panel
-(every metric against its bound, timings, peak memory, the log's head and tail without the
-harness's frames, the advisor's fixes, the re-run command), the signatures, the toolkit diffs
-and the history. Repeated long strings (logs, reasons) are stored once.
+(every metric against its bound, timings, peak memory, the layer table and memory, the log's
+head and tail without the harness's frames, the advisor's fixes, the re-run command), the
+signatures, the toolkit diffs and the history (with placement changes: :mod:`.dashplace`).
+Repeated long strings (logs, reasons) are stored once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import STATUS_TABLE, Status
 from pytest_rknn.verdict.logtext import without_harness_frames
 from pytest_rknn.verdict.tolerance import BOUND_OF_METRIC
+from pytest_rknn.views.dashplace import (
+    LABELS,
+    history_placement,
+    placement_detail,
+    placement_index,
+    placement_report,
+)
+from pytest_rknn.views.placement import chip_comparison
 from pytest_rknn.views.tally import top_signatures, version_key
 from pytest_rknn.views.text import rerun_command
 
@@ -199,6 +208,7 @@ def _report(report: Any, where: dict[tuple[str, ...], int]) -> dict[str, Any]:
         "headline": report.headline(),
         "counts": report.counts(),
         "changes": _changes(report, where),
+        "placement": placement_report(report, where),
     }
 
 
@@ -278,6 +288,7 @@ def payload(
                 target_index[(cell.platform, cell.toolkit, cell.quant)],
                 status_index[cell.status],
                 signature_index.get(sig, -1) if sig else -1,
+                placement_index(cell),
             ]
         )
         details.append(
@@ -295,6 +306,7 @@ def payload(
                 "log_tail": strings(tail),
                 "fixes": fixes_of(cell),
                 "notes": notes_of(cell),
+                "placement": placement_detail(cell),
                 "rerun": _rerun(cell, meta),
             }
         )
@@ -323,6 +335,8 @@ def payload(
         "diffs": diffs,
         "changed": changed,
         "history": history_data(history, where) if history else None,
+        "placements": list(LABELS),
+        "chips": chip_comparison(cells),
     }
 
 
@@ -344,4 +358,5 @@ def history_data(runs: Sequence[Any], where: dict[tuple[str, ...], int]) -> dict
             for f in found[:500]
         ],
         "flip_count": len(found),
+        "placement": history_placement(list(runs)),
     }

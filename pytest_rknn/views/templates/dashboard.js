@@ -35,7 +35,7 @@
   const state = {
     search: "", form: "", family: "", platform: "", toolkit: "", quant: "", signature: "",
     sort: "group", sortTarget: -1, statuses: new Set(S.map((s) => s.name)), only: null,
-    onlyLabel: "",
+    onlyLabel: "", placement: "", overlay: false,
   };
   const toolkits = uniq(T.map((t) => t[1]));
   function fill(id, values) {
@@ -48,6 +48,10 @@
   fill("f-toolkit", toolkits);
   fill("f-quant", uniq(T.map((t) => t[2])));
   D.signatures.forEach((s, i) => $("f-signature").append(el("option", { value: String(i), text: s })));
+  const P = D.placements || [];
+  P.forEach((label, k) => $("f-placement").append(el("option", { value: String(k), text: label })));
+  $("f-placement").append(el("option", { value: "-1", text: "no layer table" }));
+  $("f-overlay").addEventListener("change", () => { state.overlay = $("f-overlay").checked; render(); });
   const present = new Set(C.map((c) => c[2]));
   S.forEach((s, i) => {
     if (!present.has(i)) return;
@@ -58,7 +62,7 @@
     });
     $("f-status").append(el("label", { class: "chip " + s.name }, box, " " + s.symbol + " " + s.name));
   });
-  for (const name of ["search", "form", "family", "platform", "toolkit", "quant", "signature", "sort"]) {
+  for (const name of ["search", "form", "family", "platform", "toolkit", "quant", "signature", "placement", "sort"]) {
     const input = $("f-" + name);
     input.addEventListener(name === "search" ? "input" : "change", () => {
       state[name] = input.value;
@@ -68,7 +72,7 @@
   }
   function setFilter(name, value) { state[name] = value; $("f-" + name).value = value; }
   function reset() {
-    for (const n of ["search", "form", "family", "platform", "toolkit", "quant", "signature"]) setFilter(n, "");
+    for (const n of ["search", "form", "family", "platform", "toolkit", "quant", "signature", "placement"]) setFilter(n, "");
     setFilter("sort", "group");
     state.sortTarget = -1; state.only = null; state.onlyLabel = "";
     state.statuses = new Set(S.map((s) => s.name));
@@ -87,9 +91,11 @@
     if (state.only && !state.only.has(i)) return false;
     if (!state.statuses.has(status(i).name)) return false;
     if (state.signature !== "" && C[i][3] !== Number(state.signature)) return false;
+    if (state.placement !== "" && C[i][4] !== Number(state.placement)) return false;
     return true;
   }
-  const filtering = () => state.only || state.signature !== "" || state.statuses.size !== S.length;
+  const filtering = () => state.only || state.signature !== "" || state.placement !== ""
+    || state.statuses.size !== S.length;
 
   function render() {
     const cols = [];
@@ -163,9 +169,11 @@
         const match = cellMatches(i);
         if (match) shownCells++;
         const sig = C[i][3] >= 0 ? " · " + D.signatures[C[i][3]] : "";
+        const pl = C[i][4] >= 0 ? " · " + P[C[i][4]] : "";
+        const overlay = state.overlay && C[i][4] >= 0 ? " pl" + C[i][4] : "";
         tr.append(el("td", {
-          class: "c " + s.name + (match ? "" : " dim"), "data-i": String(i),
-          title: cellId(i) + " · " + s.name + sig, text: s.symbol,
+          class: "c " + s.name + (match ? "" : " dim") + overlay, "data-i": String(i),
+          title: cellId(i) + " · " + s.name + sig + pl, text: s.symbol,
         }));
       }
       body.append(tr);
@@ -228,6 +236,7 @@
           el("td", { text: m.held === null ? "" : m.held ? "✓ within" : "✗ broken" }),
         ])));
     }
+    if (d.placement) placementPanel(body, d.placement);
     const times = Object.entries(d.timings);
     body.append(el("h3", { text: "timings and memory" }), table(["what", "value"], [
       ...times.map(([k, x]) => [el("td", { text: k }), el("td", { text: fmt(x) + " s" })]),
@@ -254,6 +263,33 @@
     $("panel").focus();
     history.replaceState(null, "", "#cell=" + encodeURIComponent(cellId(i)));
   }
+  function kib(x) { return x === null || x === undefined ? "–" : (x / 1024).toFixed(1) + " KiB"; }
+  function placementPanel(body, p) {
+    body.append(el("h3", { text: "where it runs (the compiler's plan, not a board measurement)" }));
+    if (p.error) { body.append(el("pre", { class: "reason", id: "placement-error", text: "layer table not read: " + p.error })); return; }
+    const att = p.attention_on_npu === null ? "no attention op found" : p.attention_on_npu ? "attention fully on the NPU" : "attention on the CPU";
+    body.append(el("p", { id: "placement-summary", text: p.npu_ops + " ops on the NPU, " + p.cpu_ops + " on the CPU; " + att
+      + (p.fused.length ? "; fused kernels: " + p.fused.join(", ") : "") }));
+    const m = p.memory || {}, cy = p.cycles || {};
+    body.append(table(["memory", "value"], [
+      [el("td", { text: "internal" }), el("td", { text: kib(m.internal_bytes) })],
+      [el("td", { text: "weights" }), el("td", { text: kib(m.weight_bytes) })],
+      [el("td", { text: "model file" }), el("td", { text: kib(m.model_bytes) })],
+      [el("td", { text: "cycle estimates (DDR/NPU/total)" }), el("td", { text: cy.ops_with_estimate ? cy.ddr + " / " + cy.npu + " / " + cy.total + " over " + cy.ops_with_estimate + " ops" : "none given" })],
+    ]));
+    const layers = table(["id", "op", "type", "target", "name"], p.layers.map(([id, op, dtype, target, attention, name]) => [
+      el("td", { text: String(id) + (attention ? " ◆" : "") }), el("td", { text: op }), el("td", { text: dtype }),
+      el("td", { text: target }), el("td", { text: name })]));
+    layers.id = "layer-table";
+    p.layers.forEach(([, , , target, attention], k) => {
+      layers.tBodies[0].rows[k].className = (target === "CPU" ? "cpu" : "") + (attention ? " att" : "");
+    });
+    const summary = "layer table (" + p.layers.length + " ops; CPU rows highlighted, ◆ attention)"
+      + (p.layers_left_out ? ", " + p.layers_left_out + " more left out" : "");
+    const details = el("details", {}, el("summary", { text: summary }), layers);
+    details.open = p.cpu_ops > 0;
+    body.append(details);
+  }
   function closePanel() { $("panel").hidden = true; }
   $("panel-close").addEventListener("click", closePanel);
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closePanel(); });
@@ -263,6 +299,7 @@
   function card(report, cls) {
     const indices = report.changes.map((c) => c[0]).filter((i) => i >= 0);
     const c = el("div", { class: "card " + cls }, el("div", { text: report.headline }));
+    if (report.placement) c.append(el("div", { class: "placement-head", text: "placement: " + report.placement.headline }));
     if (indices.length) {
       const a = el("a", { href: "#grid-section", text: "show the " + indices.length + " changed cells" });
       a.addEventListener("click", (ev) => { ev.preventDefault(); showOnly(indices, report.label); });
@@ -270,7 +307,7 @@
     }
     return c;
   }
-  const tone = (r) => (r.counts.regressed ? "bad" : r.counts.fixed ? "good" : "");
+  const tone = (r) => (r.counts.regressed || (r.placement && r.placement.regressions) ? "bad" : r.counts.fixed ? "good" : "");
   const strip = $("changed-strip");
   if (D.changed.previous) strip.append(card(D.changed.previous, tone(D.changed.previous)));
   else strip.append(el("div", { class: "card", text: "No earlier run given: pytest-rknn merge --history DIR (or --rknn-baseline) adds the change since the last run." }));
@@ -285,6 +322,18 @@
     if (!pair) { out.append(el("p", { text: toolkits.length < 2 ? "One toolkit version only: nothing to compare." : "Pick two different versions." })); return; }
     for (const r of pair.reports) {
       out.append(el("h3", { class: "diff-head", text: r.headline }));
+      if (r.placement) {
+        out.append(el("p", { class: "placement-head", text: "placement: " + r.placement.headline }));
+        if (r.placement.changes.length) {
+          const moved = el("ul", { class: "placement-changes" });
+          for (const [i, kind, key, before, after] of r.placement.changes.slice(0, 300)) {
+            const link = el("a", { href: "#", class: "cell-link", text: key });
+            link.addEventListener("click", (ev) => { ev.preventDefault(); if (i >= 0) openPanel(i); });
+            moved.append(el("li", {}, kind + " ", link, ": CPU ops " + before + " → " + after));
+          }
+          out.append(moved);
+        }
+      }
       if (!r.changes.length) continue;
       const list = el("ul");
       for (const [i, kind, key, before, after] of r.changes.slice(0, 300)) {
@@ -298,6 +347,9 @@
   for (const id of ["d-a", "d-b"]) { fill(id, toolkits); $(id).addEventListener("change", renderDiff); }
   if (toolkits.length >= 2) { $("d-a").value = toolkits[toolkits.length - 2]; $("d-b").value = toolkits[toolkits.length - 1]; }
   renderDiff();
+  const chips = $("chips-out");
+  if (D.chips && D.chips.length) { const ul = el("ul"); for (const line of D.chips) ul.append(el("li", { text: line })); chips.append(ul); }
+  else chips.append(el("p", { text: "No toolkit with layer tables for two chips." }));
 
   // ---- chart ------------------------------------------------------------------------------
   fill("c-toolkit", toolkits);
@@ -360,6 +412,12 @@
       for (const p of pts) spark.append(svg("circle", { cx: p[0], cy: p[1], r: 2, fill: "#2e62d6" }));
       return [el("td", { text: t.target }), el("td", {}, spark), el("td", { text: t.series.map((e) => (e ? e[0] + "/" + e[1] : "–")).join(" → ") })];
     })));
+    if (h.placement && h.placement.length) {
+      out.append(el("h3", { text: "placement between consecutive runs" }));
+      const ul = el("ul", { id: "history-placement" });
+      for (const [run, line] of h.placement) ul.append(el("li", { text: run + ": " + line }));
+      out.append(ul);
+    }
     if (h.flips.length) {
       out.append(el("h3", { text: "cells that flipped (newest first)" }));
       const list = el("ul");
