@@ -95,7 +95,7 @@ def main() -> int:
                 ratio = walls[True] / walls[False]
                 ratios.append(ratio)
                 print(
-                    f"round {round_ + 1}: {2 * len(models)} jobs, quiet {walls[False]:.2f} s, "
+                    f"round {round_ + 1}: {2 * len(models)} jobs each way, quiet {walls[False]:.2f} s, "
                     f"verbose+placement {walls[True]:.2f} s, ratio {ratio:.3f}",
                     flush=True,
                 )

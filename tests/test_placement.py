@@ -182,3 +182,29 @@ def test_require_npu_leaves_other_failures_alone() -> None:
 def test_an_unknown_requirement_is_refused() -> None:
     with pytest.raises(ValueError, match="use one of attention, all"):
         broken_requirement({"cpu": []}, "most")
+
+
+def test_the_advisor_treats_a_cpu_fallback_as_something_to_fix() -> None:
+    from pytest_rknn.pipeline.advise import advise, candidate_fixes
+    from pytest_rknn.pipeline.plan import CellSpec
+    from pytest_rknn.pipeline.subjects import VariantSubject
+    from pytest_rknn.variants.spec import VariantSpec
+
+    cell = CellSpec(
+        VariantSubject(VariantSpec("torch-sdpa", 1, 2, 2, 8, 8, 16)), "rk3566", "2.5.0", "fp16"
+    )
+    placement = read_placement_file(DATA / "2.5.0-rk3566-fp16-sdpa-causal.log")
+    record = held_to_npu(_passing(placement), "attention").record
+    names = [f.name for f in candidate_fixes(cell, record)]
+    assert "manual decomposition" in names and "enable_flash_attention=true" in names
+    fused = read_placement_file(DATA / "2.5.0-rk3588-fp16-sdpa-causal.log")
+
+    def run(fix: CellSpec) -> CellRecord:
+        return CellRecord(
+            fix.subject.id, "rk3566", "2.5.0", fix.quant, Status.PASS, placement=fused
+        )
+
+    fixes = advise(cell, record, run)
+    assert [f["fix"] for f in fixes] == names
+    assert fixes[0]["placement"]["fused"] == ["exSDPAttention"]
+    assert "layers" not in fixes[0]["placement"]
