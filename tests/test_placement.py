@@ -208,3 +208,11 @@ def test_the_advisor_treats_a_cpu_fallback_as_something_to_fix() -> None:
     assert [f["fix"] for f in fixes] == names
     assert fixes[0]["placement"]["fused"] == ["exSDPAttention"]
     assert "layers" not in fixes[0]["placement"]
+
+
+def test_a_conversion_whose_table_was_not_read_is_not_cached() -> None:
+    from pytest_rknn.pipeline.cache import Conversion
+
+    assert Conversion("j", None, placement={"npu_ops": 1}).cacheable
+    assert not Conversion("j", None, placement={"error": "the log was cut"}).cacheable
+    assert Conversion("j", Status.CONVERT_FAIL, placement=None).cacheable

@@ -79,7 +79,10 @@ class Conversion:
 
     @property
     def cacheable(self) -> bool:
-        return self.status is None or self.status.cacheable
+        """A result of the inputs (not an accident of this run); a build whose layer table
+        could not be read is converted again next time rather than kept without it."""
+        unread = bool(self.placement) and "error" in (self.placement or {})
+        return (self.status is None or self.status.cacheable) and not unread
 
 
 def _is_number_map(value: Any, kinds: tuple[type, ...]) -> bool:
