@@ -7,8 +7,8 @@ through the project's own worker, each job once with ``verbose=False`` and once 
 ``verbose=True`` in turn (the order alternating by round), and adds to the verbose one what the
 host does with its log (reading it without the debug lines, and the layer table into
 ``placement``). It prints, per round, the summed wall time of the quiet and of the verbose jobs
-(as the host measures a job: from sending it to reading its answer) and their ratio, then the
-median ratio and the host's parse time. The machine's speed drifts; pairing each job with itself
+(as the host measures a job: from sending it to reading its answer), their ratio and the sums of
+``build()`` alone, then the median ratios and the host's parse time. The machine's speed drifts; pairing each job with itself
 keeps the ratio meaningful.
 """
 
@@ -68,13 +68,14 @@ def main() -> int:
             path = work / f"{case.name}.onnx"
             onnx.save(model, path)
             models.append((case.name, path, _feeds(model, rng)))
-        ratios, parse_s = [], 0.0
+        ratios, build_ratios, parse_s = [], [], 0.0
         with WorkerPool(work / "pool", Limits(timeout=600)) as pool:
             pool.add(args.toolkit, python)
             warm = Job.create(models[0][1], "rk3588", work / "jobs", models[0][2])
             pool.run(args.toolkit, warm)
             for round_ in range(args.rounds):
                 walls = {False: 0.0, True: 0.0}
+                builds = {False: 0.0, True: 0.0}
                 for _name, path, feeds in models:
                     for platform in ("rk3566", "rk3588"):
                         order = (False, True) if round_ % 2 == 0 else (True, False)
@@ -83,6 +84,7 @@ def main() -> int:
                             job.config = {"float_dtype": "float16"}
                             result = pool.run(args.toolkit, job)
                             walls[verbose] += result.timings.get("wall", 0.0)
+                            builds[verbose] += result.timings.get("build", 0.0)
                             if verbose:
                                 start = time.perf_counter()
                                 read_log(job.log)
@@ -94,12 +96,15 @@ def main() -> int:
                                     print(f"  {_name} {platform}: {placement['error']}")
                 ratio = walls[True] / walls[False]
                 ratios.append(ratio)
+                build_ratios.append(builds[True] / builds[False])
                 print(
-                    f"round {round_ + 1}: {2 * len(models)} jobs each way, quiet {walls[False]:.2f} s, "
-                    f"verbose+placement {walls[True]:.2f} s, ratio {ratio:.3f}",
+                    f"round {round_ + 1}: {2 * len(models)} jobs each way, quiet "
+                    f"{walls[False]:.2f} s, verbose+placement {walls[True]:.2f} s, ratio "
+                    f"{ratio:.3f}; build() alone {builds[False]:.2f} s vs {builds[True]:.2f} s",
                     flush=True,
                 )
     print(f"median ratio verbose/quiet: {statistics.median(ratios):.3f} over {len(ratios)} rounds")
+    print(f"median ratio of build() alone: {statistics.median(build_ratios):.3f}")
     print(f"host time reading logs and placement: {parse_s:.3f} s in all")
     return 0
 
