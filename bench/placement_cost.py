@@ -8,8 +8,8 @@ through the project's own worker, each job once with ``verbose=False`` and once 
 host does with its log (reading it without the debug lines, and the layer table into
 ``placement``). It prints, per round, the summed wall time of the quiet and of the verbose jobs
 (as the host measures a job: from sending it to reading its answer), their ratio and the sums of
-``build()`` alone, then the median ratios and the host's parse time. The machine's speed drifts; pairing each job with itself
-keeps the ratio meaningful.
+``build()`` alone, then the median ratios and the host's parse time. The machine's speed
+drifts; pairing each job with itself keeps the ratio meaningful.
 """
 
 from __future__ import annotations
