@@ -299,7 +299,7 @@ class Matrix:
         skipped and counted in ``meta["journal"]``. ``meta`` defaults to the journal's header.
         """
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise MatrixError(
                 f"journal {path} does not exist: it is written beside the matrix while a run "
                 "is in progress and removed when the run completes"
