@@ -1,6 +1,6 @@
 """Reading a user's file within a bound: every file the plugin and its CLI read from a user's
-disk (matrices, journals, histories, baselines, shard costs, models, ``.npz`` inputs,
-calibration data) goes through here.
+disk (matrices, journals, histories, baselines, shard costs, models, ``.npz`` inputs; user
+calibration data should too) goes through here.
 
 A file is read only if it is a regular file (not a pipe, which would block the read forever;
 not a device such as ``/dev/zero`` behind a link, which never ends), and only if its size is
