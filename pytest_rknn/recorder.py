@@ -21,6 +21,7 @@ import platform
 import socket
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -68,17 +69,21 @@ class Recorder:
         self.settings = settings
         self.prop = prop
         self.path = Path(settings.matrix)
-        self.journal_path = journal_path(self.path)
+        # The lock and the journal belong to the file itself, however it is named (a link,
+        # ``./sub/../m.json``): two names of one matrix share one lock and one journal.
+        self.real = Path(os.path.realpath(self.path))
+        self.journal_path = journal_path(self.real)
         self.matrix: Matrix | None = None
         self.journal: Journal | None = None
         self.envs: list[dict[str, Any]] = []
         self.started = _now()
+        self.run_id = uuid.uuid4().hex
         self.clock = time.perf_counter()
         self.last_write = 0.0
         self.cost = 0.0
         self.errors: dict[Path, str] = {}
         self.notes: list[str] = []
-        self.lock = RunLock(self.path)
+        self.lock = RunLock(self.real, named=self.path)
         self.claimed = False
         self.refused: str | None = None
 
@@ -97,7 +102,7 @@ class Recorder:
 
     def _recover(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        kept = self.path.with_name(f"{self.path.stem}.interrupted-{stamp}{self.path.suffix}")
+        kept = self.real.with_name(f"{self.real.stem}.interrupted-{stamp}{self.real.suffix}")
         moved = kept.with_name(kept.name + ".journal")
         try:
             os.replace(self.journal_path, moved)
@@ -154,6 +159,7 @@ class Recorder:
             "command": " ".join(["pytest", *self.config.invocation_params.args]),
             "args": list(self.config.invocation_params.args),
             "started": self.started,
+            "run_id": self.run_id,
             **({"shard": shard_meta(s)} if s.shard else {}),
         }
 
@@ -370,7 +376,10 @@ def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: Cel
 
 
 def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:
-    """Cells that failed in an earlier matrix, by key, with what they showed."""
+    """Cells that failed in an earlier matrix, by key, with what they showed: findings about
+    the toolkit only (failing statuses that are cached, see ``results/status.py``). A crash,
+    timeout, oom, env-error or reference-error is the harness's or the host's, may not recur,
+    and never becomes an expectation (a strict xfail would fail a good run)."""
     try:
         matrix = Matrix.load(path)
     except MatrixError as exc:
@@ -378,5 +387,5 @@ def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:
     return {
         cell.key: f"{cell.status.value} {cell.signature or ''}".strip()
         for cell in matrix.cells
-        if cell.status.failing
+        if cell.status.failing and cell.status.cacheable
     }

@@ -51,6 +51,20 @@ def _int(config: pytest.Config, name: str, minimum: int = 0) -> int:
     return value
 
 
+def _path(text: str, flag: str) -> Path:
+    """``text`` as a path, if it can be shown and stored: a name that is not UTF-8 (bytes
+    Python keeps as surrogates) is a usage error, before any file is made."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise pytest.UsageError(
+            f"{flag} {shown}: the path is not valid UTF-8 (the matrix and its views store "
+            "paths as UTF-8 text): rename it, or give another path"
+        ) from None
+    return Path(text).expanduser()
+
+
 def _writable(path: Path, flag: str) -> Path:
     """``path`` if a file can be written there, else a usage error naming the fix."""
     if path.is_dir():
@@ -73,8 +87,9 @@ def _limits(config: pytest.Config) -> Limits:
         raise pytest.UsageError(f"--rknn-max-memory: {exc}") from None
     if max_memory < MIN_MEMORY:
         raise pytest.UsageError(
-            f"--rknn-max-memory {text!r} is below {MIN_MEMORY >> 20}M, too little to import a "
-            "toolkit: give e.g. 8G"
+            f"--rknn-max-memory {text!r} is below {MIN_MEMORY >> 20}M, the least a toolkit "
+            "worker needs to import rknn-toolkit2 (measured by bench/worker_memory.py): give "
+            f"at least {MIN_MEMORY >> 20}M, e.g. 8G"
         )
     text = str(_value(config, "timeout"))
     try:
@@ -156,7 +171,7 @@ def _shard_costs(config: pytest.Config, shard: Shard | None) -> MeasuredCosts | 
             f"--rknn-shard-costs {text}: it balances --rknn-shard K/N; add --rknn-shard or drop it"
         )
     try:
-        return MeasuredCosts.load(Path(text).expanduser())
+        return MeasuredCosts.load(_path(text, "--rknn-shard-costs"))
     except ShardError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -218,28 +233,33 @@ class Settings:
         if profile not in PROFILES:
             raise pytest.UsageError(f"--rknn-profile {profile!r}: use one of {', '.join(PROFILES)}")
         limits = _limits(config)
+        matrix = _writable(_path(str(_value(config, "matrix")), "--rknn-matrix"), "--rknn-matrix")
         models = []
         for text in config.getoption("rknn_model"):
-            path = Path(text).expanduser()
+            path = _path(text, "--rknn-model")
             if path.is_dir():
                 raise pytest.UsageError(
                     f"--rknn-model {text} is a folder: give the path of an .onnx file in it"
                 )
-            if not path.is_file():
+            if not path.exists():
                 raise pytest.UsageError(
                     f"--rknn-model {text}: no such file; give an ONNX model path"
                 )
             try:
-                models.append(UserModel.load(path.resolve(), inputs_file=True))
+                models.append(
+                    UserModel.load(path.resolve(), inputs_file=True, memory=limits.max_memory)
+                )
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
         baseline_text = str(_value(config, "baseline") or "")
-        baseline = Path(baseline_text) if baseline_text else None
-        if baseline is not None and not baseline.is_file():
+        baseline = _path(baseline_text, "--rknn-baseline") if baseline_text else None
+        if baseline is not None and not baseline.exists():
             raise pytest.UsageError(
                 f"--rknn-baseline {baseline_text}: no such file; give an earlier run's matrix JSON"
             )
         envs_text = str(_value(config, "envs") or os.environ.get("PYTEST_RKNN_ENVS", ""))
+        if envs_text:
+            _path(envs_text, "--rknn-envs")
         forms = tuple(f.strip() for f in str(_value(config, "forms")).split(",") if f.strip())
         known_forms = (*FORMS, HF_FORM)
         unknown = [f for f in forms if f not in known_forms]
@@ -262,16 +282,19 @@ class Settings:
             raise pytest.UsageError(
                 f"rknn_explore_examples {explore_examples!r}: expected a whole number >= 1"
             )
-        matrix = _writable(Path(str(_value(config, "matrix"))), "--rknn-matrix")
         if matrix.exists() and not matrix.is_file():
             raise pytest.UsageError(
                 f"--rknn-matrix {matrix} is not a regular file (a device or a pipe): a run keeps "
                 "its journal and lock beside the matrix; give a file path, e.g. rknn-matrix.json"
             )
         html_text = str(_value(config, "html") or "")
-        html = _writable(Path(html_text), "--rknn-html") if html_text else None
+        html = _writable(_path(html_text, "--rknn-html"), "--rknn-html") if html_text else None
         markdown_text = str(_value(config, "markdown") or "")
-        markdown = _writable(Path(markdown_text), "--rknn-markdown") if markdown_text else None
+        markdown = (
+            _writable(_path(markdown_text, "--rknn-markdown"), "--rknn-markdown")
+            if markdown_text
+            else None
+        )
         _distinct(matrix, html, baseline, markdown)
         if html is not None:
             _page(html)

@@ -65,7 +65,7 @@ BAD_VALUES = [
     ("--rknn-variant=sdpa-b1", ["--rknn-variant", "is not a variant id"]),
     ("--rknn-timeout=nan", ["--rknn-timeout 'nan'", "finite number of seconds > 0"]),
     ("--rknn-timeout=inf", ["--rknn-timeout 'inf'", "finite number of seconds > 0"]),
-    ("--rknn-max-memory=100M", ["--rknn-max-memory '100M' is below 256M", "e.g. 8G"]),
+    ("--rknn-max-memory=100M", ["--rknn-max-memory '100M' is below 640M", "e.g. 8G"]),
     (
         "--rknn-html=rknn-matrix.json",
         ["--rknn-html rknn-matrix.json", "same file as --rknn-matrix"],

@@ -80,12 +80,16 @@ def _configure_envs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exporter",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="also the exporter environment: torch with onnxscript, for the torch-export form's "
-        "dynamo exporters (default: yes); `--toolkits none` makes only that one",
+        "dynamo exporters (default: yes; rebuilt by --rebuild only when named); "
+        "`--toolkits none` makes only that one",
     )
     parser.add_argument(
-        "--rebuild", action="store_true", help="rebuild the environments even if they work"
+        "--rebuild",
+        action="store_true",
+        help="rebuild the named toolkits' environments even if they work (the exporter's only "
+        "with --exporter or --toolkits none); refused while a running suite uses one",
     )
     parser.add_argument(
         "--check",
@@ -163,6 +167,8 @@ def _run_envs(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     none = args.toolkits.strip() == "none"
     requests = [] if none else parse_toolkits(args.toolkits)
+    named_exporter = bool(args.exporter) or none
+    args.exporter = args.exporter is not False
     if none and not args.exporter:
         raise ToolkitError("--toolkits none with --no-exporter names no environment; drop one")
     torch = TorchSpec.resolve(args.torch, args.torch_index)
@@ -178,7 +184,7 @@ def _run_envs(args: argparse.Namespace) -> int:
             requests,
             root=root,
             jobs=args.jobs,
-            rebuild=args.rebuild,
+            rebuild=_rebuilt(args, requests, named_exporter),
             torch=torch,
             exporter=args.exporter,
         )
@@ -188,6 +194,15 @@ def _run_envs(args: argparse.Namespace) -> int:
     else:
         _print_env_table(rows, root, time.perf_counter() - start)
     return 0 if all(env.usable for env in envs) else 1
+
+
+def _rebuilt(args: argparse.Namespace, requests: list, named_exporter: bool) -> set[str]:
+    """The labels ``--rebuild`` rebuilds: the toolkits named, and the exporter only when it
+    was asked for (``--exporter``, or ``--toolkits none``)."""
+    if not args.rebuild:
+        return set()
+    labels = {request.version for request in requests}
+    return labels | ({"exporter"} if named_exporter else set())
 
 
 register(

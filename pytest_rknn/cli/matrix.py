@@ -22,7 +22,12 @@ from pathlib import Path
 from pytest_rknn.cli.main import Subcommand, register
 from pytest_rknn.results.compare import DiffReport, compare, merge, toolkit_diff
 from pytest_rknn.results.history import Run, dated, history_text, load_history
-from pytest_rknn.results.journal import JOURNAL_SUFFIX, atomic_write_text, journal_path
+from pytest_rknn.results.journal import (
+    JOURNAL_SUFFIX,
+    atomic_write_text,
+    journal_path,
+    read_journal_header,
+)
 from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.results.shards import shard_problem
 from pytest_rknn.views.dashboard import write_dashboard
@@ -30,13 +35,32 @@ from pytest_rknn.views.markdown import diff_markdown, to_markdown
 from pytest_rknn.views.text import diff_text, summary_text
 
 
+def not_utf8(path: Path) -> str | None:
+    """How to show ``path`` if its name is not UTF-8 (None: it is)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
+
+
+def _named(path: Path) -> bool:
+    """Whether a file found in a folder has a UTF-8 name (else it is left out, with a line)."""
+    shown = not_utf8(path)
+    if shown is not None:
+        print(f"pytest-rknn merge: left out {shown}: its name is not UTF-8", file=sys.stderr)
+    return shown is None
+
+
 def _inputs(paths: list[Path]) -> list[Path]:
     """Matrix files and journals, each once: folders' contents, and each file's journal."""
     found: dict[Path, Path] = {}
     for path in paths:
         if path.is_dir():
-            listed = sorted(p for p in path.glob("*.json") if p.is_file())
-            listed += sorted(p for p in path.glob(f"*{JOURNAL_SUFFIX}") if p.is_file())
+            listed = sorted(p for p in path.glob("*.json") if p.is_file() and _named(p))
+            listed += sorted(
+                p for p in path.glob(f"*{JOURNAL_SUFFIX}") if p.is_file() and _named(p)
+            )
             if not listed:
                 print(f"pytest-rknn merge: folder {path} holds no *.json matrix", file=sys.stderr)
         else:
@@ -44,9 +68,31 @@ def _inputs(paths: list[Path]) -> list[Path]:
         for item in listed:
             found.setdefault(item.resolve(), item)
             beside = journal_path(item)
-            if not item.name.endswith(JOURNAL_SUFFIX) and beside.is_file():
+            journal = not item.name.endswith(JOURNAL_SUFFIX) and beside.is_file()
+            if journal and _same_run(item, beside):
                 found.setdefault(beside.resolve(), beside)
     return list(found.values())
+
+
+def _same_run(matrix: Path, journal: Path) -> bool:
+    """Whether ``journal`` (beside ``matrix``) was written by the run that wrote ``matrix``:
+    the same ``run_id`` in both (or, for files without one, the same start). A stale journal
+    of another run is left out with a line saying how to merge it on purpose."""
+    try:
+        mine = Matrix.load(matrix).meta
+        header = read_journal_header(journal)
+    except (MatrixError, OSError, ValueError):
+        return True  # the matrix is left out with its own line; the journal is read alone
+    key = "run_id" if mine.get("run_id") or header.get("run_id") else "started"
+    if mine.get(key) == header.get(key):
+        return True
+    print(
+        f"pytest-rknn merge: left out {journal}: it is the journal of another run "
+        f"({key} {header.get(key)!r}, {matrix} has {mine.get(key)!r}); name it as an input "
+        "to merge its cells anyway",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _load(path: Path) -> Matrix:
@@ -93,6 +139,16 @@ def _configure_merge(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    given = [*args.inputs, args.output, args.markdown, args.html, args.history]
+    for path in (p for p in given if p is not None):
+        shown = not_utf8(path)
+        if shown is not None:
+            print(
+                f"pytest-rknn merge: error: {shown}: the path is not valid UTF-8 (a matrix "
+                "stores paths as UTF-8 text): rename it, or give another path",
+                file=sys.stderr,
+            )
+            return 2
     runs: list[Run] = []
     if args.history is not None:
         try:

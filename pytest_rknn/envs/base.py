@@ -29,9 +29,11 @@ from typing import IO, Any, ClassVar
 
 import platformdirs
 
+from pytest_rknn.envs.in_use import use_lock_path
 from pytest_rknn.envs.install import BuildError, inspect_packages
-from pytest_rknn.envs.installers import Installer, PipInstaller, choose_installer
+from pytest_rknn.envs.installers import Installer, PipInstaller, UvInstaller, choose_installer
 from pytest_rknn.envs.recipes import TorchSpec
+from pytest_rknn.envs.record_check import damaged
 from pytest_rknn.envs.slots import smoke_slot
 
 MARKER = "pytest-rknn-env.json"
@@ -148,6 +150,11 @@ class ManagedEnv:
     @property
     def lock_path(self) -> Path:
         return self.root / ".locks" / f"{self.name}.lock"
+
+    @property
+    def use_path(self) -> Path:
+        """The lock a run holds shared while it uses this environment (see ``in_use``)."""
+        return use_lock_path(self.root / ".locks", self.name)
 
     @property
     def usable(self) -> bool:
@@ -274,6 +281,9 @@ class ManagedEnv:
         try:
             with self.log_path.open("w") as log:
                 requirements, info = self._install_with_fallback(log, report)
+                if self._cache_damaged(log, report):
+                    requirements, info = self._install_with_fallback(log, report)
+                    self._cache_damaged(log, report, again=True)
                 smoke = self.smoke_test(report)
         except BuildError as exc:
             return self._set(EnvState.FAILED, f"{exc} (log: {self.log_path})")
@@ -301,6 +311,32 @@ class ManagedEnv:
 
     def _marker_fields(self) -> dict[str, Any]:
         return {}
+
+    def _cache_damaged(self, log: IO[str], report: Phase, again: bool = False) -> bool:
+        """Whether files installed from uv's hard-linked cache differ from their RECORD (one
+        was edited in place in some environment, so in the cache too); if so, those
+        distributions are cleaned from the cache, for the caller to install again. ``again``:
+        it happened after a clean install, a ``BuildError`` naming the cure."""
+        installer = self.installer
+        if not (self.builds_venv and isinstance(installer, UvInstaller)):
+            return False
+        report("checking installed files against their RECORD")
+        found = damaged(self.path)
+        if not found:
+            return False
+        names = sorted(found)
+        shown = "; ".join(f"{name}: {', '.join(files)}" for name, files in found.items())
+        cure = f"{installer.binary} cache clean --cache-dir {installer.cache} {' '.join(names)}"
+        if again:
+            raise BuildError(
+                f"files of {', '.join(names)} still differ from their RECORD after cleaning "
+                f"them from the uv cache ({shown}): remove the cache with `{cure}` or "
+                f"`rm -rf {installer.cache}`, then build again"
+            )
+        log.write(f"\n# installed files differ from their RECORD: {shown}\n# {cure}\n")
+        report(f"{', '.join(names)} edited in place in the uv cache: cleaning, reinstalling")
+        installer.clean(names, log)
+        return True
 
     def _install(self, log: IO[str], report: Phase) -> tuple[list[str], dict[str, Any]]:
         """Make the environment with :attr:`installer`; returns its requirement list and

@@ -106,6 +106,11 @@ class UvInstaller(Installer):
         env.update(self.sources.uv_environment())
         return env
 
+    def clean(self, names: Sequence[str], log: IO[str]) -> None:
+        """Remove ``names`` from the cache (their next install downloads them again)."""
+        cmd = [str(self.binary), "cache", "clean", "--no-config", *names]
+        run_logged(cmd, log, "uv cache clean", env=self.environment(), cwd=self.cache.parent)
+
     def create_venv(self, path: Path, log: IO[str]) -> None:
         cmd = [str(self.binary), "venv", "--no-config", "--no-project"]
         cmd += ["--python", sys.executable, str(path)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +26,15 @@ from pytest_rknn.envs.base import (
     default_root,
 )
 from pytest_rknn.envs.exporter import ExporterEnv
+from pytest_rknn.envs.in_use import EnvInUse, exclusive
 from pytest_rknn.envs.install import BuildError
-from pytest_rknn.envs.installers import PipInstaller, cache_summary, choose_installer
+from pytest_rknn.envs.installers import (
+    PipInstaller,
+    cache_summary,
+    choose_installer,
+    tree_bytes,
+    uv_cache,
+)
 from pytest_rknn.envs.recipes import ToolkitRequest, TorchSpec
 from pytest_rknn.envs.toolkit import ToolkitEnv
 from pytest_rknn.results.journal import free_space
@@ -39,6 +46,8 @@ ENV_DISK_BYTES = 2 << 30
 # With uv's shared cache, an environment after the first adds what it does not share (its
 # toolkit, its onnx): about a quarter of the first.
 SHARED_ENV_FRACTION = 0.25
+# What an environment takes beyond the files it hard-links from the cache (venv, bytecode).
+VENV_BYTES = 256 << 20
 BUILD_TIMEOUT = 1800.0
 
 
@@ -48,7 +57,10 @@ class EnvError(RuntimeError):
 
 def check_disk(root: Path, count: int, shared: bool = False) -> None:
     """Raise :class:`EnvError` unless ``root``'s disk has room for ``count`` environments
-    (``shared``: filled from one hard-linked cache, so the later ones are smaller)."""
+    (``shared``: filled from one hard-linked cache, so the later ones are smaller). What the
+    cache under ``root`` already holds is not needed again (environments hard-link it): a
+    retry after a build that filled the disk is not refused for the space its own cache took.
+    """
     probe = root
     while not probe.exists():
         probe = probe.parent
@@ -56,10 +68,15 @@ def check_disk(root: Path, count: int, shared: bool = False) -> None:
     need = count * ENV_DISK_BYTES
     if shared and count:
         need = int(ENV_DISK_BYTES * (1 + (count - 1) * SHARED_ENV_FRACTION))
+    if free >= need:
+        return
+    cached = tree_bytes(uv_cache(root)) if shared and uv_cache(root).is_dir() else 0
+    need = max(need - cached, count * VENV_BYTES)
     if free < need:
+        held = f" besides the {cached / 2**30:.1f} GB its uv cache holds" if cached else ""
         raise EnvError(
             f"not enough disk space under {root}: {free / 2**30:.1f} GB free, about "
-            f"{need / 2**30:.0f} GB needed for {count} environment(s); free some space "
+            f"{need / 2**30:.1f} GB needed for {count} environment(s){held}; free some space "
             f"or point --rknn-envs / {ENVS_ENV} at another disk"
         )
 
@@ -95,20 +112,23 @@ def provision(
     requests: Sequence[ToolkitRequest],
     root: Path | str | None = None,
     jobs: int | None = None,
-    rebuild: bool = False,
+    rebuild: bool | Collection[str] = False,
     console: Console | None = None,
     torch: TorchSpec | None = None,
     exporter: bool = False,
 ) -> list[ManagedEnv]:
     """Verify every requested environment and build the missing or broken ones in parallel.
 
+    ``rebuild``: True rebuilds every one, or name the labels to rebuild (``{"2.3.2"}``;
+    ``"exporter"``). A build over an environment a running suite uses is refused (that
+    environment ends ``failed`` with the reason, see :mod:`~pytest_rknn.envs.in_use`).
     Returns the :class:`ToolkitEnv` of each request in order, then, with ``exporter``, the
     :class:`ExporterEnv` (``kind == "exporter"``). Good environments cost a marker read. A
     build that fails leaves that environment in state ``failed`` with its reason; the others
     are still built.
     """
     envs = _make_envs(requests, root, torch, exporter)
-    todo = [env for env in envs if rebuild or env.state in REBUILT_AUTOMATICALLY]
+    todo = [env for env in envs if _wanted(env, rebuild) or env.state in REBUILT_AUTOMATICALLY]
     if not todo:
         return envs
     root_path = envs[0].root
@@ -167,7 +187,15 @@ def provision(
     return envs
 
 
-def _build_locked(env: ManagedEnv, rebuild: bool, phase: Phase) -> None:
+def _wanted(env: ManagedEnv, rebuild: bool | Collection[str]) -> bool:
+    """Whether ``rebuild`` (all, none, or the labels named: ``{"2.3.2", "exporter"}``) asks
+    for ``env`` to be rebuilt even if it works."""
+    if isinstance(rebuild, bool):
+        return rebuild
+    return env.label in rebuild
+
+
+def _build_locked(env: ManagedEnv, rebuild: bool | Collection[str], phase: Phase) -> None:
     lock = FileLock(env.lock_path)
     try:
         try:
@@ -176,13 +204,16 @@ def _build_locked(env: ManagedEnv, rebuild: bool, phase: Phase) -> None:
             phase("waiting for another process building it")
             lock.acquire(timeout=BUILD_TIMEOUT)
         try:
-            if not rebuild and env.verify() not in REBUILT_AUTOMATICALLY:
+            if not _wanted(env, rebuild) and env.verify() not in REBUILT_AUTOMATICALLY:
                 return
-            env.create(phase)
+            with exclusive(env.use_path, env.label, env.path):
+                env.create(phase)
         finally:
             lock.release()
     except Timeout:
         env.fail(f"another process held {env.lock_path} for too long")
+    except EnvInUse as exc:
+        env.fail(str(exc))
     except Exception as exc:  # one env's surprise must not stop the others
         env.fail(f"{type(exc).__name__}: {exc} (log: {env.log_path})")
 

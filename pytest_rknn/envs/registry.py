@@ -4,8 +4,11 @@
 they are built: provision the ones a run needs (before its cells, with progress), the
 interpreter of a usable environment (or why there is none), an environment's identity (part of
 every cached conversion's key), the torch interpreter for the exporter, and a description of
-each for the matrix. The plugin makes it through its ``pytest_rknn_make_toolkits`` hook, so a
-test of the protocol and fault handling can put a fake toolkit in its place.
+each for the matrix. Every environment it hands out is held for the rest of the process
+(:mod:`~pytest_rknn.envs.in_use`): no rebuild replaces it under the run, so the identity it
+read is the identity of what converts every later cell. The plugin makes it through its
+``pytest_rknn_make_toolkits`` hook, so a test of the protocol and fault handling can put a fake
+toolkit in its place.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_rknn.envs.base import EnvState, ManagedEnv
+from pytest_rknn.envs.in_use import WAIT_FOR_BUILD, UseLock
 from pytest_rknn.envs.provisioning import exporter_env, get_envs
 from pytest_rknn.envs.recipes import ToolkitRequest
 from pytest_rknn.envs.toolkit import ToolkitEnv
@@ -29,6 +33,7 @@ class Toolkits:
         self.root = root
         self._envs: dict[str, ToolkitEnv] = {}
         self._identities: dict[str, dict[str, Any]] = {}
+        self._holds: dict[str, UseLock] = {}
         self.described: list[dict[str, Any]] = []
 
     def request(self, version: str) -> ToolkitRequest:
@@ -48,6 +53,10 @@ class Toolkits:
         """The environment of ``version``; with ``create``, built if missing or stale."""
         env = self._envs.get(version)
         if env is None or (create and env.verify() != EnvState.OK):
+            hold = self._holds.pop(version, None)
+            if hold is not None:  # our own hold must not keep its repair out
+                hold.release()
+                self._identities.pop(version, None)
             (env,) = get_envs([self.request(version)], root=self.root, create=create)
             assert isinstance(env, ToolkitEnv)
             self._envs[version] = env
@@ -56,17 +65,34 @@ class Toolkits:
     def python(self, version: str) -> tuple[Path | None, str | None]:
         """The interpreter of a usable environment, or None and why it is not usable."""
         env = self.env(version, create=True)
-        state = env.verify()
-        if state != EnvState.OK:
-            return None, f"toolkit {version} environment is {state.value}: {env.reason}"
+        why = self._held(env)
+        if why is not None:
+            return None, why
         return env.python, None
 
+    def _held(self, env: ManagedEnv) -> str | None:
+        """Hold ``env`` for this run (a rebuild waits until the run ends; a rebuild under way
+        is waited for), then verify it; why it is not usable, or None."""
+        hold = self._holds.get(env.label)
+        if hold is None:
+            hold = UseLock(env.use_path)
+            if not hold.acquire():
+                return (
+                    f"{env.kind} {env.label} environment is being rebuilt by another process "
+                    f"and was not done within {WAIT_FOR_BUILD:.0f} s: run again when it is"
+                )
+            self._holds[env.label] = hold
+        state = env.verify()
+        if state != EnvState.OK:
+            return f"{env.kind} {env.label} environment is {state.value}: {env.reason}"
+        return None
+
     def identity(self, version: str) -> dict[str, Any] | None:
-        """The identity of a usable environment (None when it is not usable); checked once
-        per process, as the environment does not change under a run."""
+        """The identity of a usable environment (None when it is not usable); read once per
+        process, after the environment is held: no rebuild changes it under the run."""
         if version not in self._identities:
             env = self.env(version)
-            if env.verify() != EnvState.OK:
+            if self._held(env) is not None:
                 return None
             self._identities[version] = env.identity()
         return self._identities[version]
@@ -83,10 +109,10 @@ class Toolkits:
         if named is not None:
             return named
         exporter = exporter_env(self.root)
-        if exporter.usable:
+        if exporter.usable and self._held(exporter) is None:
             return exporter.python
         for version in self.requests:
             env = self.env(version)
-            if env.verify() == EnvState.OK:
+            if self._held(env) is None:
                 return env.python
         return None

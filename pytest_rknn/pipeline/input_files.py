@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pytest_rknn.pipeline.input_roles import DeclaredInput
+from pytest_rknn.results.safe_read import UnreadableFile, npz_bytes
 
 
 class InputFileError(ValueError):
@@ -93,11 +94,17 @@ def check_inputs(
                 )
 
 
-def read_input_file(path: Path, declared: Sequence[DeclaredInput], label: str) -> InputFile:
-    """Read and check ``path``; ``label`` starts every message (``--rknn-model enc.onnx``)."""
+def read_input_file(
+    path: Path, declared: Sequence[DeclaredInput], label: str, memory: int = 8 << 30
+) -> InputFile:
+    """Read and check ``path``; ``label`` starts every message (``--rknn-model enc.onnx``).
+    The file, and its arrays unpacked, must fit ``memory`` bytes (checked before unpacking)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = npz_bytes(path, f"{label}: inputs file", memory)
+    except UnreadableFile as exc:
+        raise InputFileError(str(exc)) from None
+    try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             loaded = {name: np.asarray(npz[name]) for name in npz.files}
     except Exception as exc:  # noqa: BLE001 - numpy and zipfile raise many kinds

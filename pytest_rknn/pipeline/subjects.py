@@ -35,6 +35,7 @@ from pytest_rknn.pipeline.input_roles import (
     generate_inputs,
     judge_roles,
 )
+from pytest_rknn.results.safe_read import UnreadableFile, model_bytes
 from pytest_rknn.variants.families import FamilySpec, family_inputs
 from pytest_rknn.variants.forms import NotBuildable, build_model
 from pytest_rknn.variants.inputs import make_inputs
@@ -128,6 +129,19 @@ def subject_of(spec: VariantSpec | FamilySpec) -> VariantSubject | FamilySubject
     return VariantSubject(spec)
 
 
+STEM_CHARS = 64
+"""The longest model file stem kept whole in a cell id (ids name derived files and folders)."""
+DEFAULT_MEMORY = 8 << 30
+
+
+def _parsed(data: bytes, folder: Path) -> onnx.ModelProto:
+    """The model in ``data``, its external data (if any) read from ``folder``, the model's
+    own folder (not the current one)."""
+    model = onnx.load_from_string(data)
+    onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+    return model
+
+
 class ModelError(ValueError):
     """A ``--rknn-model`` file that is not a usable ONNX model; the message names the fix."""
 
@@ -143,14 +157,24 @@ class UserModel:
     declared: tuple[DeclaredInput, ...] = field(default=(), compare=False)
     roles: tuple[tuple[str, Role], ...] = field(default=(), compare=False)
     inputs_file: InputFile | None = None
+    data: bytes = field(default=b"", compare=False, repr=False)
+    """The bytes read (and hashed) at collection: what every cell converts, whatever happens
+    to the file afterwards."""
 
     @classmethod
-    def load(cls, path: Path, inputs_file: bool = False) -> UserModel:
-        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` beside it, if any.
-        ModelError (one line, naming the fix) for a bad model or inputs file."""
+    def load(cls, path: Path, inputs_file: bool = False, memory: int = DEFAULT_MEMORY) -> UserModel:
+        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` beside it, if any
+        (its arrays must fit ``memory`` bytes unpacked). ModelError (one line, naming the fix)
+        for a bad model or inputs file, or one that is no regular file or over its bound."""
+        path = Path(path)
         try:
-            data = Path(path).read_bytes()
-            model = onnx.load_from_string(data)
+            data = model_bytes(path, "--rknn-model")
+        except UnreadableFile as exc:
+            raise ModelError(str(exc)) from None
+        except OSError as exc:
+            raise ModelError(f"--rknn-model {path}: cannot be read ({exc.strerror})") from None
+        try:
+            model = _parsed(data, path.parent)
             onnx.checker.check_model(model)
         except Exception as exc:  # noqa: BLE001 - onnx raises many kinds for a bad file
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
@@ -167,14 +191,14 @@ class UserModel:
                     "generate; use float, int or bool inputs"
                 )
         found = None
-        npz = beside(Path(path))
-        if inputs_file and npz.is_file():
+        npz = beside(path)
+        if inputs_file and npz.exists():
             try:
-                found = read_input_file(npz, declared, f"--rknn-model {Path(path).name}")
+                found = read_input_file(npz, declared, f"--rknn-model {path.name}", memory)
             except InputFileError as exc:
                 raise ModelError(str(exc)) from None
         roles = tuple(judge_roles(model, declared).items())
-        return cls(Path(path), hashlib.sha256(data).hexdigest(), declared, roles, found)
+        return cls(path, hashlib.sha256(data).hexdigest(), declared, roles, found, data)
 
     @property
     def lengths_fed_as_one(self) -> list[str]:
@@ -208,6 +232,9 @@ class UserModel:
     @property
     def id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9]+", "_", self.path.stem).strip("_") or "model"
+        if len(stem) > STEM_CHARS:  # ids name files: a long stem is cut, a hash keeps it apart
+            cut = hashlib.sha256(stem.encode()).hexdigest()[:6]
+            stem = f"{stem[: STEM_CHARS - 7]}_{cut}"
         suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
         return f"model-{stem}-{self.sha256[:8]}{suffix}"
 
@@ -229,7 +256,10 @@ class UserModel:
         return found
 
     def build(self) -> onnx.ModelProto:
-        return onnx.load(self.path)
+        """The model of the bytes hashed at collection (never the path read again)."""
+        if not self.data:
+            raise NotBuildable(f"{self.path.name}: its bytes were not kept at collection")
+        return _parsed(self.data, self.path.parent)
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         """The inputs file's arrays, or generated inputs for ``seed`` (InputRoleError, naming

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.logtext import plain
 
 Key = tuple[str, str, str, str]
 KEY_FIELDS = ("variant_id", "platform", "toolkit", "quant")
@@ -135,6 +136,9 @@ class CellRecord:
         data["status"] = self.status.value
         data["timings"] = {k: _finite_or_none(v) for k, v in self.timings.items()}
         data["peak_rss_mb"] = _finite_or_none(self.peak_rss_mb)
+        for name in _TEXTS:
+            if isinstance(data[name], str):
+                data[name] = plain(data[name])
         if not data["extra"]:
             del data["extra"]
         for name in _OPTIONAL:
@@ -184,3 +188,5 @@ _OPTIONAL = (
     "environment",
 )
 """Fields left out of the document when they do not apply (None)."""
+_TEXTS = ("reason", "log_excerpt", "warning", "signature")
+"""Fields of text from a worker or a log: written without terminal escapes."""

@@ -65,7 +65,7 @@ def _union(values: Iterable[Any]) -> list[Any]:
 
 
 # Figures of one run: a merge of several keeps each input's in ``merged_from`` only.
-_ONE_RUN = ("wall_s", "exitstatus")
+_ONE_RUN = ("wall_s", "exitstatus", "run_id")
 
 
 def _complete(matrix: Matrix) -> bool:

@@ -59,6 +59,12 @@ def load_history(folder: str | os.PathLike[str]) -> tuple[list[Run], list[str]]:
     runs, skipped = [], []
     for path in sorted(folder.glob("*.json")):
         try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            skipped.append(f"left out {shown}: its name is not UTF-8")
+            continue
+        try:
             runs.append(dated(Matrix.load(path), str(path), path.stat().st_mtime))
         except (MatrixError, OSError) as exc:
             skipped.append(f"left out {path}: {exc}")

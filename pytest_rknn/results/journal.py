@@ -23,6 +23,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from pytest_rknn.results.cell import now
+from pytest_rknn.results.safe_read import document_bytes
 
 JOURNAL_NAME = "pytest-rknn/matrix-journal"
 JOURNAL_VERSION = 1
@@ -164,12 +165,13 @@ class Journal:
 def read_journal(path: Path) -> tuple[dict[str, Any], list[tuple[int, Any]], list[str]]:
     """(header meta, (line number, cell record) pairs, descriptions of skipped lines).
 
-    Raises ``FileNotFoundError`` when there is no journal.
+    Raises ``FileNotFoundError`` when there is no journal, ``UnreadableFile`` when it is no
+    regular file or over its bound.
     """
     header: dict[str, Any] = {}
     records: list[tuple[int, Any]] = []
     skipped: list[str] = []
-    for number, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+    for number, line in enumerate(document_bytes(path, "journal").split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -187,19 +189,38 @@ def read_journal(path: Path) -> tuple[dict[str, Any], list[tuple[int, Any]], lis
     return header, records, skipped
 
 
+def read_journal_header(path: Path) -> dict[str, Any]:
+    """The run metadata on a journal's first line ({} when it has none)."""
+    with open(path, "rb") as handle:
+        first = handle.readline(DOCUMENT_LINE)
+    try:
+        record = json.loads(first)
+    except (ValueError, RecursionError):
+        return {}
+    if isinstance(record, dict) and record.get("schema") == JOURNAL_NAME:
+        meta = record.get("meta")
+        return dict(meta) if isinstance(meta, dict) else {}
+    return {}
+
+
+DOCUMENT_LINE = 1 << 20
+
+
 class MatrixInUse(RuntimeError):
     """Another run holds the lock on a matrix path; the message says which and what to do."""
 
 
 class RunLock:
     """An exclusive lock on a matrix path for one run (``.<matrix>.lock``, released on exit).
+    Give it the real path (links resolved): the lock belongs to the file, not to a name of it.
 
     The lock is an ``fcntl`` lock (``filelock``), so a killed run never leaves it held; the
     file beside it names the process that holds it, for the message the second run shows.
     """
 
-    def __init__(self, matrix: Path) -> None:
+    def __init__(self, matrix: Path, named: Path | None = None) -> None:
         self.matrix = Path(matrix)
+        self.named = Path(named) if named is not None else self.matrix
         self.path = self.matrix.with_name(f".{self.matrix.name}.lock")
         self.owner = self.matrix.with_name(f".{self.matrix.name}.lock.owner")
         self._lock = FileLock(self.path)
@@ -213,8 +234,9 @@ class RunLock:
                 holder = self.owner.read_text(encoding="utf-8").strip()
             except OSError:
                 holder = "another process"
+            also = f" (the file {self.matrix})" if self.named != self.matrix else ""
             raise MatrixInUse(
-                f"--rknn-matrix {self.matrix} is being written by another run ({holder}): "
+                f"--rknn-matrix {self.named}{also} is being written by another run ({holder}): "
                 "wait for it to finish, or give this run its own --rknn-matrix PATH"
             ) from None
         with contextlib.suppress(OSError):

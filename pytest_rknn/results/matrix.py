@@ -27,6 +27,7 @@ import fastjsonschema
 
 from pytest_rknn.results.cell import CellRecord, Key, now
 from pytest_rknn.results.journal import atomic_write_text, read_journal
+from pytest_rknn.results.safe_read import UnreadableFile, document_bytes
 from pytest_rknn.results.status import STATUSES
 
 
@@ -253,7 +254,9 @@ class Matrix:
         """Read and validate a matrix file; any problem raises a one-line ``MatrixError``."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = document_bytes(path, "matrix file").decode("utf-8")
+        except UnreadableFile as exc:
+            raise MatrixError(str(exc)) from None
         except FileNotFoundError:
             raise MatrixError(
                 f"matrix file {path} does not exist: check the path, or produce it with a run "
@@ -296,12 +299,15 @@ class Matrix:
         skipped and counted in ``meta["journal"]``. ``meta`` defaults to the journal's header.
         """
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise MatrixError(
                 f"journal {path} does not exist: it is written beside the matrix while a run "
                 "is in progress and removed when the run completes"
             ) from None
-        header, records, skipped = read_journal(path)
+        try:
+            header, records, skipped = read_journal(path)
+        except UnreadableFile as exc:
+            raise MatrixError(str(exc)) from None
         cells: list[CellRecord] = []
         for number, record in records:
             try:

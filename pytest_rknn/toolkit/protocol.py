@@ -33,7 +33,9 @@ PROTOCOL = 4
 CALL_FILE = "toolkit-call"
 """The file in a job's folder where the worker notes the toolkit call under way (remote.py's)."""
 MAX_MESSAGE_BYTES = 4 << 20
-MIN_MEMORY = 256 << 20
+MIN_MEMORY = 640 << 20
+"""The smallest --rknn-max-memory a toolkit worker starts under: importing rknn-toolkit2
+peaks at 569-584 MiB (2.2.0-2.5.0) and rests at 343-350 MiB (bench/worker_memory.py)."""
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

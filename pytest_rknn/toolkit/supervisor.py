@@ -37,6 +37,7 @@ from pytest_rknn.toolkit.process_tree import (
 )
 from pytest_rknn.toolkit.protocol import (
     MAX_MESSAGE_BYTES,
+    MIN_MEMORY,
     PROTOCOL,
     Job,
     JobResult,
@@ -53,6 +54,11 @@ LOG_HEAD = 16 * 1024
 LOG_TAIL = 192 * 1024
 _DEBUG_LINE = re.compile(rb"^D [^\n]*(?:\n|$)", re.MULTILINE)
 """A toolkit debug line (level ``D``): printed only when it is verbose."""
+
+
+class WorkerOutOfMemory(RuntimeError):
+    """A worker passed --rknn-max-memory while it imported its toolkit: the cap is too small
+    for the worker, the environment is fine (its cells are ``oom``, never ``env-error``)."""
 
 
 class WorkerStartError(RuntimeError):
@@ -177,6 +183,14 @@ class ToolkitWorker:
         left = self.limits.startup_timeout - (time.monotonic() - self._spawned_at)
         message = self._await(max(left, 0.001))
         detail = None
+        if isinstance(message, _Fault) and message.status is Status.OOM:
+            self.kill()
+            raise WorkerOutOfMemory(
+                f"toolkit {self.version} worker passed --rknn-max-memory "
+                f"{self.limits.max_memory >> 20}M while importing the toolkit (it needs about "
+                f"{MIN_MEMORY >> 20}M at rest; measured by bench/worker_memory.py): raise "
+                "--rknn-max-memory, e.g. to 8G; the environment is fine"
+            )
         if isinstance(message, _Fault):
             detail = message.detail
         else:
@@ -205,6 +219,8 @@ class ToolkitWorker:
         if self.starting or not self.alive or self.jobs_done >= self.max_jobs:
             try:
                 self.start()
+            except WorkerOutOfMemory as exc:
+                return JobResult(id=job.id, fault=Status.OOM, toolkit=self.version, error=str(exc))
             except WorkerStartError as exc:
                 return JobResult(
                     id=job.id, fault=Status.ENV_ERROR, toolkit=self.version, error=str(exc)

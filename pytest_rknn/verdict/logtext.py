@@ -15,6 +15,20 @@ from dataclasses import dataclass
 MAX_KEY_LENGTH = 80
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Every terminal escape: CSI (colours, cursor), OSC (titles, links) to BEL or ST, two-byte
+# escapes, and the C0/C1 controls a terminal acts on (all but tab and newline).
+_TERMINAL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]"
+)
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal escapes or control characters (``\r`` becomes a newline):
+    what a reason or a log excerpt may hold, in a matrix, a terminal or a page."""
+    return _TERMINAL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 _PROGRESS_TAIL = re.compile(r"(\[[^\]\n\r]*(?:it/s|s/it)\])(?=\S)")
 _PROGRESS_LINE = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[|^\S[^|]*:\s*\d+%\|")
 _LEVEL_PREFIX = re.compile(r"^(?:[EWIDF] )?(?:RKNN: )?(?:\[\d\d:\d\d:\d\d(?:\.\d+)?\]\s*)?")

@@ -8,7 +8,8 @@ finished item's cell is in it exactly once under its own id; no cell carries ano
 result (its job folder ran its own model for its own platform, its outputs have its variant's
 shape, its job id is its own, and in ``simulate`` mode, where the fake computes the right
 answer, every cell that was not faulted passes). :data:`TALLY` counts faults injected, bad
-inputs tried, cells lost and cells misattributed (the last two are 0 or a test has failed).
+inputs tried, cells lost, cells misattributed and wrong results cached (a cell of a status that
+is never cached, taken from the cache); the last three are 0 or a test has failed.
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ class Tally:
     bad_inputs: int = 0
     lost: int = 0
     misattributed: int = 0
+    wrong_cached: int = 0
 
     def line(self) -> str:
         return (
             f"faults injected: {self.faults}, bad inputs tried: {self.bad_inputs}, "
-            f"cells lost: {self.lost}, cells misattributed: {self.misattributed}"
+            f"cells lost: {self.lost}, cells misattributed: {self.misattributed}, "
+            f"wrong results cached: {self.wrong_cached}"
         )
 
 
@@ -245,9 +248,12 @@ def check(
         why = _misattributed(cell, identities, fresh, faulty is not None and faulty(cell))
         if why:
             wrong[cell.id] = why
+    cached_wrong = [cell.id for cell in matrix.cells if cell.cached and not cell.status.cacheable]
     TALLY.lost += len(lost)
     TALLY.misattributed += len(wrong)
+    TALLY.wrong_cached += len(cached_wrong)
     assert not lost, f"cells lost or duplicated: {lost}"
+    assert not cached_wrong, f"cells of a status never cached, taken from the cache: {cached_wrong}"
     assert not wrong, f"cells holding another job's result: {wrong}"
     assert not strays, f"cells no finished item stands for: {strays}"
     failed = {

@@ -207,7 +207,10 @@ BAD_INPUTS = [
     *((f"--rknn-timeout={v}", "finite number of seconds > 0") for v in ("nan", "NaN", "inf")),
     *((f"--rknn-timeout={v}", "finite number of seconds > 0") for v in ("-inf", "1e999")),
     *((f"--rknn-timeout={v}", "finite number of seconds > 0") for v in ("0", "-1")),
-    *((f"--rknn-max-memory={v}", "is below 256M") for v in ("0", "1", "255M", "100M", "0.2G")),
+    *(
+        (f"--rknn-max-memory={v}", "is below 640M")
+        for v in ("0", "1", "255M", "256M", "400M", "639M", "0.2G")
+    ),
     ("--override-ini=rknn_bounds_fp16=max_abs=nan", "must be a finite number"),
     ("--override-ini=rknn_bounds_fp16=min_cosine=inf", "must be a finite number"),
     ("--override-ini=rknn_bounds_int8=max_rel=-1", "must be a finite number >= 0"),

@@ -18,7 +18,9 @@ Modes:
   only while the file ``FAKE_RKNN_ONCE`` names does not exist (it creates it first), then as the
   mode after the ``+`` (``crash-once+simulate``); abort: dies of SIGABRT during build, after
   printing an error line;
-- hang: build sleeps; hog: build allocates memory;
+- hang: build sleeps; hog: build allocates memory; import-hog: the import touches
+  ``FAKE_RKNN_HOG_MB`` (800) MiB and waits 3 s (a worker over the memory cap at rest);
+- ansi-fail: build fails after an error line full of terminal escapes;
 - slow: build sleeps ``FAKE_RKNN_DELAY`` seconds (default 0.5), then as simulate (so that a run
   can be interrupted halfway);
 - garbage, extra-line, huge-line, forged-id: write to the worker's results channel from inside
@@ -68,6 +70,11 @@ import numpy as np
 MODE = os.environ.get("FAKE_RKNN_MODE", "ok")
 if MODE == "import-error":
     raise ImportError("fake toolkit told to fail its import")
+if MODE.startswith("import-hog"):
+    # Touch FAKE_RKNN_HOG_MB (default 800) MiB while importing, as a toolkit bigger than the
+    # memory cap would, and wait for the host's watch to see it.
+    _HOG = np.ones(int(os.environ.get("FAKE_RKNN_HOG_MB", "800")) << 20, dtype=np.uint8)
+    time.sleep(3.0)
 if os.environ.get("FAKE_RKNN_IMPORT_THREAD"):
     threading.Thread(target=time.sleep, args=(3600,), daemon=True, name="fake-pool").start()
 
@@ -254,6 +261,9 @@ class RKNN:
             print("ENV " + " ".join(sorted(os.environ)))
         elif mode == "build-fail":
             print("E RKNN: [00:00:00.000] REGTASK: The bit width of field value exceeds the limit")
+            return -1
+        elif mode == "ansi-fail":
+            print("\x1b[31mE build: \x1b]0;title\x07The \x1b[1mbit\x1b[0m width exceeds\x1b[0m")
             return -1
         elif mode == "raise":
             raise IndexError("list index out of range")
