@@ -160,6 +160,25 @@ def _shard_costs(config: pytest.Config, shard: Shard | None) -> MeasuredCosts | 
         raise pytest.UsageError(str(exc)) from None
 
 
+def _calibration_data(config: pytest.Config) -> Path | None:
+    """``--rknn-calibration-data``: a path that exists, for a run that names models."""
+    text = str(_value(config, "calibration_data") or "").strip()
+    if not text:
+        return None
+    if not config.getoption("rknn_model"):
+        raise pytest.UsageError(
+            f"--rknn-calibration-data {text}: it calibrates the models named by --rknn-model; "
+            "add one or drop it"
+        )
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise pytest.UsageError(
+            f"--rknn-calibration-data {text}: no such file or folder; give a .npz of stacked "
+            "samples or a folder of .npz"
+        )
+    return path.resolve()
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -205,6 +224,7 @@ class Settings:
             raise pytest.UsageError(f"--rknn-profile {profile!r}: use one of {', '.join(PROFILES)}")
         limits = _limits(config)
         models = []
+        calibration_data = _calibration_data(config)
         for text in config.getoption("rknn_model"):
             path = Path(text).expanduser()
             if path.is_dir():
@@ -216,7 +236,9 @@ class Settings:
                     f"--rknn-model {text}: no such file; give an ONNX model path"
                 )
             try:
-                models.append(UserModel.load(path.resolve(), inputs_file=True))
+                models.append(
+                    UserModel.load(path.resolve(), inputs_file=True, calibration=calibration_data)
+                )
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
         baseline_text = str(_value(config, "baseline") or "")

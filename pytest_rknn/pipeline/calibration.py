@@ -1,13 +1,15 @@
-"""Calibration sets of quantized cells: N samples drawn like the inputs, never the test input.
+"""Calibration sets of quantized cells: the user's samples, or N drawn like the inputs.
 
 A quantized build (``int8``, ``int8-mmse``, ``int8-kl``, ``hybrid``) calibrates its activation
-ranges on a dataset. Calibrating on the very input that is then judged flatters int8 (the
-ranges fit that input exactly), so :func:`make_calibration` draws ``n`` samples from the same
-distribution as the subject's inputs with seeds of their own (derived from the run's seed and
-the sample's index, never equal to it), drops any sample identical to the test input or to an
-earlier sample, and writes each as ``.npy`` files on the host. :func:`write_dataset` puts them
-into a job's own folder with the toolkit's ``dataset.txt``: one line per sample, the model's
-inputs space-separated, paths relative to the dataset file's folder.
+ranges on a dataset. A subject that carries the user's own samples (:mod:`.calibration_files`)
+calibrates on exactly those (``source`` user). Otherwise (``source`` generated): calibrating on
+the very input that is then judged flatters int8 (the ranges fit that input exactly), so
+:func:`make_calibration` draws ``n`` samples from the same distribution as the subject's inputs
+with seeds of their own (derived from the run's seed and the sample's index, never equal to
+it), drops any sample identical to the test input or to an earlier sample, and writes each as
+``.npy`` files on the host. :func:`write_dataset` puts them into a job's own folder with the
+toolkit's ``dataset.txt``: one line per sample, the model's inputs space-separated, paths
+relative to the dataset file's folder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pytest_rknn.pipeline.calibration_files import CalibrationData
 from pytest_rknn.pipeline.subjects import Subject
 
 DEFAULT_SAMPLES = 8
@@ -38,9 +41,17 @@ class CalibrationSet:
     samples: tuple[tuple[Path, ...], ...]
     digests: tuple[tuple[str, ...], ...]
     seeds: tuple[int, ...]
+    source: str = "generated"
+    file: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def digest(self) -> str:
+        """One hash of every sample's arrays."""
+        text = "|".join(",".join(row) for row in self.digests)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def key(self) -> list[list[str]]:
         """What the conversion depends on: every sample's arrays, by content."""
@@ -67,7 +78,11 @@ def make_calibration(
     test_inputs: dict[str, np.ndarray],
     folder: Path,
 ) -> CalibrationSet:
-    """Draw ``n`` samples of ``subject``'s inputs ``names`` and write them under ``folder``."""
+    """Draw ``n`` samples of ``subject``'s inputs ``names`` and write them under ``folder``
+    (the user's samples instead, all of them, when the subject carries them)."""
+    data = getattr(subject, "calibration_data", None)
+    if data is not None:
+        return _user_samples(data, names, folder)
     if n < 1:
         raise ValueError(f"a calibration set needs at least one sample, not {n}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,12 +103,7 @@ def make_calibration(
         if row in seen:
             continue
         seen.add(row)
-        paths = []
-        for j, name in enumerate(names):
-            path = folder / f"sample{len(samples)}-{j}.npy"
-            np.save(path, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            paths.append(path)
-        samples.append(tuple(paths))
+        samples.append(_write(folder, len(samples), names, arrays))
         digests.append(row)
         seeds.append(seed_i)
     if len(samples) < n:
@@ -103,6 +113,28 @@ def make_calibration(
             "too few values; use a smaller --rknn-calibration"
         )
     return CalibrationSet(tuple(names), tuple(samples), tuple(digests), tuple(seeds))
+
+
+def _write(folder: Path, index: int, names: list[str], arrays: dict[str, np.ndarray]) -> tuple:
+    paths = []
+    for j, name in enumerate(names):
+        path = folder / f"sample{index}-{j}.npy"
+        np.save(path, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+        paths.append(path)
+    return tuple(paths)
+
+
+def _user_samples(data: CalibrationData, names: list[str], folder: Path) -> CalibrationSet:
+    """The user's samples of ``names``, written under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples, digests = [], []
+    for i in range(len(data)):
+        arrays = data.sample(i)
+        samples.append(_write(folder, i, names, arrays))
+        digests.append(tuple(_digest(arrays[name]) for name in names))
+    return CalibrationSet(
+        tuple(names), tuple(samples), tuple(digests), (), source="user", file=data.name
+    )
 
 
 def write_dataset(calibration: CalibrationSet, outdir: Path) -> Path:

@@ -136,8 +136,12 @@ class Converter:
         toolkit: str | None = None,
         quant: str = "fp16",
         inputs: dict[str, Any] | None = None,
+        calibration: list[dict[str, Any]] | None = None,
     ) -> Outcome:
         """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime.
+
+        ``calibration``: the samples a quantized build calibrates on (a list of dicts of the
+        model's inputs), instead of generated ones.
 
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
@@ -151,5 +155,5 @@ class Converter:
         except (PlatformError, ValueError) as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
-        subject = provided_model(model, self.session.workdir / "provided", inputs)
+        subject = provided_model(model, self.session.workdir / "provided", inputs, calibration)
         return run_item(CellSpec(subject, platform, version, quant), self.node, self.session)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
+from pytest_rknn.pipeline import calibration_files
+from pytest_rknn.pipeline.calibration_files import CalibrationData
 from pytest_rknn.pipeline.input_files import (
     InputFile,
     InputFileError,
@@ -143,11 +146,15 @@ class UserModel:
     declared: tuple[DeclaredInput, ...] = field(default=(), compare=False)
     roles: tuple[tuple[str, Role], ...] = field(default=(), compare=False)
     inputs_file: InputFile | None = None
+    calibration_data: CalibrationData | None = None
 
     @classmethod
-    def load(cls, path: Path, inputs_file: bool = False) -> UserModel:
-        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` beside it, if any.
-        ModelError (one line, naming the fix) for a bad model or inputs file."""
+    def load(
+        cls, path: Path, inputs_file: bool = False, calibration: Path | None = None
+    ) -> UserModel:
+        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` and the calibration
+        data beside it, if any (``calibration``: that data's path instead). ModelError (one
+        line, naming the fix) for a bad model, inputs file or calibration data."""
         try:
             data = Path(path).read_bytes()
             model = onnx.load_from_string(data)
@@ -173,8 +180,20 @@ class UserModel:
                 found = read_input_file(npz, declared, f"--rknn-model {Path(path).name}")
             except InputFileError as exc:
                 raise ModelError(str(exc)) from None
+        data_path = calibration
+        if data_path is None and inputs_file:
+            data_path = calibration_files.beside(Path(path))
+        samples = None
+        if data_path is not None:
+            try:
+                samples = calibration_files.read_calibration(
+                    data_path, declared, f"--rknn-model {Path(path).name}"
+                )
+            except InputFileError as exc:
+                raise ModelError(str(exc)) from None
         roles = tuple(judge_roles(model, declared).items())
-        return cls(Path(path), hashlib.sha256(data).hexdigest(), declared, roles, found)
+        sha = hashlib.sha256(data).hexdigest()
+        return cls(Path(path), sha, declared, roles, found, samples)
 
     @property
     def lengths_fed_as_one(self) -> list[str]:
@@ -209,6 +228,8 @@ class UserModel:
     def id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9]+", "_", self.path.stem).strip("_") or "model"
         suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
+        if self.calibration_data is not None:
+            suffix += f"-cal{self.calibration_data.digest[:8]}"
         return f"model-{stem}-{self.sha256[:8]}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +247,8 @@ class UserModel:
         else:
             found["inputs"] = {d.name: list(d.shape) for d in self.declared}
             found["input_roles"] = {name: role.describe() for name, role in self.roles}
+        if self.calibration_data is not None:
+            found["calibration_data"] = _described(self.calibration_data)
         return found
 
     def build(self) -> onnx.ModelProto:
@@ -272,19 +295,29 @@ class UserModel:
         return sum(int(np.prod(d.shape, dtype=np.int64)) * d.dtype.itemsize for d in self.declared)
 
 
+def _described(data: CalibrationData) -> dict[str, Any]:
+    return {"name": data.name, "samples": len(data), "digest": data.digest}
+
+
 @dataclass(frozen=True)
 class ProvidedModel:
-    """A model handed to the ``rknn`` fixture, optionally with the inputs to feed it."""
+    """A model handed to the ``rknn`` fixture, optionally with the inputs to feed it and the
+    samples to calibrate it on."""
 
     model: UserModel
     given: tuple[tuple[str, np.ndarray], ...] | None = field(default=None, compare=False)
+    calibration_data: CalibrationData | None = None
 
     @property
     def id(self) -> str:
-        return self.model.id
+        if self.calibration_data is None:
+            return self.model.id
+        return f"{self.model.id}-cal{self.calibration_data.digest[:8]}"
 
     def to_dict(self) -> dict[str, Any]:
         found = self.model.to_dict()
+        if self.calibration_data is not None:
+            found["calibration_data"] = _described(self.calibration_data)
         if self.given is not None:
             found.pop("input_roles", None)
             found["inputs"] = {name: list(a.shape) for name, a in self.given}
@@ -315,10 +348,13 @@ class ProvidedModel:
 
 
 def provided_model(
-    model: onnx.ModelProto | str | Path, folder: Path, inputs: dict[str, np.ndarray] | None
+    model: onnx.ModelProto | str | Path,
+    folder: Path,
+    inputs: dict[str, np.ndarray] | None,
+    calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> ProvidedModel:
     """Wrap a path or an in-memory model for the ``rknn`` fixture; ValueError (one line) for
-    ``inputs`` that do not fit the model."""
+    ``inputs`` or ``calibration`` samples that do not fit the model."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = folder / hashlib.sha256(data).hexdigest()[:8] / f"{model.graph.name or 'model'}.onnx"
@@ -339,4 +375,17 @@ def provided_model(
             check_inputs(dict(given), user.declared, "inputs=", "")
         except InputFileError as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
-    return ProvidedModel(user, given)
+    samples = None
+    if calibration is not None:
+        if isinstance(calibration, Mapping):
+            raise ValueError(
+                "rknn.convert: calibration= is one dict; give a list of samples, "
+                "calibration=[{name: array, ...}, ...]"
+            )
+        try:
+            samples = calibration_files.from_samples(
+                list(calibration), user.declared, "rknn.convert", "calibration="
+            )
+        except InputFileError as exc:
+            raise ValueError(str(exc)) from None
+    return ProvidedModel(user, given, samples)
