@@ -6,10 +6,12 @@ calibrates on exactly those (``source`` user). Otherwise (``source`` generated):
 the very input that is then judged flatters int8 (the ranges fit that input exactly), so
 :func:`make_calibration` draws ``n`` samples from the same distribution as the subject's inputs
 with seeds of their own (derived from the run's seed and the sample's index, never equal to
-it), drops any sample identical to the test input or to an earlier sample, and writes each as
-``.npy`` files on the host. :func:`write_dataset` puts them into a job's own folder with the
-toolkit's ``dataset.txt``: one line per sample, the model's inputs space-separated, paths
-relative to the dataset file's folder.
+it), like real traffic: masks padded by none, a quarter or a half of their positions across the
+samples, even at batch 1, token ids across the vocabulary, position ids a range, float inputs
+unit normal (each subject's ``sample``); it drops any sample identical to the test input or to
+an earlier sample, and writes each as ``.npy`` files on the host. :func:`write_dataset` puts
+them into a job's own folder with the toolkit's ``dataset.txt``: one line per sample, the
+model's inputs space-separated, paths relative to the dataset file's folder.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def make_calibration(
     while len(samples) < n and index < 4 * n:
         seed_i = sample_seed(seed, index)
         index += 1
-        arrays = subject.sample(seed_i)
+        arrays = subject.sample(seed_i, len(samples))
         missing = [name for name in names if name not in arrays]
         if missing:
             raise CalibrationError(f"a calibration sample lacks the input(s) {missing}")

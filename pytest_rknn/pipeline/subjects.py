@@ -40,7 +40,7 @@ from pytest_rknn.pipeline.input_roles import (
 )
 from pytest_rknn.variants.families import FamilySpec, family_inputs
 from pytest_rknn.variants.forms import NotBuildable, build_model
-from pytest_rknn.variants.inputs import make_inputs
+from pytest_rknn.variants.inputs import kept_lengths, make_inputs
 from pytest_rknn.variants.reference import onnxruntime_outputs, reference_outputs
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.strategies import estimate_memory_bytes
@@ -56,7 +56,7 @@ class Subject(Protocol):
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]: ...
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]: ...
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]: ...
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list: ...
 
@@ -89,9 +89,10 @@ class VariantSubject(_Generated):
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return make_inputs(self.spec, seed)
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Inputs drawn from the distribution of :meth:`inputs` (a calibration sample)."""
-        return make_inputs(self.spec, seed)
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
+        """Calibration sample ``index``: drawn like :meth:`inputs`, its mask padded like
+        traffic (:func:`~pytest_rknn.variants.inputs.kept_lengths`)."""
+        return make_inputs(self.spec, seed, sample=index)
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return reference_outputs(self.spec, inputs)
@@ -113,15 +114,32 @@ class FamilySubject(_Generated):
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return family_inputs(self.spec, seed)
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Inputs drawn like :meth:`inputs` (a calibration sample)."""
-        return family_inputs(self.spec, seed)
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
+        """Calibration sample ``index``: drawn like :meth:`inputs`, its attention mask (even
+        an all-ones one) padded like traffic."""
+        arrays = family_inputs(self.spec, seed)
+        mask = arrays.get("attention_mask")
+        if mask is not None:
+            arrays["attention_mask"] = traffic_mask(mask.shape, index).astype(mask.dtype)
+        return arrays
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
 
     def host_bytes(self) -> int:
         return self.spec.host_bytes()
+
+
+def traffic_mask(shape: tuple[int, ...], index: int) -> np.ndarray:
+    """A 0/1 keep-mask of ``shape`` for calibration sample ``index``: each row of the first
+    axis keeps a prefix along the last axis, padded by none, a quarter or a half of it
+    (:func:`~pytest_rknn.variants.inputs.kept_lengths`)."""
+    if not shape:
+        return np.ones(shape, dtype=bool)
+    rows = shape[0] if len(shape) > 1 else 1
+    lengths = kept_lengths(rows, shape[-1], index)
+    keep = np.arange(shape[-1]) < lengths.reshape((rows,) + (1,) * (len(shape) - 1))
+    return np.broadcast_to(keep, shape).copy()
 
 
 def subject_of(spec: VariantSpec | FamilySpec) -> VariantSubject | FamilySubject:
@@ -277,13 +295,19 @@ class UserModel:
                 f"{', '.join(d.name for d in self.declared)}), or inputs= to rknn.convert",
             ) from None
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """A calibration sample: generated for the inputs' roles, in the shapes of the test
-        inputs, never the inputs file's arrays."""
-        shapes = None
-        if self.inputs_file is not None:
+    def sample(
+        self, seed: int, index: int = 0, shapes: dict[str, tuple[int, ...]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Calibration sample ``index``: generated for the inputs' roles (masks padded like
+        traffic), in the shapes of the test inputs, never the inputs file's arrays."""
+        if shapes is None and self.inputs_file is not None:
             shapes = {name: tuple(a.shape) for name, a in self.inputs_file.arrays}
-        return self.generate(seed, shapes)
+        arrays = self.generate(seed, shapes)
+        for name, role in self.roles:
+            if role.kind == "mask" and name in arrays:
+                mask = arrays[name]
+                arrays[name] = traffic_mask(mask.shape, index).astype(mask.dtype)
+        return arrays
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
@@ -330,13 +354,13 @@ class ProvidedModel:
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
         """A calibration sample: generated for the model's input roles (in the given inputs'
         shapes), never the given inputs (a calibration set of the test input alone would
         flatter int8)."""
         if self.given is None:
-            return self.model.sample(seed)
-        return self.model.generate(seed, {name: tuple(a.shape) for name, a in self.given})
+            return self.model.sample(seed, index)
+        return self.model.sample(seed, index, {name: tuple(a.shape) for name, a in self.given})
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return self.model.reference(model, inputs)
