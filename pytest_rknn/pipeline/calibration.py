@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from pytest_rknn.pipeline.calibration_files import CalibrationData
 from pytest_rknn.pipeline.subjects import Subject
+from pytest_rknn.verdict.positions import masks_of
 
 DEFAULT_SAMPLES = 8
 DATASET = "dataset.txt"
@@ -45,6 +46,8 @@ class CalibrationSet:
     seeds: tuple[int, ...]
     source: str = "generated"
     file: str | None = None
+    masked: int = 0
+    masked_union: tuple[tuple[str, np.ndarray], ...] = field(default=(), compare=False)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -84,7 +87,7 @@ def make_calibration(
     (the user's samples instead, all of them, when the subject carries them)."""
     data = getattr(subject, "calibration_data", None)
     if data is not None:
-        return _user_samples(data, names, folder)
+        return _user_samples(subject, data, names, folder)
     if n < 1:
         raise ValueError(f"a calibration set needs at least one sample, not {n}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +96,7 @@ def make_calibration(
     samples: list[tuple[Path, ...]] = []
     digests: list[tuple[str, ...]] = []
     seeds: list[int] = []
+    drawn: list[dict[str, np.ndarray]] = []
     index = 0
     while len(samples) < n and index < 4 * n:
         seed_i = sample_seed(seed, index)
@@ -106,6 +110,7 @@ def make_calibration(
             continue
         seen.add(row)
         samples.append(_write(folder, len(samples), names, arrays))
+        drawn.append(arrays)
         digests.append(row)
         seeds.append(seed_i)
     if len(samples) < n:
@@ -114,7 +119,8 @@ def make_calibration(
             f"input and from each other (got {len(samples)} in {index} draws): its inputs take "
             "too few values; use a smaller --rknn-calibration"
         )
-    return CalibrationSet(tuple(names), tuple(samples), tuple(digests), tuple(seeds))
+    found = CalibrationSet(tuple(names), tuple(samples), tuple(digests), tuple(seeds))
+    return _with_masks(found, subject, drawn)
 
 
 def _write(folder: Path, index: int, names: list[str], arrays: dict[str, np.ndarray]) -> tuple:
@@ -126,7 +132,9 @@ def _write(folder: Path, index: int, names: list[str], arrays: dict[str, np.ndar
     return tuple(paths)
 
 
-def _user_samples(data: CalibrationData, names: list[str], folder: Path) -> CalibrationSet:
+def _user_samples(
+    subject: Subject, data: CalibrationData, names: list[str], folder: Path
+) -> CalibrationSet:
     """The user's samples of ``names``, written under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     samples, digests = [], []
@@ -134,9 +142,65 @@ def _user_samples(data: CalibrationData, names: list[str], folder: Path) -> Cali
         arrays = data.sample(i)
         samples.append(_write(folder, i, names, arrays))
         digests.append(tuple(_digest(arrays[name]) for name in names))
-    return CalibrationSet(
+    found = CalibrationSet(
         tuple(names), tuple(samples), tuple(digests), (), source="user", file=data.name
     )
+    return _with_masks(found, subject, [data.sample(i) for i in range(len(data))])
+
+
+def _with_masks(
+    found: CalibrationSet, subject: Subject, samples: list[dict[str, np.ndarray]]
+) -> CalibrationSet:
+    """``found`` with how many samples mask any position, and every position (per mask input)
+    that some sample masks."""
+    masked = 0
+    union: dict[str, np.ndarray] = {}
+    for arrays in samples:
+        masks = masks_of(subject, arrays)
+        masked += any(m.padded for m in masks)
+        for m in masks:
+            before = union.get(m.name)
+            if before is None:
+                union[m.name] = ~m.keep
+            elif before.shape == m.keep.shape:
+                union[m.name] = before | ~m.keep
+    return replace(found, masked=masked, masked_union=tuple(union.items()))
+
+
+def never_masked(calibration: CalibrationSet, subject: Subject, inputs: dict) -> list[str]:
+    """The mask inputs whose test values mask a position that no calibration sample masked
+    (a quantized mask path calibrated that way may clip the padding away)."""
+    union = dict(calibration.masked_union)
+    found = []
+    for m in masks_of(subject, inputs):
+        masked = ~m.keep
+        if not masked.any():
+            continue
+        seen = union.get(m.name)
+        unseen = seen is None or not seen.any()
+        if unseen or (seen.shape == masked.shape and (masked & ~seen).any()):
+            found.append(m.name)
+    return found
+
+
+def record_of(
+    calibration: CalibrationSet, subject: Subject, inputs: dict[str, np.ndarray]
+) -> dict[str, object]:
+    """The cell's ``calibration`` field: what the build calibrated on."""
+    trap = never_masked(calibration, subject, inputs)
+    note = None
+    if trap:
+        note = (
+            f"the test input masks positions of {', '.join(trap)} that no calibration sample masked"
+        )
+    return {
+        "source": calibration.source,
+        "file": calibration.file,
+        "samples": len(calibration),
+        "masked_samples": calibration.masked,
+        "digest": calibration.digest,
+        "note": note,
+    }
 
 
 def write_dataset(calibration: CalibrationSet, outdir: Path) -> Path:

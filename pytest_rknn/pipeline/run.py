@@ -23,7 +23,7 @@ from pytest_rknn.pipeline import analysis, reproduce
 from pytest_rknn.pipeline.build_config import rejected_by
 from pytest_rknn.pipeline.cache import Conversion
 from pytest_rknn.pipeline.cache_keys import code_digest, verdict_key
-from pytest_rknn.pipeline.calibration import CalibrationSet
+from pytest_rknn.pipeline.calibration import CalibrationSet, record_of
 from pytest_rknn.pipeline.cell_job import conversion_key_of, conversion_of, load_shapes, make_job
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
@@ -219,6 +219,10 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
             session.cache.put(key, conversion)
 
     verdict = _verdict(cell, session, built, inputs, conversion, bounds)
+    calibrated = record_of(calibration, cell.subject, inputs) if calibration else None
+    reason = verdict.reason
+    if calibrated and calibrated["note"] and verdict.status.failing:
+        reason = f"{reason}; {_trap(calibrated)}" if reason else _trap(calibrated)
     warning = conversion.signature if conversion.status is None else None
     origin = None
     if verdict.status is Status.TOLERANCE_FAIL:
@@ -227,7 +231,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         cell,
         verdict.status,
         signature=verdict.signature,
-        reason=verdict.reason,
+        reason=reason,
         metrics=verdict.metrics,
         bounds=bounds.to_dict() if conversion.status is None else None,
         timings={**conversion.timings, "cell": round(time.perf_counter() - started, 6)},
@@ -240,8 +244,18 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         fp16_layers=conversion.fp16_layers,
         error_origin=origin,
         attention=built.export,
+        calibration=calibrated,
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
+
+
+def _trap(calibrated: dict[str, object]) -> str:
+    """A failing quantized cell's word on a calibration that never masked what its input does."""
+    return (
+        f"{calibrated['note']} (calibration: {calibrated['samples']} {calibrated['source']} "
+        "samples): the quantized mask path may clip the padding away; calibrate on padded "
+        "samples (model.calib.npz beside the model, or --rknn-calibration-data)"
+    )
 
 
 def _error_origin(

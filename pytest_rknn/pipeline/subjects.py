@@ -58,6 +58,8 @@ class Subject(Protocol):
 
     def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]: ...
 
+    def mask_inputs(self) -> dict[str, tuple[str, str]]: ...
+
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list: ...
 
     def host_bytes(self) -> int: ...
@@ -94,6 +96,12 @@ class VariantSubject(_Generated):
         traffic (:func:`~pytest_rknn.variants.inputs.kept_lengths`)."""
         return make_inputs(self.spec, seed, sample=index)
 
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        """The ``mask`` input, if any: a score mask (:mod:`~pytest_rknn.verdict.positions`)."""
+        if not self.spec.mask_is_input:
+            return {}
+        return {"mask": ("keep" if self.spec.mask == "key-padding" else "additive", "scores")}
+
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return reference_outputs(self.spec, inputs)
 
@@ -122,6 +130,10 @@ class FamilySubject(_Generated):
         if mask is not None:
             arrays["attention_mask"] = traffic_mask(mask.shape, index).astype(mask.dtype)
         return arrays
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        """``attention_mask`` (1 = a real token), when the model takes one."""
+        return {} if self.spec.mask == "none" else {"attention_mask": ("keep", "tokens")}
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
@@ -309,6 +321,20 @@ class UserModel:
                 arrays[name] = traffic_mask(mask.shape, index).astype(mask.dtype)
         return arrays
 
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        """The inputs of the ``mask`` role (1/True = attend), and float inputs named like a
+        mask (an additive bias); rank 2 or less is a token mask, more a score mask."""
+        found = {}
+        roles = dict(self.roles)
+        for d in self.declared:
+            rank = len(d.dims) if d.ranked else 2
+            layout = "tokens" if rank <= 2 else "scores"
+            if roles[d.name].kind == "mask":
+                found[d.name] = ("keep", layout)
+            elif roles[d.name].kind == "float" and "mask" in d.name.lower():
+                found[d.name] = ("additive", layout)
+        return found
+
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
 
@@ -361,6 +387,9 @@ class ProvidedModel:
         if self.given is None:
             return self.model.sample(seed, index)
         return self.model.sample(seed, index, {name: tuple(a.shape) for name, a in self.given})
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        return self.model.mask_inputs()
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return self.model.reference(model, inputs)

@@ -161,7 +161,8 @@ def fixes_of(cell: CellRecord) -> list[dict[str, Any]]:
 
 def notes_of(cell: CellRecord) -> list[list[str]]:
     """What else a cell says, as (heading, text): a silent failure's warning, where a tolerance
-    failure's error starts, the layers a hybrid build kept in float16."""
+    failure's error starts, the layers a hybrid build kept in float16, what a quantized build
+    calibrated on, the rule that made the bounds and the positions an output was judged on."""
     notes = []
     if cell.warning:
         notes.append(["warning (the toolkit survived an exception)", cell.warning])
@@ -177,7 +178,32 @@ def notes_of(cell: CellRecord) -> list[list[str]]:
             f"{x.get('op', '')} {x.get('name', '')}".strip() for x in cell.fp16_layers
         )
         notes.append([f"kept in float16 ({len(cell.fp16_layers)} layers)", layers])
+    if cell.calibration:
+        notes.append(["calibration", calibration_text(cell.calibration)])
+    if cell.bounds_rule:
+        notes.append(["bounds", cell.bounds_rule])
+    left_out = [
+        f"{name}: {m['judged']}"
+        for name, m in sorted((cell.metrics or {}).items())
+        if m.get("judged")
+    ]
+    if left_out:
+        notes.append(["positions judged", "; ".join(left_out)])
     return notes
+
+
+def calibration_text(calibration: dict[str, Any]) -> str:
+    """``8 generated samples, 5 with masked positions (digest 1a2b3c4d)``, and its note."""
+    where = f" from {calibration['file']}" if calibration.get("file") else ""
+    text = (
+        f"{calibration.get('samples')} {calibration.get('source')} samples{where}, "
+        f"{calibration.get('masked_samples')} with masked positions"
+    )
+    if calibration.get("digest"):
+        text += f" (digest {str(calibration['digest'])[:8]})"
+    if calibration.get("note"):
+        text += f"; {calibration['note']}"
+    return text
 
 
 def _rerun(cell: CellRecord, meta: dict[str, Any]) -> str:
