@@ -22,7 +22,7 @@ import numpy as np
 from pytest_rknn.pipeline import analysis, reproduce
 from pytest_rknn.pipeline.build_config import rejected_by
 from pytest_rknn.pipeline.cache import Conversion
-from pytest_rknn.pipeline.cache_keys import code_digest, verdict_key
+from pytest_rknn.pipeline.cache_keys import array_digest, code_digest, verdict_key
 from pytest_rknn.pipeline.calibration import CalibrationSet, record_of
 from pytest_rknn.pipeline.cell_job import conversion_key_of, conversion_of, load_shapes, make_job
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
@@ -37,7 +37,16 @@ from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.verdict.judge import Verdict, judge_outputs
 from pytest_rknn.verdict.logtext import error_lines
-from pytest_rknn.verdict.tolerance import Bounds
+from pytest_rknn.verdict.positions import masks_of, selections
+from pytest_rknn.verdict.rules import Judging
+
+# The code whose change changes a judgement of the same outputs.
+_VERDICT_CODE = (
+    "verdict/metrics.py",
+    "verdict/positions.py",
+    "verdict/judge.py",
+    "verdict/tolerance.py",
+)
 
 
 @dataclass
@@ -96,11 +105,11 @@ def _short(cell: CellSpec, status: Status, reason: str, signature: str | None) -
     return Outcome(record, message(record))
 
 
-def run_guarded(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+def run_guarded(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
     """:func:`run_cell`, with a harness bug recorded as ``crash`` (a wrong result is worse
     than none): the cell still lands in the matrix, with the traceback in its log excerpt."""
     try:
-        return run_cell(cell, session, bounds)
+        return run_cell(cell, session, judging)
     except Exception as exc:  # noqa: BLE001
         record = new_record(
             cell,
@@ -191,7 +200,7 @@ def warm_reference(cell: CellSpec, session: RknnSession) -> None:
             session.materials.reference(cell.subject, made.built, made.inputs)
 
 
-def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+def run_cell(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
     """Run (or recall) one cell; never raises for a toolkit fault."""
     started = time.perf_counter()
     session.running(cell)
@@ -218,7 +227,7 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         if key is not None:
             session.cache.put(key, conversion)
 
-    verdict = _verdict(cell, session, built, inputs, conversion, bounds)
+    verdict = _verdict(cell, session, built, inputs, conversion, judging)
     calibrated = record_of(calibration, cell.subject, inputs) if calibration else None
     reason = verdict.reason
     if calibrated and calibrated["note"] and verdict.status.failing:
@@ -233,7 +242,8 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         signature=verdict.signature,
         reason=reason,
         metrics=verdict.metrics,
-        bounds=bounds.to_dict() if conversion.status is None else None,
+        bounds=judging.bounds.to_dict() if conversion.status is None else None,
+        bounds_rule=judging.rule if conversion.status is None else None,
         timings={**conversion.timings, "cell": round(time.perf_counter() - started, 6)},
         peak_rss_mb=conversion.peak_rss_mb,
         cached=conversion.cached,
@@ -298,17 +308,21 @@ def _verdict(
     built: BuiltModel,
     inputs: dict[str, np.ndarray],
     conversion: Conversion,
-    bounds: Bounds,
+    judging: Judging,
 ) -> Verdict:
-    """The cell's verdict; a judgement of the same outputs against the same reference under
-    the same bounds is taken from the cache."""
+    """The cell's verdict, on the positions each output is judged on; a judgement of the same
+    outputs against the same reference under the same bounds and positions is taken from the
+    cache."""
     if conversion.status is not None:
         return Verdict(conversion.status, conversion.signature, conversion.error)
     materials = session.materials
     judged = None
+    masks = masks_of(cell.subject, inputs)
     if conversion.stored_outputs:
         reference_key = materials.reference_key(cell.subject, built, inputs)
-        judged = verdict_key(conversion.stored_outputs, reference_key, bounds.to_dict())
+        how = {**judging.key(), "code": code_digest(_VERDICT_CODE)}
+        how["masks"] = [(m.name, m.layout, array_digest(m.keep)) for m in masks]
+        judged = verdict_key(conversion.stored_outputs, reference_key, how)
         found = session.cache.get_verdict(judged)
         if found is not None:
             return found
@@ -320,7 +334,8 @@ def _verdict(
             "reference not computable",
             f"converted and simulated, but {exc}",
         )
-    verdict = judge_outputs(reference, conversion.outputs or [], bounds)
+    chosen = selections(masks, [r.shape for r in reference], judging.all_positions)
+    verdict = judge_outputs(reference, conversion.outputs or [], judging.bounds, chosen)
     if judged is not None:
         session.cache.put_verdict(judged, verdict)
     return verdict
