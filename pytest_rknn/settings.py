@@ -132,6 +132,24 @@ def _bounds(config: pytest.Config) -> dict[str, str]:
     return bounds
 
 
+def _fp16_rule(config: pytest.Config) -> float | None:
+    """``--rknn-fp16-bounds``: the factor of the emulation rule, or None for fixed bounds."""
+    text = str(_value(config, "fp16_bounds") or "").strip().lower()
+    if text == "fixed":
+        return None
+    name, _, factor = text.partition(":")
+    try:
+        k = float(factor) if factor else 4.0
+    except ValueError:
+        k = math.nan
+    if name != "emulation" or not (math.isfinite(k) and k >= 1):
+        raise pytest.UsageError(
+            f"--rknn-fp16-bounds {text!r}: use emulation, emulation:K (a factor K >= 1, e.g. "
+            "emulation:8) or fixed"
+        )
+    return k
+
+
 def _shard(config: pytest.Config) -> Shard | None:
     text = str(_value(config, "shard") or "").strip()
     if not text:
@@ -208,6 +226,7 @@ class Settings:
     shard: Shard | None = None
     shard_costs: MeasuredCosts | None = None
     calibration: int = 8
+    fp16_emulation: float | None = 4.0
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -310,6 +329,7 @@ class Settings:
             shard=shard,
             shard_costs=_shard_costs(config, shard),
             calibration=_int(config, "calibration", minimum=1),
+            fp16_emulation=_fp16_rule(config),
         )
 
     @property

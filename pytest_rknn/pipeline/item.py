@@ -17,7 +17,7 @@ import pytest
 
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.targets import base_quant
-from pytest_rknn.verdict.rules import Judging
+from pytest_rknn.verdict.rules import Judging, emulation_rule
 from pytest_rknn.verdict.tolerance import Bounds
 
 if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
@@ -40,11 +40,15 @@ def item_judging(
     base = base_quant(quant)
     family = "int8" if base.startswith("int8") else base  # hybrid: no ini key, defaults
     rule = f"default {family}"
+    emulate = settings.fp16_emulation if family == "fp16" else None
+    if family == "fp16":
+        rule = "fixed fp16 defaults" if emulate is None else emulation_rule(emulate)
     try:
         bounds = Bounds.for_mode(quant)
         if settings.bounds.get(family):
             bounds = Bounds.from_ini(settings.bounds[family], base=bounds)
             rule = f"ini rknn_bounds_{family}"
+            emulate = None
     except ValueError as exc:
         raise pytest.UsageError(f"rknn tolerance bounds: {exc}") from None
     marker = node.get_closest_marker("rknn")
@@ -61,7 +65,10 @@ def item_judging(
         except ValueError as exc:
             pytest.fail(f"@pytest.mark.rknn on {node.name}: {exc}", pytrace=False)
         rule = "marker"
-    return Judging(bounds, rule, all_positions=all_positions or every)
+    every = all_positions or every
+    if emulate is None:
+        return Judging(bounds, rule, every)
+    return Judging(bounds, rule, every, emulate=emulate, overrides=overrides)
 
 
 def run_item(

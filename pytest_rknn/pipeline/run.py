@@ -35,10 +35,10 @@ from pytest_rknn.toolkit.protocol import JobResult
 from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
-from pytest_rknn.verdict.judge import Verdict, judge_outputs
+from pytest_rknn.verdict.judge import Verdict, judge_outputs, measure
 from pytest_rknn.verdict.logtext import error_lines
 from pytest_rknn.verdict.positions import masks_of, selections
-from pytest_rknn.verdict.rules import Judging
+from pytest_rknn.verdict.rules import Judging, emulated
 
 # The code whose change changes a judgement of the same outputs.
 _VERDICT_CODE = (
@@ -227,6 +227,9 @@ def run_cell(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
         if key is not None:
             session.cache.put(key, conversion)
 
+    emulation: dict[str, object] = {}
+    if judging.emulate and conversion.status is None:
+        judging = _emulated(cell, session, built, inputs, judging, emulation)
     verdict = _verdict(cell, session, built, inputs, conversion, judging)
     calibrated = record_of(calibration, cell.subject, inputs) if calibration else None
     reason = verdict.reason
@@ -255,8 +258,43 @@ def run_cell(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
         error_origin=origin,
         attention=built.export,
         calibration=calibrated,
+        extra={"fp16_emulation": emulation} if emulation else {},
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
+
+
+def _emulated(
+    cell: CellSpec,
+    session: RknnSession,
+    built: BuiltModel,
+    inputs: dict[str, np.ndarray],
+    judging: Judging,
+    figures: dict[str, object],
+) -> Judging:
+    """``judging`` with bounds scaled to what float16 does to this model (see
+    :mod:`~pytest_rknn.verdict.rules`); ``figures`` gets the emulation's metrics per output."""
+    materials = session.materials
+    try:
+        reference = materials.reference(cell.subject, built, inputs)
+    except HostError:
+        return emulated(judging, "no reference")  # the verdict says why
+    try:
+        half = materials.fp16_emulation(cell.subject, built, inputs)
+    except HostError as exc:
+        return emulated(judging, f"the float16 run failed: {exc}")
+    if len(half) != len(reference):
+        return emulated(judging, "the float16 run gave another number of outputs")
+    masks = masks_of(cell.subject, inputs)
+    chosen = selections(masks, [r.shape for r in reference], judging.all_positions)
+    metrics = [
+        measure(ref, out, i, chosen[i])
+        for i, (ref, out) in enumerate(zip(reference, half, strict=True))
+    ]
+    for i, m in enumerate(metrics):
+        figures[f"output{i}"] = {
+            key: m.to_dict().get(key) for key in ("cosine", "rel_l2", "max_abs_rms", "error")
+        }
+    return emulated(judging, metrics)
 
 
 def _trap(calibrated: dict[str, object]) -> str:
