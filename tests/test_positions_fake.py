@@ -13,6 +13,7 @@ from test_calibration_data import sample
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.views.dashdata import metric_rows, notes_of
 
 EVERY = """
 import pytest
@@ -55,6 +56,10 @@ def test_the_padded_rows_are_left_out_unless_asked(
     if judged:
         assert metrics["judged"] == "the 13 of 16 positions attention_mask keeps (output axis 1)"
         assert metrics["left_out"]["cosine"] == pytest.approx(1.0)
+        panel = dict(notes_of(cell))
+        assert panel["positions judged"].startswith(f"output0: {metrics['judged']}; the rest")
+        assert panel["bounds"] == "fp16 emulation x 4"
+        assert "left_out" not in {row["metric"] for row in metric_rows(cell)}
     else:
         assert "judged" not in metrics and "left_out" not in metrics
         assert metrics["note"] == "every position judged, as asked"

@@ -107,6 +107,8 @@ def metric_rows(cell: CellRecord) -> list[dict[str, Any]]:
     bounds = cell.bounds or {}
     for output, metrics in sorted((cell.metrics or {}).items()):
         for name, value in metrics.items():
+            if name == "left_out":  # in the notes, as information
+                continue
             bound_name, op = BOUND_OF_METRIC.get(name, (None, None))
             bound = _number(bounds.get(bound_name)) if bound_name else None
             number = _number(value)
@@ -182,14 +184,25 @@ def notes_of(cell: CellRecord) -> list[list[str]]:
         notes.append(["calibration", calibration_text(cell.calibration)])
     if cell.bounds_rule:
         notes.append(["bounds", cell.bounds_rule])
-    left_out = [
-        f"{name}: {m['judged']}"
+    judged = [
+        f"{name}: {m['judged']}{_left_out(m.get('left_out'))}"
         for name, m in sorted((cell.metrics or {}).items())
         if m.get("judged")
     ]
-    if left_out:
-        notes.append(["positions judged", "; ".join(left_out)])
+    if judged:
+        notes.append(["positions judged", "\n".join(judged)])
     return notes
+
+
+def _left_out(left_out: Any) -> str:
+    if not isinstance(left_out, dict):
+        return ""
+    figures = ", ".join(
+        f"{key} {left_out[key]:.6g}"
+        for key in ("cosine", "rel_l2")
+        if isinstance(left_out.get(key), float)
+    )
+    return f"; the rest (not judged): {figures}" if figures else ""
 
 
 def calibration_text(calibration: dict[str, Any]) -> str:
