@@ -27,6 +27,18 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
         "quantization modes: fp16, int8, int8-mmse, int8-kl, hybrid (comma-separated)",
     ),
     "calibration": ("string", "8", "calibration samples of each quantized cell (int8*, hybrid)"),
+    "calibration_data": (
+        "string",
+        "",
+        "calibrate every --rknn-model on these samples: a .npz (a leading sample axis) or a "
+        "folder of .npz",
+    ),
+    "fp16_bounds": (
+        "string",
+        "emulation",
+        "fp16 bounds: emulation (4 x the error float16 itself makes on the model, never "
+        "tighter than the fixed defaults; emulation:K for another factor) or fixed",
+    ),
     "examples": ("string", "16", "how many hypothesis-drawn variants besides the curated ones"),
     "seed": ("string", "0", "seed of the variant draw and of the inputs"),
     "profile": ("string", "ci", "size profile of drawn variants: ci (small) or full (long seqs)"),

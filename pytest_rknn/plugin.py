@@ -27,7 +27,7 @@ from pytest_rknn.pipeline.item import (
     SUMMARY,
     CellRunner,
     Converter,
-    item_bounds,
+    item_judging,
 )
 from pytest_rknn.pipeline.item import verdict as verdict  # the rknn fixture's users call it
 from pytest_rknn.pipeline.plan import EXPORTER_FORMS, CellSpec, build_cells
@@ -66,8 +66,9 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "rknn(max_abs=..., min_cosine=..., ..., npu='attention'|'all'|'none'): tolerance bounds "
-        "and the placement requirement for this test's rknn cells",
+        "rknn(max_abs=..., min_cosine=..., ..., all_positions=False, npu='attention'|'all'|"
+        "'none'): tolerance bounds and the placement requirement for this test's rknn cells "
+        "(all_positions=True: judge the positions an attention mask leaves out too)",
     )
     config.addinivalue_line("markers", "rknn_cell: a cell of the rknn compatibility matrix")
     settings = Settings.from_config(config)
@@ -273,10 +274,10 @@ def rknn_explore(request: pytest.FixtureRequest) -> Explorer:
     if not isinstance(target, ExploreTarget):
         raise pytest.UsageError("rknn_explore is parametrized by pytest-rknn; do not request it")
     session = _session(request.config)
-    bounds = item_bounds(request.node, session.settings, target.quant)
+    judging = item_judging(request.node, session.settings, target.quant)
     from pytest_rknn.pipeline.explore import Explorer
 
-    return Explorer(target, session, bounds, request.node.stash.setdefault(RECORDS, []))
+    return Explorer(target, session, judging, request.node.stash.setdefault(RECORDS, []))
 
 
 @pytest.fixture

@@ -344,8 +344,9 @@ def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: Cel
     (``rknn.rk3588.2_3_2.fp16``, so CI test views group by chip and version) and properties
     (``rknn.status``, ``rknn.signature``, ``rknn.platform``, ``rknn.toolkit``, ``rknn.quant``,
     ``rknn.variant``, ``rknn.<output>.<metric>`` for cosine, rel_l2, max_abs_rms and max_abs,
-    ``rknn.warning`` when the cell has one, and its placement: ``rknn.npu_ops``,
-    ``rknn.cpu_ops``, ``rknn.attention_on_npu``, ``rknn.memory_<kind>_bytes``)."""
+    ``rknn.warning``, ``rknn.calibration`` and ``rknn.bounds_rule`` when the cell has them, and
+    its placement: ``rknn.npu_ops``, ``rknn.cpu_ops``, ``rknn.attention_on_npu``,
+    ``rknn.memory_<kind>_bytes``)."""
     try:
         from _pytest.junitxml import xml_key
     except ImportError:  # pragma: no cover - pytest moved it; JUnit then lacks our fields
@@ -367,6 +368,12 @@ def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: Cel
     if cell.warning:
         fields["warning"] = cell.warning
     fields.update(placement_properties(cell))
+    if cell.calibration:
+        from pytest_rknn.views.dashdata import calibration_text
+
+        fields["calibration"] = calibration_text(cell.calibration)
+    if cell.bounds_rule:
+        fields["bounds_rule"] = cell.bounds_rule
     for output, metrics in sorted((cell.metrics or {}).items()):
         for metric in ("cosine", "rel_l2", "max_abs_rms", "max_abs"):
             if metrics.get(metric) is not None:

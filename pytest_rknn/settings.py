@@ -148,6 +148,24 @@ def _bounds(config: pytest.Config) -> dict[str, str]:
     return bounds
 
 
+def _fp16_rule(config: pytest.Config) -> float | None:
+    """``--rknn-fp16-bounds``: the factor of the emulation rule, or None for fixed bounds."""
+    text = str(_value(config, "fp16_bounds") or "").strip().lower()
+    if text == "fixed":
+        return None
+    name, _, factor = text.partition(":")
+    try:
+        k = float(factor) if factor else 4.0
+    except ValueError:
+        k = math.nan
+    if name != "emulation" or not (math.isfinite(k) and k >= 1):
+        raise pytest.UsageError(
+            f"--rknn-fp16-bounds {text!r}: use emulation, emulation:K (a factor K >= 1, e.g. "
+            "emulation:8) or fixed"
+        )
+    return k
+
+
 def _shard(config: pytest.Config) -> Shard | None:
     text = str(_value(config, "shard") or "").strip()
     if not text:
@@ -188,6 +206,25 @@ def _require_npu(config: pytest.Config) -> str | None:
     return text
 
 
+def _calibration_data(config: pytest.Config) -> Path | None:
+    """``--rknn-calibration-data``: a path that exists, for a run that names models."""
+    text = str(_value(config, "calibration_data") or "").strip()
+    if not text:
+        return None
+    if not config.getoption("rknn_model"):
+        raise pytest.UsageError(
+            f"--rknn-calibration-data {text}: it calibrates the models named by --rknn-model; "
+            "add one or drop it"
+        )
+    path = _path(text, "--rknn-calibration-data")
+    if not path.exists():
+        raise pytest.UsageError(
+            f"--rknn-calibration-data {text}: no such file or folder; give a .npz of stacked "
+            "samples or a folder of .npz"
+        )
+    return path.resolve()
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -218,6 +255,7 @@ class Settings:
     shard_costs: MeasuredCosts | None = None
     calibration: int = 8
     require_npu: str | None = None
+    fp16_emulation: float | None = 4.0
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -235,6 +273,7 @@ class Settings:
         limits = _limits(config)
         matrix = _writable(_path(str(_value(config, "matrix")), "--rknn-matrix"), "--rknn-matrix")
         models = []
+        calibration_data = _calibration_data(config)
         for text in config.getoption("rknn_model"):
             path = _path(text, "--rknn-model")
             if path.is_dir():
@@ -247,7 +286,12 @@ class Settings:
                 )
             try:
                 models.append(
-                    UserModel.load(path.resolve(), inputs_file=True, memory=limits.max_memory)
+                    UserModel.load(
+                        path.resolve(),
+                        inputs_file=True,
+                        memory=limits.max_memory,
+                        calibration=calibration_data,
+                    )
                 )
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
@@ -326,6 +370,7 @@ class Settings:
             shard_costs=_shard_costs(config, shard),
             calibration=_int(config, "calibration", minimum=1),
             require_npu=_require_npu(config),
+            fp16_emulation=_fp16_rule(config),
         )
 
     @property

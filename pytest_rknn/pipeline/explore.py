@@ -19,7 +19,7 @@ from pytest_rknn.variants.explore import find_minimal
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.strategies import HOST_FORMS
-from pytest_rknn.verdict.tolerance import Bounds
+from pytest_rknn.verdict.rules import Judging
 from pytest_rknn.views.text import rerun_command
 
 __all__ = ["ExploreTarget", "Explorer", "explore_targets"]
@@ -29,19 +29,19 @@ class Explorer:
     """What the ``rknn_explore`` fixture gives a test: run the search for one target."""
 
     def __init__(
-        self, target: ExploreTarget, session: RknnSession, bounds: Bounds, records: list
+        self, target: ExploreTarget, session: RknnSession, judging: Judging, records: list
     ) -> None:
         self.target = target
         self.session = session
-        self.bounds = bounds
+        self.judging = judging
         self.records = records
         self.tried: dict[str, Outcome] = {}
 
     def outcome(self, spec: VariantSpec | FamilySpec) -> Outcome:
         if spec.id not in self.tried:
             cell = CellSpec(subject_of(spec), *self._coords())
-            outcome = run_guarded(cell, self.session, self.bounds)
-            outcome = held_to_npu(outcome, self.session.settings.require_npu)
+            judged = run_guarded(cell, self.session, self.judging)
+            outcome = held_to_npu(judged, self.session.settings.require_npu)
             self.tried[spec.id] = outcome
             self.records.append(outcome.record)
         return self.tried[spec.id]

@@ -1,7 +1,8 @@
 """What a pytest item does with its cell: bounds, the run, the records, the verdict.
 
-Owns :func:`item_bounds` (the mode's bounds, the ini keys', the ``rknn`` marker's),
-:func:`item_npu` (what the placement must be: ``--rknn-require-npu``, the marker's ``npu``),
+Owns :func:`item_judging` (the mode's bounds, the ini keys', the ``rknn`` marker's, and the
+rule that made them), :func:`item_npu` (what the placement must be: ``--rknn-require-npu``,
+the marker's ``npu``),
 :func:`run_item` (the cell run under them, with ``--rknn-advise`` its known fixes too, and
 its record kept in the item's stash for the report), :func:`verdict` (the pytest outcome a
 status calls for, with the short failure block and the re-run command) and the objects the
@@ -18,6 +19,7 @@ import pytest
 from pytest_rknn.pipeline.plan import CellSpec
 from pytest_rknn.pipeline.targets import base_quant
 from pytest_rknn.verdict.placement import REQUIREMENTS
+from pytest_rknn.verdict.rules import Judging, emulation_rule
 from pytest_rknn.verdict.tolerance import Bounds
 
 if TYPE_CHECKING:  # the pipeline's run side is imported by the first cell that runs
@@ -31,25 +33,45 @@ SUMMARY = pytest.StashKey[str]()
 """A failing item's one-line summary."""
 
 
-def item_bounds(node: pytest.Item, settings: Settings, quant: str) -> Bounds:
-    """The bounds of a cell of ``quant`` in ``node``: the mode's, the ini keys', then the
-    ``rknn`` marker's."""
+def item_judging(
+    node: pytest.Item, settings: Settings, quant: str, all_positions: bool = False
+) -> Judging:
+    """The bounds of a cell of ``quant`` in ``node`` (the mode's, the ini keys', then the
+    ``rknn`` marker's), the rule that made them, and whether every position is judged (the
+    marker's or the caller's ``all_positions``)."""
     base = base_quant(quant)
     family = "int8" if base.startswith("int8") else base  # hybrid: no ini key, defaults
+    rule = f"default {family}"
+    emulate = settings.fp16_emulation if family == "fp16" else None
+    if family == "fp16":
+        rule = "fixed fp16 defaults" if emulate is None else emulation_rule(emulate)
     try:
         bounds = Bounds.for_mode(quant)
         if settings.bounds.get(family):
             bounds = Bounds.from_ini(settings.bounds[family], base=bounds)
+            rule = f"ini rknn_bounds_{family}"
+            emulate = None
     except ValueError as exc:
         raise pytest.UsageError(f"rknn tolerance bounds: {exc}") from None
     marker = node.get_closest_marker("rknn")
-    given = {k: v for k, v in (marker.kwargs if marker is not None else {}).items() if k != "npu"}
-    if given:
+    overrides = dict(marker.kwargs) if marker is not None else {}
+    overrides.pop("npu", None)
+    every = overrides.pop("all_positions", False)
+    if not isinstance(every, bool):
+        pytest.fail(
+            f"@pytest.mark.rknn on {node.name}: all_positions={every!r} must be True or False",
+            pytrace=False,
+        )
+    if overrides:
         try:
-            bounds = bounds.replace(**given)
+            bounds = bounds.replace(**overrides)
         except ValueError as exc:
             pytest.fail(f"@pytest.mark.rknn on {node.name}: {exc}", pytrace=False)
-    return bounds
+        rule = "marker"
+    every = all_positions or every
+    if emulate is None:
+        return Judging(bounds, rule, every)
+    return Judging(bounds, rule, every, emulate=emulate, overrides=overrides)
 
 
 def item_npu(node: pytest.Item, settings: Settings, given: str | None = None) -> str | None:
@@ -75,24 +97,28 @@ def item_npu(node: pytest.Item, settings: Settings, given: str | None = None) ->
 
 
 def run_item(
-    cell: CellSpec, node: pytest.Item, session: RknnSession, npu: str | None = None
+    cell: CellSpec,
+    node: pytest.Item,
+    session: RknnSession,
+    every: bool = False,
+    npu: str | None = None,
 ) -> Outcome:
     """Run a cell under the node's bounds and placement requirement (with ``--rknn-advise``, a
-    failing one's known fixes too) and keep its record for the node's report."""
+    failing one's known fixes too) and keep its record for the node's report; ``every``: judge
+    every output position."""
     from pytest_rknn.pipeline.run import held_to_npu, run_guarded
 
     settings = session.settings
     require = item_npu(node, settings, npu)
-    outcome = held_to_npu(
-        run_guarded(cell, session, item_bounds(node, settings, cell.quant)), require
-    )
+    judging = item_judging(node, settings, cell.quant, every)
+    outcome = held_to_npu(run_guarded(cell, session, judging), require)
     if settings.advise:
         from pytest_rknn.pipeline.advise import ADVISED, advise
     if settings.advise and outcome.status in ADVISED:
 
         def attempt(fix: CellSpec) -> Any:
-            tried = run_guarded(fix, session, item_bounds(node, settings, fix.quant))
-            return held_to_npu(tried, require).record
+            judging = item_judging(node, settings, fix.quant, every)
+            return held_to_npu(run_guarded(fix, session, judging), require).record
 
         outcome.record.fixes = advise(cell, outcome.record, attempt)
     node.stash.setdefault(RECORDS, []).append(outcome.record)
@@ -168,9 +194,15 @@ class Converter:
         quant: str = "fp16",
         inputs: dict[str, Any] | None = None,
         npu: str | None = None,
+        calibration: list[dict[str, Any]] | None = None,
+        all_positions: bool = False,
     ) -> Outcome:
         """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime;
         ``npu`` (``attention``, ``all`` or ``none``) overrides the placement requirement.
+
+        ``calibration``: the samples a quantized build calibrates on (a list of dicts of the
+        model's inputs), instead of generated ones. ``all_positions``: judge the output
+        positions an attention mask leaves out too.
 
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
@@ -184,5 +216,6 @@ class Converter:
         except (PlatformError, ValueError) as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
-        subject = provided_model(model, self.session.workdir / "provided", inputs)
-        return run_item(CellSpec(subject, platform, version, quant), self.node, self.session, npu)
+        subject = provided_model(model, self.session.workdir / "provided", inputs, calibration)
+        cell = CellSpec(subject, platform, version, quant)
+        return run_item(cell, self.node, self.session, all_positions, npu)

@@ -40,6 +40,7 @@ from pytest_rknn.variants.export_process import ExportProcessError, shared_expor
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
+from pytest_rknn.variants.reference import float16_outputs
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.torch_export import (
     TorchExportError,
@@ -93,6 +94,7 @@ class Materials:
     _models: dict[str, BuiltModel | Exception] = field(default_factory=dict)
     _inputs: dict[str, Any] = field(default_factory=dict)
     _references: dict[str, Any] = field(default_factory=dict)
+    _emulations: dict[str, Any] = field(default_factory=dict)
     _digests: dict[str, Any] = field(default_factory=dict)
     _calibrations: dict[tuple[str, int], Any] = field(default_factory=dict)
     _failed_exports: dict[str, ExportProcessError] = field(default_factory=dict)
@@ -189,6 +191,34 @@ class Materials:
         return self._once(
             self._references, subject, lambda: self._cached_reference(subject, built, inputs)
         )
+
+    def fp16_emulation(
+        self, subject: Subject, built: BuiltModel, inputs: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """The subject's model run on ``inputs`` in float16 on the host (from the cache when
+        it has it): what float16 arithmetic alone does to it; HostError when it cannot run."""
+
+        def make() -> list[np.ndarray] | HostError:
+            key = reference_key(
+                kind="fp16-emulation",
+                subject=subject.to_dict(),
+                model=built.sha256,
+                inputs=self.digests(subject, inputs),
+            )
+            with self.cache.reference_lock(key):
+                found = self.cache.get_reference(key)
+                if found is None:
+                    try:
+                        found = [np.asarray(o) for o in float16_outputs(built.model, inputs)]
+                    except MemoryError:
+                        return HostError("out of memory running the float16 emulation")
+                    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds
+                        first = (str(exc).strip().splitlines() or [""])[0][:200]
+                        return HostError(f"{type(exc).__name__}: {first}")
+                    self.cache.put_reference(key, found)
+            return found
+
+        return self._once(self._emulations, subject, make)
 
     def digests(self, subject: Subject, inputs: dict[str, np.ndarray]) -> dict[str, str]:
         """The inputs' content hashes (made once per subject, like the inputs)."""

@@ -22,8 +22,8 @@ import numpy as np
 from pytest_rknn.pipeline import analysis, reproduce
 from pytest_rknn.pipeline.build_config import rejected_by
 from pytest_rknn.pipeline.cache import Conversion
-from pytest_rknn.pipeline.cache_keys import code_digest, verdict_key
-from pytest_rknn.pipeline.calibration import CalibrationSet
+from pytest_rknn.pipeline.cache_keys import array_digest, code_digest, verdict_key
+from pytest_rknn.pipeline.calibration import CalibrationSet, record_of
 from pytest_rknn.pipeline.cell_job import conversion_key_of, conversion_of, load_shapes, make_job
 from pytest_rknn.pipeline.materials import BuiltModel, HostError
 from pytest_rknn.pipeline.plan import CellSpec
@@ -35,10 +35,19 @@ from pytest_rknn.toolkit.protocol import JobResult
 from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
-from pytest_rknn.verdict.judge import Verdict, judge_outputs
+from pytest_rknn.verdict.judge import Verdict, judge_outputs, measure
 from pytest_rknn.verdict.logtext import error_lines
 from pytest_rknn.verdict.placement import broken_requirement
-from pytest_rknn.verdict.tolerance import Bounds
+from pytest_rknn.verdict.positions import masks_of, selections
+from pytest_rknn.verdict.rules import Judging, emulated
+
+# The code whose change changes a judgement of the same outputs.
+_VERDICT_CODE = (
+    "verdict/metrics.py",
+    "verdict/positions.py",
+    "verdict/judge.py",
+    "verdict/tolerance.py",
+)
 
 
 @dataclass
@@ -97,11 +106,11 @@ def _short(cell: CellSpec, status: Status, reason: str, signature: str | None) -
     return Outcome(record, message(record))
 
 
-def run_guarded(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+def run_guarded(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
     """:func:`run_cell`, with a harness bug recorded as ``crash`` (a wrong result is worse
     than none): the cell still lands in the matrix, with the traceback in its log excerpt."""
     try:
-        return run_cell(cell, session, bounds)
+        return run_cell(cell, session, judging)
     except Exception as exc:  # noqa: BLE001
         record = new_record(
             cell,
@@ -192,7 +201,7 @@ def warm_reference(cell: CellSpec, session: RknnSession) -> None:
             session.materials.reference(cell.subject, made.built, made.inputs)
 
 
-def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
+def run_cell(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
     """Run (or recall) one cell; never raises for a toolkit fault."""
     started = time.perf_counter()
     session.running(cell)
@@ -219,7 +228,14 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         if key is not None:
             session.cache.put(key, conversion)
 
-    verdict = _verdict(cell, session, built, inputs, conversion, bounds)
+    emulation: dict[str, object] = {}
+    if judging.emulate and conversion.status is None:
+        judging = _emulated(cell, session, built, inputs, judging, emulation)
+    verdict = _verdict(cell, session, built, inputs, conversion, judging)
+    calibrated = record_of(calibration, cell.subject, inputs) if calibration else None
+    reason = verdict.reason
+    if calibrated and calibrated["note"] and verdict.status.failing:
+        reason = f"{reason}; {_trap(calibrated)}" if reason else _trap(calibrated)
     warning = conversion.signature if conversion.status is None else None
     origin = None
     if verdict.status is Status.TOLERANCE_FAIL:
@@ -228,9 +244,10 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         cell,
         verdict.status,
         signature=verdict.signature,
-        reason=verdict.reason,
+        reason=reason,
         metrics=verdict.metrics,
-        bounds=bounds.to_dict() if conversion.status is None else None,
+        bounds=judging.bounds.to_dict() if conversion.status is None else None,
+        bounds_rule=judging.rule if conversion.status is None else None,
         timings={**conversion.timings, "cell": round(time.perf_counter() - started, 6)},
         peak_rss_mb=conversion.peak_rss_mb,
         cached=conversion.cached,
@@ -242,6 +259,8 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
         error_origin=origin,
         attention=built.export,
         placement=conversion.placement,
+        calibration=calibrated,
+        extra={"fp16_emulation": emulation} if emulation else {},
     )
     return Outcome(record, message(record), conversion.outputs, details(record, verdict.report))
 
@@ -271,6 +290,49 @@ def held_to_npu(outcome: Outcome, require: str | None) -> Outcome:
         record.reason = f"{len(ops)} {what} on the CPU (npu={require}): {'; '.join(ops)}"[:600]
     outcome.message = message(record)
     return outcome
+
+
+def _emulated(
+    cell: CellSpec,
+    session: RknnSession,
+    built: BuiltModel,
+    inputs: dict[str, np.ndarray],
+    judging: Judging,
+    figures: dict[str, object],
+) -> Judging:
+    """``judging`` with bounds scaled to what float16 does to this model (see
+    :mod:`~pytest_rknn.verdict.rules`); ``figures`` gets the emulation's metrics per output."""
+    materials = session.materials
+    try:
+        reference = materials.reference(cell.subject, built, inputs)
+    except HostError:
+        return emulated(judging, "no reference")  # the verdict says why
+    try:
+        half = materials.fp16_emulation(cell.subject, built, inputs)
+    except HostError as exc:
+        return emulated(judging, f"the float16 run failed: {exc}")
+    if len(half) != len(reference):
+        return emulated(judging, "the float16 run gave another number of outputs")
+    masks = masks_of(cell.subject, inputs)
+    chosen = selections(masks, [r.shape for r in reference], judging.all_positions)
+    metrics = [
+        measure(ref, out, i, chosen[i])
+        for i, (ref, out) in enumerate(zip(reference, half, strict=True))
+    ]
+    for i, m in enumerate(metrics):
+        figures[f"output{i}"] = {
+            key: m.to_dict().get(key) for key in ("cosine", "rel_l2", "max_abs_rms", "error")
+        }
+    return emulated(judging, metrics)
+
+
+def _trap(calibrated: dict[str, object]) -> str:
+    """A failing quantized cell's word on a calibration that never masked what its input does."""
+    return (
+        f"{calibrated['note']} (calibration: {calibrated['samples']} {calibrated['source']} "
+        "samples): the quantized mask path may clip the padding away; calibrate on padded "
+        "samples (model.calib.npz beside the model, or --rknn-calibration-data)"
+    )
 
 
 def _error_origin(
@@ -313,17 +375,21 @@ def _verdict(
     built: BuiltModel,
     inputs: dict[str, np.ndarray],
     conversion: Conversion,
-    bounds: Bounds,
+    judging: Judging,
 ) -> Verdict:
-    """The cell's verdict; a judgement of the same outputs against the same reference under
-    the same bounds is taken from the cache."""
+    """The cell's verdict, on the positions each output is judged on; a judgement of the same
+    outputs against the same reference under the same bounds and positions is taken from the
+    cache."""
     if conversion.status is not None:
         return Verdict(conversion.status, conversion.signature, conversion.error)
     materials = session.materials
     judged = None
+    masks = masks_of(cell.subject, inputs)
     if conversion.stored_outputs:
         reference_key = materials.reference_key(cell.subject, built, inputs)
-        judged = verdict_key(conversion.stored_outputs, reference_key, bounds.to_dict())
+        how = {**judging.key(), "code": code_digest(_VERDICT_CODE)}
+        how["masks"] = [(m.name, m.layout, array_digest(m.keep)) for m in masks]
+        judged = verdict_key(conversion.stored_outputs, reference_key, how)
         found = session.cache.get_verdict(judged)
         if found is not None:
             return found
@@ -335,7 +401,8 @@ def _verdict(
             "reference not computable",
             f"converted and simulated, but {exc}",
         )
-    verdict = judge_outputs(reference, conversion.outputs or [], bounds)
+    chosen = selections(masks, [r.shape for r in reference], judging.all_positions)
+    verdict = judge_outputs(reference, conversion.outputs or [], judging.bounds, chosen)
     if judged is not None:
         session.cache.put_verdict(judged, verdict)
     return verdict

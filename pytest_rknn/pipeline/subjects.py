@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
+from pytest_rknn.pipeline import calibration_files
+from pytest_rknn.pipeline.calibration_files import CalibrationData
 from pytest_rknn.pipeline.input_files import (
     InputFile,
     InputFileError,
@@ -38,7 +41,7 @@ from pytest_rknn.pipeline.input_roles import (
 from pytest_rknn.results.safe_read import UnreadableFile, model_bytes
 from pytest_rknn.variants.families import FamilySpec, family_inputs
 from pytest_rknn.variants.forms import NotBuildable, build_model
-from pytest_rknn.variants.inputs import make_inputs
+from pytest_rknn.variants.inputs import kept_lengths, make_inputs
 from pytest_rknn.variants.reference import onnxruntime_outputs, reference_outputs
 from pytest_rknn.variants.spec import VariantSpec
 from pytest_rknn.variants.strategies import estimate_memory_bytes
@@ -54,7 +57,9 @@ class Subject(Protocol):
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]: ...
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]: ...
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]: ...
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]: ...
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list: ...
 
@@ -87,9 +92,16 @@ class VariantSubject(_Generated):
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return make_inputs(self.spec, seed)
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Inputs drawn from the distribution of :meth:`inputs` (a calibration sample)."""
-        return make_inputs(self.spec, seed)
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
+        """Calibration sample ``index``: drawn like :meth:`inputs`, its mask padded like
+        traffic (:func:`~pytest_rknn.variants.inputs.kept_lengths`)."""
+        return make_inputs(self.spec, seed, sample=index)
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        """The ``mask`` input, if any: a score mask (:mod:`~pytest_rknn.verdict.positions`)."""
+        if not self.spec.mask_is_input:
+            return {}
+        return {"mask": ("keep" if self.spec.mask == "key-padding" else "additive", "scores")}
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return reference_outputs(self.spec, inputs)
@@ -111,15 +123,36 @@ class FamilySubject(_Generated):
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return family_inputs(self.spec, seed)
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Inputs drawn like :meth:`inputs` (a calibration sample)."""
-        return family_inputs(self.spec, seed)
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
+        """Calibration sample ``index``: drawn like :meth:`inputs`, its attention mask (even
+        an all-ones one) padded like traffic."""
+        arrays = family_inputs(self.spec, seed)
+        mask = arrays.get("attention_mask")
+        if mask is not None:
+            arrays["attention_mask"] = traffic_mask(mask.shape, index).astype(mask.dtype)
+        return arrays
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        """``attention_mask`` (1 = a real token), when the model takes one."""
+        return {} if self.spec.mask == "none" else {"attention_mask": ("keep", "tokens")}
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
 
     def host_bytes(self) -> int:
         return self.spec.host_bytes()
+
+
+def traffic_mask(shape: tuple[int, ...], index: int) -> np.ndarray:
+    """A 0/1 keep-mask of ``shape`` for calibration sample ``index``: each row of the first
+    axis keeps a prefix along the last axis, padded by none, a quarter or a half of it
+    (:func:`~pytest_rknn.variants.inputs.kept_lengths`)."""
+    if not shape:
+        return np.ones(shape, dtype=bool)
+    rows = shape[0] if len(shape) > 1 else 1
+    lengths = kept_lengths(rows, shape[-1], index)
+    keep = np.arange(shape[-1]) < lengths.reshape((rows,) + (1,) * (len(shape) - 1))
+    return np.broadcast_to(keep, shape).copy()
 
 
 def subject_of(spec: VariantSpec | FamilySpec) -> VariantSubject | FamilySubject:
@@ -157,15 +190,23 @@ class UserModel:
     declared: tuple[DeclaredInput, ...] = field(default=(), compare=False)
     roles: tuple[tuple[str, Role], ...] = field(default=(), compare=False)
     inputs_file: InputFile | None = None
+    calibration_data: CalibrationData | None = None
     data: bytes = field(default=b"", compare=False, repr=False)
     """The bytes read (and hashed) at collection: what every cell converts, whatever happens
     to the file afterwards."""
 
     @classmethod
-    def load(cls, path: Path, inputs_file: bool = False, memory: int = DEFAULT_MEMORY) -> UserModel:
-        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` beside it, if any
-        (its arrays must fit ``memory`` bytes unpacked). ModelError (one line, naming the fix)
-        for a bad model or inputs file, or one that is no regular file or over its bound."""
+    def load(
+        cls,
+        path: Path,
+        inputs_file: bool = False,
+        memory: int = DEFAULT_MEMORY,
+        calibration: Path | None = None,
+    ) -> UserModel:
+        """Read and check ``path``; with ``inputs_file``, also the ``.npz`` and the calibration
+        data beside it, if any (``calibration``: that data's path instead; the arrays must fit
+        ``memory`` bytes unpacked). ModelError (one line, naming the fix) for a bad model,
+        inputs file or calibration data, or one that is no regular file or over its bound."""
         path = Path(path)
         try:
             data = model_bytes(path, "--rknn-model")
@@ -197,8 +238,20 @@ class UserModel:
                 found = read_input_file(npz, declared, f"--rknn-model {path.name}", memory)
             except InputFileError as exc:
                 raise ModelError(str(exc)) from None
+        data_path = calibration
+        if data_path is None and inputs_file:
+            data_path = calibration_files.beside(path)
+        samples = None
+        if data_path is not None:
+            try:
+                samples = calibration_files.read_calibration(
+                    data_path, declared, f"--rknn-model {path.name}", memory
+                )
+            except InputFileError as exc:
+                raise ModelError(str(exc)) from None
         roles = tuple(judge_roles(model, declared).items())
-        return cls(path, hashlib.sha256(data).hexdigest(), declared, roles, found, data)
+        sha = hashlib.sha256(data).hexdigest()
+        return cls(path, sha, declared, roles, found, calibration_data=samples, data=data)
 
     @property
     def lengths_fed_as_one(self) -> list[str]:
@@ -236,6 +289,8 @@ class UserModel:
             cut = hashlib.sha256(stem.encode()).hexdigest()[:6]
             stem = f"{stem[: STEM_CHARS - 7]}_{cut}"
         suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
+        if self.calibration_data is not None:
+            suffix += f"-cal{self.calibration_data.digest[:8]}"
         return f"model-{stem}-{self.sha256[:8]}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +308,8 @@ class UserModel:
         else:
             found["inputs"] = {d.name: list(d.shape) for d in self.declared}
             found["input_roles"] = {name: role.describe() for name, role in self.roles}
+        if self.calibration_data is not None:
+            found["calibration_data"] = _described(self.calibration_data)
         return found
 
     def build(self) -> onnx.ModelProto:
@@ -284,13 +341,33 @@ class UserModel:
                 f"{', '.join(d.name for d in self.declared)}), or inputs= to rknn.convert",
             ) from None
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """A calibration sample: generated for the inputs' roles, in the shapes of the test
-        inputs, never the inputs file's arrays."""
-        shapes = None
-        if self.inputs_file is not None:
+    def sample(
+        self, seed: int, index: int = 0, shapes: dict[str, tuple[int, ...]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Calibration sample ``index``: generated for the inputs' roles (masks padded like
+        traffic), in the shapes of the test inputs, never the inputs file's arrays."""
+        if shapes is None and self.inputs_file is not None:
             shapes = {name: tuple(a.shape) for name, a in self.inputs_file.arrays}
-        return self.generate(seed, shapes)
+        arrays = self.generate(seed, shapes)
+        for name, role in self.roles:
+            if role.kind == "mask" and name in arrays:
+                mask = arrays[name]
+                arrays[name] = traffic_mask(mask.shape, index).astype(mask.dtype)
+        return arrays
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        """The inputs of the ``mask`` role (1/True = attend), and float inputs named like a
+        mask (an additive bias); rank 2 or less is a token mask, more a score mask."""
+        found = {}
+        roles = dict(self.roles)
+        for d in self.declared:
+            rank = len(d.dims) if d.ranked else 2
+            layout = "tokens" if rank <= 2 else "scores"
+            if roles[d.name].kind == "mask":
+                found[d.name] = ("keep", layout)
+            elif roles[d.name].kind == "float" and "mask" in d.name.lower():
+                found[d.name] = ("additive", layout)
+        return found
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return [np.asarray(o, dtype=np.float64) for o in onnxruntime_outputs(model, inputs)]
@@ -302,19 +379,29 @@ class UserModel:
         return sum(int(np.prod(d.shape, dtype=np.int64)) * d.dtype.itemsize for d in self.declared)
 
 
+def _described(data: CalibrationData) -> dict[str, Any]:
+    return {"name": data.name, "samples": len(data), "digest": data.digest}
+
+
 @dataclass(frozen=True)
 class ProvidedModel:
-    """A model handed to the ``rknn`` fixture, optionally with the inputs to feed it."""
+    """A model handed to the ``rknn`` fixture, optionally with the inputs to feed it and the
+    samples to calibrate it on."""
 
     model: UserModel
     given: tuple[tuple[str, np.ndarray], ...] | None = field(default=None, compare=False)
+    calibration_data: CalibrationData | None = None
 
     @property
     def id(self) -> str:
-        return self.model.id
+        if self.calibration_data is None:
+            return self.model.id
+        return f"{self.model.id}-cal{self.calibration_data.digest[:8]}"
 
     def to_dict(self) -> dict[str, Any]:
         found = self.model.to_dict()
+        if self.calibration_data is not None:
+            found["calibration_data"] = _described(self.calibration_data)
         if self.given is not None:
             found.pop("input_roles", None)
             found["inputs"] = {name: list(a.shape) for name, a in self.given}
@@ -327,13 +414,16 @@ class ProvidedModel:
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
 
-    def sample(self, seed: int) -> dict[str, np.ndarray]:
+    def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
         """A calibration sample: generated for the model's input roles (in the given inputs'
         shapes), never the given inputs (a calibration set of the test input alone would
         flatter int8)."""
         if self.given is None:
-            return self.model.sample(seed)
-        return self.model.generate(seed, {name: tuple(a.shape) for name, a in self.given})
+            return self.model.sample(seed, index)
+        return self.model.sample(seed, index, {name: tuple(a.shape) for name, a in self.given})
+
+    def mask_inputs(self) -> dict[str, tuple[str, str]]:
+        return self.model.mask_inputs()
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:
         return self.model.reference(model, inputs)
@@ -345,10 +435,13 @@ class ProvidedModel:
 
 
 def provided_model(
-    model: onnx.ModelProto | str | Path, folder: Path, inputs: dict[str, np.ndarray] | None
+    model: onnx.ModelProto | str | Path,
+    folder: Path,
+    inputs: dict[str, np.ndarray] | None,
+    calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> ProvidedModel:
     """Wrap a path or an in-memory model for the ``rknn`` fixture; ValueError (one line) for
-    ``inputs`` that do not fit the model."""
+    ``inputs`` or ``calibration`` samples that do not fit the model."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = folder / hashlib.sha256(data).hexdigest()[:8] / f"{model.graph.name or 'model'}.onnx"
@@ -369,4 +462,17 @@ def provided_model(
             check_inputs(dict(given), user.declared, "inputs=", "")
         except InputFileError as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
-    return ProvidedModel(user, given)
+    samples = None
+    if calibration is not None:
+        if isinstance(calibration, Mapping):
+            raise ValueError(
+                "rknn.convert: calibration= is one dict; give a list of samples, "
+                "calibration=[{name: array, ...}, ...]"
+            )
+        try:
+            samples = calibration_files.from_samples(
+                list(calibration), user.declared, "rknn.convert", "calibration="
+            )
+        except InputFileError as exc:
+            raise ValueError(str(exc)) from None
+    return ProvidedModel(user, given, samples)

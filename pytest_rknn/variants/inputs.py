@@ -17,6 +17,11 @@ Distributions of q, k and v (cast to the model's dtype at the end):
 Masks: a boolean key-padding mask keeps a random-length prefix of at least one key per
 batch row (True = attend); an additive mask is a N(0, 1) bias with the same padding written
 as the dtype's lowest finite value. No score row is ever fully masked.
+
+Calibration samples pad like real traffic instead (``make_inputs(..., sample=i)``): row ``r``
+of sample ``i`` pads ``PADDING[(i + r) % 3]`` of its keys (none, a quarter, a half), so that
+even a batch of one sees masked keys in some samples and none in others
+(:func:`kept_lengths`, shared with the whole models' calibration).
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from .graph import NP_DTYPE
 from .spec import VariantSpec
 
 DISTRIBUTIONS: tuple[str, ...] = ("normal", "layernorm", "large")
+PADDING: tuple[float, ...] = (0.0, 0.25, 0.5)
+
+
+def kept_lengths(rows: int, length: int, sample: int) -> np.ndarray:
+    """How many leading positions each of ``rows`` keeps in calibration sample ``sample``:
+    ``length`` less ``PADDING[(sample + row) % 3]`` of it, at least one."""
+    pads = [PADDING[(sample + row) % len(PADDING)] for row in range(rows)]
+    return np.array([max(1, length - int(pad * length)) for pad in pads], dtype=np.int64)
 
 
 def _rng(spec: VariantSpec, seed: int, dist: str) -> np.random.Generator:
@@ -50,11 +63,13 @@ def _activations(rng: np.random.Generator, shape: tuple[int, ...], dist: str) ->
     return x
 
 
-def _mask(rng: np.random.Generator, spec: VariantSpec) -> np.ndarray:
+def _mask(rng: np.random.Generator, spec: VariantSpec, sample: int | None) -> np.ndarray:
     dims = spec.mask_dims()
     dims4 = (1,) * (4 - len(dims)) + dims
     rows = dims4[0]
     lengths = rng.integers(1, spec.kv_len + 1, size=rows)
+    if sample is not None:
+        lengths = kept_lengths(rows, spec.kv_len, sample)
     allowed = np.arange(spec.kv_len)[None, :] < lengths[:, None]
     allowed = np.broadcast_to(allowed.reshape(rows, 1, 1, spec.kv_len), dims4).reshape(dims)
     if spec.mask == "key-padding":
@@ -64,8 +79,11 @@ def _mask(rng: np.random.Generator, spec: VariantSpec) -> np.ndarray:
     return np.where(allowed, bias, np.finfo(dtype).min).astype(dtype)
 
 
-def make_inputs(spec: VariantSpec, seed: int, dist: str = "normal") -> dict[str, np.ndarray]:
-    """Inputs named as the model's (q, k, v[, mask]), deterministic per (spec.id, seed, dist)."""
+def make_inputs(
+    spec: VariantSpec, seed: int, dist: str = "normal", sample: int | None = None
+) -> dict[str, np.ndarray]:
+    """Inputs named as the model's (q, k, v[, mask]), deterministic per (spec.id, seed, dist);
+    ``sample``: calibration sample ``sample``'s (its mask padded like traffic, see above)."""
     if dist not in DISTRIBUTIONS:
         raise ValueError(f"dist={dist!r} is not one of {', '.join(map(repr, DISTRIBUTIONS))}")
     rng = _rng(spec, seed, dist)
@@ -73,5 +91,5 @@ def make_inputs(spec: VariantSpec, seed: int, dist: str = "normal") -> dict[str,
     shapes = spec.input_shapes()
     arrays = {n: _activations(rng, shapes[n], dist).astype(dtype) for n in ("q", "k", "v")}
     if spec.mask_is_input:
-        arrays["mask"] = _mask(rng, spec)
+        arrays["mask"] = _mask(rng, spec, sample)
     return arrays

@@ -1,21 +1,24 @@
 """Where a cell's verdict is made: from the toolkit's answer and the reference to a status.
 
 :func:`judge_outputs` holds the simulator's outputs against the reference under the cell's
-bounds (``pass`` or ``tolerance-fail``, with every metric); :func:`judge_failure` turns an answer
+bounds, on the positions each output is judged on (:mod:`.positions`: what the attention mask
+keeps), with the metrics of the positions left out recorded as information (``pass`` or
+``tolerance-fail``, with every metric); :func:`judge_failure` turns an answer
 without outputs (a toolkit call that failed, or a worker that died) into its status and error
 signature. Both return a :class:`Verdict`; the pipeline puts it into the cell's record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from pytest_rknn.results.status import Status
 from pytest_rknn.verdict import signatures
-from pytest_rknn.verdict.metrics import compute_metrics
+from pytest_rknn.verdict.metrics import Metrics, compute_metrics
+from pytest_rknn.verdict.positions import Selection
 from pytest_rknn.verdict.tolerance import Bounds, check, format_report, violation_signature
 
 
@@ -30,15 +33,45 @@ class Verdict:
     report: str = ""
 
 
+def measure(
+    reference: np.ndarray, actual: np.ndarray, index: int, selection: Selection | None
+) -> Metrics:
+    """One output's metrics on its judged positions, with those of the rest as ``left_out``."""
+    selection = selection or Selection()
+    found = compute_metrics(reference, actual, keep=selection.keep)
+    left_out = None
+    if selection.keep is not None:
+        rest = compute_metrics(reference, actual, keep=~selection.keep)
+        left_out = {
+            key: value
+            for key, value in rest.to_dict().items()
+            if key in ("cosine", "rel_l2", "max_abs", "max_abs_rms", "mean_abs_rms", "error")
+        }
+        left_out["note"] = "positions the mask leaves out: information only, not judged"
+    notes = [n for n in (found.note, selection.note) if n]
+    return replace(
+        found,
+        index=index,
+        judged=selection.judged,
+        left_out=left_out,
+        note="; ".join(notes) or None,
+    )
+
+
 def judge_outputs(
-    reference: list[np.ndarray], outputs: list[np.ndarray], bounds: Bounds
+    reference: list[np.ndarray],
+    outputs: list[np.ndarray],
+    bounds: Bounds,
+    selections: list[Selection] | None = None,
 ) -> Verdict:
-    """``pass`` when every output is within ``bounds`` of its reference, else tolerance-fail."""
+    """``pass`` when every output is within ``bounds`` of its reference on its judged
+    positions (``selections``, one per output; None: all), else tolerance-fail."""
     if len(outputs) != len(reference):
         text = f"the simulator returned {len(outputs)} outputs, the reference has {len(reference)}"
         return Verdict(Status.TOLERANCE_FAIL, "tolerance: output count", text, report=text)
+    chosen = selections or [Selection()] * len(reference)
     metrics = {
-        f"output{i}": compute_metrics(ref, np.asarray(out))
+        f"output{i}": measure(ref, np.asarray(out), i, chosen[i])
         for i, (ref, out) in enumerate(zip(reference, outputs, strict=True))
     }
     violations = check(metrics, bounds)

@@ -12,6 +12,12 @@ Metrics, for reference ``y`` and actual ``ŷ`` (computed in float64):
   of 1e-2 is noise on hidden states of order 10 and a disaster on probabilities of order 1e-3);
 - the worst element (largest |ŷ − y|): its index and both values.
 
+``compute_metrics(..., keep=mask)`` measures only the elements where ``mask`` (broadcast to the
+output's shape) is True: the positions an attention mask keeps
+(:mod:`~pytest_rknn.verdict.positions`); a value outside them is never an error. ``index`` is the
+output's position, ``judged`` says which positions were measured (None: all) and ``left_out``
+holds the metrics of the others, information only.
+
 :mod:`pytest_rknn.verdict.tolerance` holds them to bounds.
 """
 
@@ -50,6 +56,9 @@ _FLOAT_METRICS = (
 )
 
 
+_OPTIONAL = ("index", "judged", "left_out")
+
+
 @dataclass(frozen=True)
 class Metrics:
     """Accuracy of one output. ``error`` is set when the output cannot be compared cleanly."""
@@ -70,11 +79,17 @@ class Metrics:
     rel_floor: float = DEFAULT_REL_FLOOR
     error: str | None = None
     note: str | None = None
+    index: int | None = None
+    judged: str | None = None
+    left_out: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: tuples become lists, non-finite floats become ``"nan"``/``"inf"``."""
+        """JSON-ready: tuples become lists, non-finite floats become ``"nan"``/``"inf"``;
+        ``index``, ``judged`` and ``left_out`` only when set."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
+            if key in _OPTIONAL and value is None:
+                continue
             if isinstance(value, tuple):
                 out[key] = list(value)
             elif isinstance(value, float):
@@ -132,9 +147,13 @@ def _scaled(error: float, scale: float) -> float:
 
 
 def compute_metrics(
-    reference: np.ndarray, actual: np.ndarray, rel_floor: float = DEFAULT_REL_FLOOR
+    reference: np.ndarray,
+    actual: np.ndarray,
+    rel_floor: float = DEFAULT_REL_FLOOR,
+    keep: np.ndarray | None = None,
 ) -> Metrics:
-    """Compare one output with its reference. Never raises for bad data; sets ``error``."""
+    """Compare one output with its reference (only where ``keep`` is True, when given). Never
+    raises for bad data; sets ``error``."""
     ref = np.asarray(reference)
     act = np.asarray(actual)
     ref_shape = tuple(int(n) for n in ref.shape)
@@ -152,15 +171,28 @@ def compute_metrics(
 
     y = ref.astype(np.float64)
     y_hat = aligned.astype(np.float64)
+    chosen = None
+    if keep is not None:
+        chosen = np.broadcast_to(np.asarray(keep, dtype=bool), y.shape)
+        if not chosen.any():
+            return Metrics(ref_shape, act_shape, rel_floor=rel_floor, error="no position judged")
+        # Values outside the judged positions are no one's business, NaN or not.
+        y = np.where(chosen, y, 0.0)
+        y_hat = np.where(chosen, y_hat, 0.0)
     problems = [
         m for m in (_nonfinite_message("reference", y), _nonfinite_message("actual", y_hat)) if m
     ]
     finite = np.isfinite(y) & np.isfinite(y_hat)
+    if chosen is not None:
+        finite &= chosen
     if not finite.any():
         return Metrics(ref_shape, act_shape, rel_floor=rel_floor, error="; ".join(problems))
 
-    diff = np.where(finite, np.abs(y_hat - y), 0.0)
-    worst_flat = int(np.argmax(~finite)) if problems else int(np.argmax(diff))
+    diff = np.where(finite, np.abs(y_hat - y), -1.0)
+    worst_flat = int(np.argmax(~np.isfinite(y) | ~np.isfinite(y_hat))) if problems else None
+    if worst_flat is None:
+        worst_flat = int(np.argmax(diff))
+    diff = np.maximum(diff, 0.0)
     worst = tuple(int(i) for i in np.unravel_index(worst_flat, y.shape))
 
     yf, df = y[finite], diff[finite]

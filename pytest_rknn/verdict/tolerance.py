@@ -257,6 +257,15 @@ def format_report(
             lines.append(f"  error: {metrics.error}")
         if metrics.note:
             lines.append(f"  note: {metrics.note}")
+        if metrics.judged:
+            lines.append(f"  judged on {metrics.judged}")
+        if metrics.left_out:
+            cosine, rel_l2 = (metrics.left_out.get(k) for k in ("cosine", "rel_l2"))
+            lines.append(
+                "  left out (information only): "
+                f"cosine {_fmt('cosine', None if cosine is None else float(cosine))}, "
+                f"rel_l2 {_fmt('rel_l2', None if rel_l2 is None else float(rel_l2))}"
+            )
         for bound_name, (metric, op) in _BOUND_METRIC.items():
             bound = getattr(bounds, bound_name)
             value = getattr(metrics, metric)

@@ -116,6 +116,8 @@ def metric_rows(cell: CellRecord) -> list[dict[str, Any]]:
     bounds = cell.bounds or {}
     for output, metrics in sorted((cell.metrics or {}).items()):
         for name, value in metrics.items():
+            if name == "left_out":  # in the notes, as information
+                continue
             bound_name, op = BOUND_OF_METRIC.get(name, (None, None))
             bound = _number(bounds.get(bound_name)) if bound_name else None
             number = _number(value)
@@ -170,7 +172,8 @@ def fixes_of(cell: CellRecord) -> list[dict[str, Any]]:
 
 def notes_of(cell: CellRecord) -> list[list[str]]:
     """What else a cell says, as (heading, text): a silent failure's warning, where a tolerance
-    failure's error starts, the layers a hybrid build kept in float16."""
+    failure's error starts, the layers a hybrid build kept in float16, what a quantized build
+    calibrated on, the rule that made the bounds and the positions an output was judged on."""
     notes = []
     if cell.warning:
         notes.append(["warning (the toolkit survived an exception)", cell.warning])
@@ -186,7 +189,43 @@ def notes_of(cell: CellRecord) -> list[list[str]]:
             f"{x.get('op', '')} {x.get('name', '')}".strip() for x in cell.fp16_layers
         )
         notes.append([f"kept in float16 ({len(cell.fp16_layers)} layers)", layers])
+    if cell.calibration:
+        notes.append(["calibration", calibration_text(cell.calibration)])
+    if cell.bounds_rule:
+        notes.append(["bounds", cell.bounds_rule])
+    judged = [
+        f"{name}: {m['judged']}{_left_out(m.get('left_out'))}"
+        for name, m in sorted((cell.metrics or {}).items())
+        if m.get("judged")
+    ]
+    if judged:
+        notes.append(["positions judged", "\n".join(judged)])
     return notes
+
+
+def _left_out(left_out: Any) -> str:
+    if not isinstance(left_out, dict):
+        return ""
+    figures = ", ".join(
+        f"{key} {left_out[key]:.6g}"
+        for key in ("cosine", "rel_l2")
+        if isinstance(left_out.get(key), float)
+    )
+    return f"; the rest (not judged): {figures}" if figures else ""
+
+
+def calibration_text(calibration: dict[str, Any]) -> str:
+    """``8 generated samples, 5 with masked positions (digest 1a2b3c4d)``, and its note."""
+    where = f" from {calibration['file']}" if calibration.get("file") else ""
+    text = (
+        f"{calibration.get('samples')} {calibration.get('source')} samples{where}, "
+        f"{calibration.get('masked_samples')} with masked positions"
+    )
+    if calibration.get("digest"):
+        text += f" (digest {str(calibration['digest'])[:8]})"
+    if calibration.get("note"):
+        text += f"; {calibration['note']}"
+    return text
 
 
 def _rerun(cell: CellRecord, meta: dict[str, Any]) -> str:

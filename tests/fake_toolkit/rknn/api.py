@@ -132,8 +132,23 @@ def _tensors(model):
     return [o for node in graph.node for o in node.output]
 
 
+TABLE = os.path.join(
+    os.path.dirname(__file__), "..", "..", "data", "placement", "2.5.0-rk3588-fp16-sdpa-causal.log"
+)
+"""A real toolkit's layer table and memory lines, which a verbose build of the FAKE toolkit
+prints as the real one prints its own (what the host parses into a cell's placement)."""
+
+
+def _print_table() -> None:
+    with open(TABLE) as fh:
+        lines = fh.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if "Network Layer Information Table" in line)
+    print("\n".join(lines[start:]))
+
+
 class RKNN:
     def __init__(self, verbose=False):
+        self.verbose = verbose
         self.platform = None
         self.model = None
         self.options = {}
@@ -211,6 +226,8 @@ class RKNN:
                 fp16.append(name)
         with open(os.path.join(os.path.dirname(model_input), "FAKE-hybrid.json"), "w") as fh:
             json.dump(fp16, fh)
+        if self.verbose:
+            _print_table()
         return 0
 
     def accuracy_analysis(self, inputs, output_dir="./snapshot", target=None, device_id=None):
@@ -322,6 +339,8 @@ class RKNN:
             timer = threading.Timer(0.2, _channel, args=(b'{"op": "pong"}\n',))
             timer.daemon = True
             timer.start()
+        if self.verbose:
+            _print_table()
         return 0
 
     def export_rknn(self, path, **kwargs):
