@@ -71,7 +71,8 @@ class Recorder:
         self.path = Path(settings.matrix)
         # The lock and the journal belong to the file itself, however it is named (a link,
         # ``./sub/../m.json``): two names of one matrix share one lock and one journal.
-        self.real = Path(os.path.realpath(self.path))
+        real = Path(os.path.realpath(self.path))
+        self.real = self.path if os.path.abspath(self.path) == str(real) else real
         self.journal_path = journal_path(self.real)
         self.matrix: Matrix | None = None
         self.journal: Journal | None = None

@@ -234,7 +234,8 @@ class RunLock:
                 holder = self.owner.read_text(encoding="utf-8").strip()
             except OSError:
                 holder = "another process"
-            also = f" (the file {self.matrix})" if self.named != self.matrix else ""
+            same = os.path.abspath(self.named) == os.path.abspath(self.matrix)
+            also = "" if same else f" (the file {self.matrix})"
             raise MatrixInUse(
                 f"--rknn-matrix {self.named}{also} is being written by another run ({holder}): "
                 "wait for it to finish, or give this run its own --rknn-matrix PATH"
