@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
 from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_entries
+from pytest_rknn.pipeline.dims import Dims, DimsError, applying, free_dims, parse_dims
 from pytest_rknn.pipeline.shard import MeasuredCosts, Shard, ShardError
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
@@ -160,6 +161,28 @@ def _shard_costs(config: pytest.Config, shard: Shard | None) -> MeasuredCosts | 
         raise pytest.UsageError(str(exc)) from None
 
 
+def _dims(config: pytest.Config, models: list[UserModel]) -> Dims:
+    """``--rknn-dims`` (and ini ``rknn_dims``), each name a free dim of a ``--rknn-model``."""
+    entries = [*config.getini("rknn_dims"), *config.getoption("rknn_dims")]
+    try:
+        dims = parse_dims(entries)
+    except DimsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if dims and not models:
+        raise pytest.UsageError(
+            "--rknn-dims serves the free dims of --rknn-model models: give one with "
+            "--rknn-model PATH (or pass dims= to rknn.convert in a test)"
+        )
+    for name, _values in dims:
+        if not any(applying(((name, (1,)),), m.declared) for m in models):
+            free = sorted({d for m in models for d in free_dims(m.declared)})
+            raise pytest.UsageError(
+                f"--rknn-dims {name}: no --rknn-model has a free dim {name!r} (their free dims: "
+                f"{', '.join(free) or 'none'}); name one of those"
+            )
+    return dims
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -189,6 +212,7 @@ class Settings:
     shard: Shard | None = None
     shard_costs: MeasuredCosts | None = None
     calibration: int = 8
+    dims: Dims = ()
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -219,6 +243,9 @@ class Settings:
                 models.append(UserModel.load(path.resolve(), inputs_file=True))
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        dims = _dims(config, models)
+        if dims:
+            models = [replace(m, dims=applying(dims, m.declared)) for m in models]
         baseline_text = str(_value(config, "baseline") or "")
         baseline = Path(baseline_text) if baseline_text else None
         if baseline is not None and not baseline.is_file():
@@ -288,6 +315,7 @@ class Settings:
             shard=shard,
             shard_costs=_shard_costs(config, shard),
             calibration=_int(config, "calibration", minimum=1),
+            dims=dims,
         )
 
     @property

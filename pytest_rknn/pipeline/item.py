@@ -136,11 +136,14 @@ class Converter:
         toolkit: str | None = None,
         quant: str = "fp16",
         inputs: dict[str, Any] | None = None,
+        dims: dict[str, list[int]] | None = None,
     ) -> Outcome:
         """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime.
 
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
+        ``dims`` (``{"seq": [64, 128]}``) serves the model's free dims at those lengths, as
+        ``--rknn-dims`` does.
         """
         from pytest_rknn.pipeline.subjects import provided_model
         from pytest_rknn.pipeline.targets import PlatformError, parse_platforms, parse_quant
@@ -151,5 +154,5 @@ class Converter:
         except (PlatformError, ValueError) as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
-        subject = provided_model(model, self.session.workdir / "provided", inputs)
+        subject = provided_model(model, self.session.workdir / "provided", inputs, dims)
         return run_item(CellSpec(subject, platform, version, quant), self.node, self.session)

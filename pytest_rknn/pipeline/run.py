@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_rknn.pipeline import analysis, reproduce
+from pytest_rknn.pipeline import analysis, dynamic_run, reproduce
 from pytest_rknn.pipeline.build_config import rejected_by
 from pytest_rknn.pipeline.cache import Conversion
 from pytest_rknn.pipeline.cache_keys import code_digest, verdict_key
@@ -198,6 +198,8 @@ def run_cell(cell: CellSpec, session: RknnSession, bounds: Bounds) -> Outcome:
     made = _make(cell, session)
     if isinstance(made, Outcome):
         return made
+    if dynamic_run.is_dynamic(cell.subject):
+        return dynamic_run.run_dynamic(cell, session, bounds, made, started)
     built, inputs, arrays, calibration = made.built, made.inputs, made.arrays, made.calibration
     key = made.key
     conversion = session.cache.get(key) if key else None

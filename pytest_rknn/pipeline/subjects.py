@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import onnx
 
+from pytest_rknn.pipeline import dims as dims_axis
 from pytest_rknn.pipeline.input_files import (
     InputFile,
     InputFileError,
@@ -136,13 +138,16 @@ class ModelError(ValueError):
 class UserModel:
     """An ONNX file of the user's. Its inputs are the arrays of ``inputs_file`` when it has
     one (``model.npz`` beside a ``--rknn-model``), otherwise generated for each input's role
-    (:mod:`pytest_rknn.pipeline.input_roles`; free dims become 1)."""
+    (:mod:`pytest_rknn.pipeline.input_roles`; free dims become 1). With ``dims``
+    (``--rknn-dims``, :mod:`~pytest_rknn.pipeline.dims`) it is served at each listed shape:
+    its inputs (and calibration samples) are those of the largest, :meth:`inputs_at` any."""
 
     path: Path
     sha256: str
     declared: tuple[DeclaredInput, ...] = field(default=(), compare=False)
     roles: tuple[tuple[str, Role], ...] = field(default=(), compare=False)
     inputs_file: InputFile | None = None
+    dims: dims_axis.Dims = ()
 
     @classmethod
     def load(cls, path: Path, inputs_file: bool = False) -> UserModel:
@@ -184,11 +189,12 @@ class UserModel:
         element, which no mask or scale can get wrong."""
         if self.inputs_file is not None:
             return []
+        named = {name for name, _values in self.dims}
         found = {
             dim if isinstance(dim, str) and dim else f"{value.name}[{axis}]": None
             for value in self.declared
             for axis, dim in enumerate(value.dims)
-            if (axis > 0 or len(value.dims) == 1) and not isinstance(dim, int)
+            if (axis > 0 or len(value.dims) == 1) and not isinstance(dim, int) and dim not in named
         }
         return list(found)
 
@@ -209,6 +215,8 @@ class UserModel:
     def id(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9]+", "_", self.path.stem).strip("_") or "model"
         suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
+        if self.dims:
+            suffix += f"-{dims_axis.label(self.dims)}"
         return f"model-{stem}-{self.sha256[:8]}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,7 +234,25 @@ class UserModel:
         else:
             found["inputs"] = {d.name: list(d.shape) for d in self.declared}
             found["input_roles"] = {name: role.describe() for name, role in self.roles}
+        if self.dims:
+            found["dims"] = {name: list(values) for name, values in self.dims}
         return found
+
+    def shape_sets(self) -> list[dims_axis.ShapeSet]:
+        """The shapes the model is served at (none without ``dims``)."""
+        return dims_axis.shape_sets(self.dims, self.declared) if self.dims else []
+
+    def unlisted_set(self) -> dims_axis.ShapeSet:
+        """A shape the model's conversion does not list."""
+        return dims_axis.unlisted(self.dims, self.declared)
+
+    def inputs_at(self, seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The inputs file's arrays when they have these shapes, else generated at them."""
+        if self.inputs_file is not None:
+            arrays = dict(self.inputs_file.arrays)
+            if {n: tuple(a.shape) for n, a in arrays.items()} == shapes:
+                return {name: array.copy() for name, array in arrays.items()}
+        return self.generate(seed, shapes)
 
     def build(self) -> onnx.ModelProto:
         return onnx.load(self.path)
@@ -234,6 +260,8 @@ class UserModel:
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         """The inputs file's arrays, or generated inputs for ``seed`` (InputRoleError, naming
         the input and the fix, for an input whose role is unknown)."""
+        if self.dims:
+            return self.inputs_at(seed, dims_axis.largest(self.shape_sets()).shapes_dict)
         if self.inputs_file is not None:
             return {name: array.copy() for name, array in self.inputs_file.arrays}
         return self.generate(seed)
@@ -258,7 +286,9 @@ class UserModel:
         """A calibration sample: generated for the inputs' roles, in the shapes of the test
         inputs, never the inputs file's arrays."""
         shapes = None
-        if self.inputs_file is not None:
+        if self.dims:
+            shapes = dims_axis.largest(self.shape_sets()).shapes_dict
+        elif self.inputs_file is not None:
             shapes = {name: tuple(a.shape) for name, a in self.inputs_file.arrays}
         return self.generate(seed, shapes)
 
@@ -267,6 +297,12 @@ class UserModel:
 
     def host_bytes(self) -> int:
         """What the inputs take (the reference run's own needs are unknown)."""
+        if self.dims:
+            return sum(
+                int(np.prod(shape, dtype=np.int64)) * d.dtype.itemsize
+                for s in self.shape_sets()
+                for d, (_name, shape) in zip(self.declared, s.shapes, strict=True)
+            )
         if self.inputs_file is not None:
             return sum(int(a.nbytes) for _name, a in self.inputs_file.arrays)
         return sum(int(np.prod(d.shape, dtype=np.int64)) * d.dtype.itemsize for d in self.declared)
@@ -295,7 +331,21 @@ class ProvidedModel:
         return self.model.build()
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
+        if self.model.dims:
+            return self.inputs_at(seed, dims_axis.largest(self.shape_sets()).shapes_dict)
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
+
+    def shape_sets(self) -> list[dims_axis.ShapeSet]:
+        return self.model.shape_sets()
+
+    def unlisted_set(self) -> dims_axis.ShapeSet:
+        return self.model.unlisted_set()
+
+    def inputs_at(self, seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The given inputs when they have these shapes, else the model's at them."""
+        if self.given is not None and {n: tuple(a.shape) for n, a in self.given} == shapes:
+            return dict(self.given)
+        return self.model.inputs_at(seed, shapes)
 
     def sample(self, seed: int) -> dict[str, np.ndarray]:
         """A calibration sample: generated for the model's input roles (in the given inputs'
@@ -315,10 +365,13 @@ class ProvidedModel:
 
 
 def provided_model(
-    model: onnx.ModelProto | str | Path, folder: Path, inputs: dict[str, np.ndarray] | None
+    model: onnx.ModelProto | str | Path,
+    folder: Path,
+    inputs: dict[str, np.ndarray] | None,
+    dims: Mapping[str, Sequence[int]] | None = None,
 ) -> ProvidedModel:
     """Wrap a path or an in-memory model for the ``rknn`` fixture; ValueError (one line) for
-    ``inputs`` that do not fit the model."""
+    ``inputs`` that do not fit the model, or ``dims`` that name no free dim of it."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = folder / hashlib.sha256(data).hexdigest()[:8] / f"{model.graph.name or 'model'}.onnx"
@@ -330,13 +383,35 @@ def provided_model(
     if inputs is not None:
         given = tuple((name, np.asarray(array)) for name, array in inputs.items())
     user = UserModel.load(path)
+    if dims:
+        user = with_dims(user, dims, "rknn.convert(dims=...)")
     if given is None:
         note = user.fed_as_one(f"rknn.convert({path.name})", "no inputs=", "pass inputs=")
         if note is not None:
             warnings.warn(note, UserWarning, stacklevel=3)
-    else:
+    elif not user.dims:
         try:
             check_inputs(dict(given), user.declared, "inputs=", "")
         except InputFileError as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
     return ProvidedModel(user, given)
+
+
+def with_dims(
+    model: UserModel, dims: Mapping[str, Sequence[int]] | dims_axis.Dims, label: str
+) -> UserModel:
+    """``model`` served at ``dims`` (ValueError, one line, when they name no free dim of it)."""
+    pairs = dims.items() if isinstance(dims, Mapping) else dims
+    try:
+        parsed = dims_axis.parse_dims(f"{k}={'|'.join(map(str, v))}" for k, v in pairs)
+    except dims_axis.DimsError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+    found = dims_axis.applying(parsed, model.declared)
+    missing = sorted({name for name, _v in parsed} - {name for name, _v in found})
+    if missing:
+        free = dims_axis.free_dims(model.declared)
+        raise ValueError(
+            f"{label}: {model.path.name} has no free dim {', '.join(missing)} (its free dims: "
+            f"{', '.join(free) or 'none'}); name one of those"
+        )
+    return replace(model, dims=found)
