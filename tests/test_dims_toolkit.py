@@ -1,0 +1,114 @@
+"""A user model with a free ``seq`` dim, served at two lengths by the real rknn-toolkit2.
+
+A one-layer self-attention over a token embedding (``input_ids [1, seq]``), its attention
+peaked. With ``--rknn-dims seq=16|32`` the cell's one conversion lists both lengths in
+``dynamic_input``; the simulator answers each against onnxruntime at that length; the compiler
+builds one graph per length, the longer one with more internal memory; and a length that is
+not listed (24) is refused at inference, with the toolkit's own message (measured on 2.2.0,
+2.3.0 and 2.3.2, rk3588, 2026-12-08).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import Status
+
+pytestmark = pytest.mark.toolkit
+
+CELLS = """
+def test_cell(rknn_cell):
+    outcome = rknn_cell.check()
+    assert outcome.status == "pass", outcome.message
+"""
+
+
+def free_length_attention(vocab: int = 50, hidden: int = 16) -> onnx.ModelProto:
+    """Embedding, then softmax(q k^T) v with q, k, v projections; ``input_ids`` is [1, seq]."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, shape: tuple[int, ...], scale: float) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["x"], axis=0),
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["probs", "v"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "free_length_attention",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "seq"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "seq", hidden])],
+        [
+            weight("emb", (vocab, hidden), 1.0),
+            weight("wq", (hidden, hidden), 0.5),
+            weight("wk", (hidden, hidden), 0.5),
+            weight("wv", (hidden, hidden), 0.5),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_a_free_seq_dim_is_served_at_each_listed_length_and_refused_at_another(
+    rknn_pytester: pytest.Pytester,
+) -> None:
+    onnx.save(free_length_attention(), rknn_pytester.path / "attn.onnx")
+    rknn_pytester.makepyfile(test_rknn_cells=CELLS)
+    result = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.3.2",
+        "--rknn-platforms=rk3588",
+        "--rknn-only",
+        "--rknn-model=attn.onnx",
+        "--rknn-dims=seq=16|32",
+        "--rknn-matrix=m.json",
+    )
+    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
+    assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
+    result.assert_outcomes(passed=1)
+    assert cell.reason == "serves seq 16, 32" and cell.warning is None
+    by_length = {s["dims"]["seq"]: s for s in cell.shapes}
+    assert sorted(by_length) == [16, 32]
+    for length, shape in by_length.items():
+        assert shape["status"] == "pass"
+        assert shape["metrics"]["output0"]["actual_shape"] == [1, length, 16]
+        assert shape["metrics"]["output0"]["cosine"] > 0.999
+    assert by_length[32]["memory"]["internal_bytes"] > by_length[16]["memory"]["internal_bytes"]
+    assert cell.unlisted_shape == {
+        "dims": {"seq": 24},
+        "answer": "refused",
+        "message": "ValueError: The inputs[0].shape [1, 24] is not in [[1, 32], [1, 16]]!",
+    }
+    result.stdout.no_fnmatch_line("*fed as 1*")
+    folder = Path(cell.artifact).parent
+    for i, length in enumerate((16, 32)):
+        fed = np.load(folder / f"shape{i}_input0.npy")
+        assert fed.shape == (1, length)
+        assert peakedness(free_length_attention(), fed) > 0.5, "a wrong softmax would show"
+
+
+def peakedness(model: onnx.ModelProto, ids: np.ndarray) -> float:
+    """The mean largest attention probability of a score row (1/L when it is uniform)."""
+    import onnxruntime
+
+    model.graph.output.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    return float(session.run(["probs"], {"input_ids": ids})[0].max(axis=-1).mean())
