@@ -108,3 +108,41 @@ def test_a_dim_no_model_has_is_a_usage_error_naming_its_free_dims(suite: pytest.
             "batch, seq); name one of those"
         ]
     )
+
+
+def test_a_second_run_recalls_the_conversion_and_other_lengths_convert_again(
+    suite: pytest.Pytester,
+) -> None:
+    args = (*ARGS, "--rknn-quant=fp16", "-p", "cacheprovider")
+    suite.runpytest_subprocess(*args, "--rknn-matrix=a.json").assert_outcomes(passed=1)
+    suite.runpytest_subprocess(*args, "--rknn-matrix=b.json").assert_outcomes(passed=1)
+    cold, warm = only_cell(suite, "a.json"), only_cell(suite, "b.json")
+    assert (cold.cached, warm.cached) == (False, True)
+    assert warm.job_id == cold.job_id and warm.shapes == cold.shapes
+    assert warm.unlisted_shape == cold.unlisted_shape
+    moved_args = [a for a in args if not a.startswith("--rknn-dims")]
+    other = suite.runpytest_subprocess(*moved_args, "--rknn-dims=seq=4|12", "--rknn-matrix=c.json")
+    other.assert_outcomes(passed=1)
+    moved = only_cell(suite, "c.json")
+    assert not moved.cached and moved.variant_id.endswith("-dyn-seq4_12")
+    assert [s["dims"]["seq"] for s in moved.shapes] == [4, 12]
+
+
+def test_rknn_convert_serves_the_dims_a_test_names(suite: pytest.Pytester) -> None:
+    suite.makepyfile(
+        test_own="""
+        def test_served(rknn):
+            outcome = rknn.convert("gen.onnx", dims={"seq": [4, 8]})
+            assert outcome.status == "pass", outcome.message
+            assert [s["dims"] for s in outcome.record.shapes] == [{"seq": 4}, {"seq": 8}]
+            assert outcome.record.unlisted_shape["answer"] == "refused"
+
+        def test_unknown_dim(rknn):
+            import pytest
+            with pytest.raises(ValueError, match="has no free dim tokens .its free dims: ba"):
+                rknn.convert("gen.onnx", dims={"tokens": [4]})
+        """
+    )
+    args = [a for a in ARGS if not a.startswith(("--rknn-model", "--rknn-dims", "--rknn-only"))]
+    result = suite.runpytest_subprocess(*args, "test_own.py", "--rknn-matrix=m.json")
+    result.assert_outcomes(passed=2)

@@ -75,6 +75,8 @@ class Conversion:
     cached: bool = False
     stored_outputs: list[str] | None = None
     fp16_layers: list[dict[str, str]] | None = None
+    shapes: dict[str, Any] | None = None
+    """A job of listed shapes: its answer per shape (:mod:`.dynamic_run` reads it)."""
 
     @property
     def cacheable(self) -> bool:
@@ -103,6 +105,7 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "outputs": (list,),
     "fp16_layers": (list, type(None)),
 }
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"shapes": (dict, type(None))}
 
 
 class ResultCache:
@@ -242,6 +245,9 @@ class ResultCache:
         for name, kinds in _ENTRY_FIELDS.items():
             if not isinstance(entry.get(name), kinds):
                 return None
+        for name, kinds in _OPTIONAL_FIELDS.items():
+            if not isinstance(entry.get(name), kinds):
+                return None
         if not (
             _is_number_map(entry.get("timings"), (int, float))
             and _is_number_map(entry.get("returncodes"), (int,))
@@ -269,6 +275,7 @@ class ResultCache:
             cached=True,
             stored_outputs=list(entry["outputs"]) if outputs else None,
             fp16_layers=_layers(entry["fp16_layers"]),
+            shapes=entry.get("shapes"),
         )
 
     def put(self, key: str, conversion: Conversion) -> None:
@@ -297,6 +304,8 @@ class ResultCache:
             "outputs": digests,
             "fp16_layers": conversion.fp16_layers,
         }
+        if conversion.shapes is not None:
+            entry["shapes"] = conversion.shapes
         self.cache.set(CACHE_PREFIX + key, entry)
         if conversion.status is None:
             conversion.stored_outputs = digests

@@ -7,8 +7,10 @@ every listed shape passes, and its reason names the shapes that did not. A conve
 fails fails every shape with the toolkit's reason and signature. The compiler's internal and
 weight memory per compiled graph are read from the job's verbose log (:func:`graph_memory`).
 
-Such a cell is not read from nor written to the conversion cache yet: it is converted on every
-run (its id, and so every key made of it, carries the dims).
+The conversion is cached like a static cell's, under a key that adds the listed shapes and
+every shape's inputs (:func:`_key`), with its answer per shape (output counts, errors, memory,
+the unlisted shape's answer) beside the outputs; an entry whose answer per shape does not fit
+the cell's shapes is a miss. The verdicts are made anew on every run.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_rknn.pipeline import reproduce
-from pytest_rknn.pipeline.cell_job import conversion_of, make_job
+from pytest_rknn.pipeline.cache import Conversion
+from pytest_rknn.pipeline.cache_keys import array_digest
+from pytest_rknn.pipeline.cell_job import conversion_key_of, conversion_of, make_job
 from pytest_rknn.pipeline.dims import ShapeSet, serves
 from pytest_rknn.pipeline.input_roles import InputRoleError
 from pytest_rknn.pipeline.materials import HostError, Materials
 from pytest_rknn.results.status import Status
-from pytest_rknn.toolkit.protocol import JobResult, write_shape_inputs
+from pytest_rknn.toolkit.protocol import UNLISTED_ANSWERS, JobResult, write_shape_inputs
 from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
 
 if TYPE_CHECKING:
@@ -83,7 +87,8 @@ def _listed(shape_set: ShapeSet, names: list[str]) -> list[list[int]]:
 def run_dynamic(
     cell: CellSpec, session: RknnSession, bounds: Bounds, made: _Made, started: float
 ) -> Outcome:
-    """Convert once with every listed shape, judge each, and make the cell's record."""
+    """Convert once with every listed shape (or recall that conversion), judge each, and make
+    the cell's record."""
     from pytest_rknn.pipeline.run import Outcome, _short, details, message, new_record
 
     subject: Any = cell.subject
@@ -96,31 +101,56 @@ def run_dynamic(
         probe_inputs = subject.inputs_at(seed, probe.shapes_dict)
     except InputRoleError as exc:
         return _short(cell, Status.REFERENCE_ERROR, f"no inputs: {exc}", "inputs not computable")
-    python, why = session.python_for(cell.toolkit)
-    if python is None:
-        return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
-    session.missed(cell)
+    listed = [_listed(s, names) for s in sets]
+    key = _key(cell, session, made, listed, inputs, probe_inputs)
+    conversion = session.cache.get(key) if key else None
+    # Kept: an answer for each shape, or a failed conversion (no shape was tried).
+    if (
+        conversion is not None
+        and _per_shape(conversion, len(sets)) is None
+        and (conversion.shapes is not None or conversion.status is None)
+    ):
+        conversion = None
+    if conversion is None:
+        python, why = session.python_for(cell.toolkit)
+        if python is None:
+            return _short(cell, Status.ENV_ERROR, str(why), "toolkit environment broken")
+        session.missed(cell)
 
-    def run_job() -> JobResult:
-        job = make_job(
-            cell, made.built.path, {}, made.arrays, session.workdir / "jobs", made.calibration
-        )
-        job.config["dynamic_input"] = [_listed(s, names) for s in sets]
-        job.verbose = True
-        write_shape_inputs(
-            job, [[arrays[n] for n in names] for arrays in inputs], [probe_inputs[n] for n in names]
-        )
-        return session.pool.run(cell.toolkit, job)
+        def run_job() -> JobResult:
+            job = make_job(
+                cell, made.built.path, {}, made.arrays, session.workdir / "jobs", made.calibration
+            )
+            job.config["dynamic_input"] = listed
+            job.verbose = True
+            arrays = [[found[n] for n in names] for found in inputs]
+            write_shape_inputs(job, arrays, [probe_inputs[n] for n in names])
+            return session.pool.run(cell.toolkit, job)
 
-    result = reproduce.confirmed(run_job(), run_job)
-    conversion = conversion_of(result)
-    memory = graph_memory(result.log_path) if result.log_path else {}
+        result = reproduce.confirmed(run_job(), run_job)
+        answer = None
+        if result.shape_outputs is not None:
+            result.outputs = [p for paths in result.shape_outputs for p in paths]
+            answer = {
+                "counts": [len(paths) for paths in result.shape_outputs],
+                "errors": list(result.shape_errors or []),
+                "seconds": list(result.shape_seconds or []),
+                "memory": graph_memory(result.log_path) if result.log_path else {},
+                "unlisted": result.unlisted,
+            }
+        conversion = conversion_of(result)
+        conversion.shapes = answer
+        if key is not None:
+            session.cache.put(key, conversion)
+    per_shape = _per_shape(conversion, len(sets))
     shapes = []
     for i, shape_set in enumerate(sets):
-        verdict = _judge_shape(cell, session.materials, made, inputs[i], result, i, bounds)
-        if verdict is None:  # the conversion failed: every shape with the toolkit's answer
+        if per_shape is None:  # the conversion failed: every shape with the toolkit's answer
             why = f"not served: the conversion failed: {conversion.error}"
             verdict = Verdict(conversion.status or Status.CRASH, conversion.signature, why)
+        else:
+            outputs, error = per_shape[i]
+            verdict = _judge_shape(cell, session.materials, made, inputs[i], outputs, error, bounds)
         entry: dict[str, Any] = {
             "dims": shape_set.dims_dict,
             "inputs": {n: list(s) for n, s in shape_set.shapes},
@@ -129,9 +159,9 @@ def run_dynamic(
             "reason": verdict.reason,
             "metrics": verdict.metrics,
         }
-        found = memory.get(str(_listed(shape_set, names)))
-        if found:
-            entry["memory"] = found
+        memory = (conversion.shapes or {}).get("memory") or {}
+        if memory.get(str(listed[i])):
+            entry["memory"] = memory[str(listed[i])]
         shapes.append((shape_set, verdict, entry))
     failing = [(s, v) for s, v, _e in shapes if v.status is not Status.PASS]
     largest = max(shapes, key=lambda t: t[0].size)[1]
@@ -146,12 +176,12 @@ def run_dynamic(
         )
         passed = [s.describe() for s, v, _e in shapes if v.status is Status.PASS]
         reason = f"shapes failed: {failed}" + (f"; serves {', '.join(passed)}" if passed else "")
-        if conversion.status is not None:
+        if per_shape is None:
             reason = f"{conversion.error}; {reason}"
     unlisted: dict[str, Any] = {"dims": probe.dims_dict, "answer": "untried", "message": None}
-    if result.unlisted is not None:
-        unlisted.update(result.unlisted)
-    elif conversion.status is not None:
+    if conversion.shapes is not None and conversion.shapes.get("unlisted") is not None:
+        unlisted.update(conversion.shapes["unlisted"])
+    elif per_shape is None:
         unlisted["message"] = "the job ended before the runtime was asked"
     warning = conversion.signature if conversion.status is None else None
     record = new_record(
@@ -160,10 +190,10 @@ def run_dynamic(
         signature=signature,
         reason=reason,
         metrics=largest.metrics,
-        bounds=bounds.to_dict() if conversion.status is None else None,
+        bounds=bounds.to_dict() if per_shape is not None else None,
         timings={**conversion.timings, "cell": round(time.perf_counter() - started, 6)},
         peak_rss_mb=conversion.peak_rss_mb,
-        cached=False,
+        cached=conversion.cached,
         log_excerpt=conversion.log_excerpt if status is not Status.PASS or warning else "",
         artifact=conversion.artifact,
         job_id=conversion.job_id,
@@ -174,7 +204,63 @@ def run_dynamic(
         unlisted_shape=unlisted,
     )
     report = "\n".join(f"[{s.describe()}] {v.report}" for s, v, _e in shapes if v.report)
-    return Outcome(record, message(record), conversion.outputs, details(record, report))
+    outputs = per_shape[-1][0] if per_shape is not None else None
+    return Outcome(record, message(record), outputs, details(record, report))
+
+
+def _key(
+    cell: CellSpec,
+    session: RknnSession,
+    made: _Made,
+    listed: list[list[list[int]]],
+    inputs: list[dict[str, np.ndarray]],
+    probe: dict[str, np.ndarray],
+) -> str | None:
+    """The conversion's cache key: the cell's, with the listed shapes, every shape's inputs and
+    the unlisted shape's instead of the one input set of a static cell."""
+    identity = session.toolkits.identity(cell.toolkit)
+    if identity is None:
+        return None
+    names = made.names
+    load = {
+        "dynamic_input": listed,
+        "shape_inputs": [[array_digest(found[n]) for n in names] for found in inputs],
+        "probe_inputs": [array_digest(probe[n]) for n in names],
+    }
+    return conversion_key_of(cell, made.built, [], identity, made.calibration, load)
+
+
+def _per_shape(
+    conversion: Conversion, count: int
+) -> list[tuple[list[np.ndarray], str | None]] | None:
+    """Each listed shape's outputs and error from the conversion (None: it has no answer per
+    shape, or one that does not fit ``count`` shapes and its outputs)."""
+    answer = conversion.shapes
+    if not isinstance(answer, dict):
+        return None
+    counts, errors = answer.get("counts"), answer.get("errors")
+    outputs = conversion.outputs or []
+    if not (
+        isinstance(counts, list)
+        and isinstance(errors, list)
+        and len(counts) == len(errors) == count
+        and all(isinstance(n, int) and n >= 0 for n in counts)
+        and all(e is None or isinstance(e, str) for e in errors)
+        and all((n > 0) == (e is None) for n, e in zip(counts, errors, strict=True))
+        and sum(counts) == len(outputs)
+        and isinstance(answer.get("memory"), dict)
+    ):
+        return None
+    unlisted = answer.get("unlisted")
+    if unlisted is not None and not (
+        isinstance(unlisted, dict) and unlisted.get("answer") in UNLISTED_ANSWERS
+    ):
+        return None
+    found, start = [], 0
+    for n, error in zip(counts, errors, strict=True):
+        found.append((list(outputs[start : start + n]), error))
+        start += n
+    return found
 
 
 def _judge_shape(
@@ -182,22 +268,14 @@ def _judge_shape(
     materials: Materials,
     made: _Made,
     inputs: dict[str, np.ndarray],
-    result: JobResult,
-    index: int,
+    outputs: list[np.ndarray],
+    error: str | None,
     bounds: Bounds,
-) -> Verdict | None:
-    """One listed shape's verdict (None: the job has no answer per shape)."""
-    if result.shape_outputs is None or result.shape_errors is None:
-        return None
-    error = result.shape_errors[index]
+) -> Verdict:
+    """One listed shape's verdict: refused, or its outputs against the reference at it."""
     if error is not None:
-        status = Status.for_failed_phase("inference")
-        verdict = judge_failure(status, "", error)
+        verdict = judge_failure(Status.for_failed_phase("inference"), "", error)
         return Verdict(verdict.status, verdict.signature, f"refused at inference: {error}")
-    try:
-        outputs = [np.load(p, allow_pickle=False) for p in result.shape_outputs[index]]
-    except (OSError, ValueError) as exc:
-        return Verdict(Status.CRASH, "outputs unreadable", f"the shape's outputs: {exc}")
     found = materials._make_reference(cell.subject, made.built.model, inputs)
     if isinstance(found, HostError):
         return Verdict(Status.REFERENCE_ERROR, "reference not computable", str(found))

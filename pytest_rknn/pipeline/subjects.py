@@ -335,6 +335,10 @@ class ProvidedModel:
             return self.inputs_at(seed, dims_axis.largest(self.shape_sets()).shapes_dict)
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
 
+    @property
+    def dims(self) -> dims_axis.Dims:
+        return self.model.dims
+
     def shape_sets(self) -> list[dims_axis.ShapeSet]:
         return self.model.shape_sets()
 
