@@ -4,10 +4,11 @@ Exports one tiny model per text family (the curated hf rows' shape: one layer, h
 heads, peaked attention, a right-padded mask where the family takes one) with a free ``seq``
 axis (TorchScript, ``dynamic_axes``), then runs the plugin on them as ``--rknn-model`` with
 ``--rknn-dims seq=L1|L2|...``, one toolkit at a time, and prints for each family, toolkit and
-chip every length's verdict, its worst cosine and the compiler's internal memory, and how the
-runtime answered the unlisted length.
+chip every length's verdict, its worst relative L2 error and the compiler's internal memory,
+and how the runtime answered the unlisted length.
 
     python bench/dynamic_lengths.py --out /tmp/lengths --toolkits 2.3.2,2.5.0
+    python bench/dynamic_lengths.py --out /tmp/lengths --table   # the tables of the matrices
 
 Real toolkits only (the project's environments); nothing here is a test.
 """
@@ -82,12 +83,12 @@ def table(matrix: Path) -> None:
             continue
         parts = []
         for shape in cell["shapes"]:
-            cosines = [m.get("cosine") for m in (shape.get("metrics") or {}).values()]
-            cos = min((c for c in cosines if c is not None), default=None)
+            rels = [m.get("rel_l2") for m in (shape.get("metrics") or {}).values()]
+            rel = max((r for r in rels if r is not None), default=None)
             memory = (shape.get("memory") or {}).get("internal_bytes")
             kb = f"{memory / 1024:.0f}KB" if memory is not None else "?"
             text = f"{shape['dims']['seq']}:{shape['status']}"
-            text += f"(cos {cos:.5f}, {kb})" if cos is not None else f"({kb})"
+            text += f"(rel_l2 {rel:.2e}, {kb})" if rel is not None else f"({kb})"
             parts.append(text)
         unlisted = cell.get("unlisted_shape") or {}
         print(
@@ -111,8 +112,13 @@ def main() -> int:
         default=Path.home() / ".cache/pytest-rknn/envs/exporter-cp311/bin/python",
         help="the exporter environment's python (torch and transformers)",
     )
+    parser.add_argument("--table", action="store_true", help="print the tables of --out's matrices")
     args = parser.parse_args()
     out = args.out.resolve()
+    if args.table:
+        for matrix in sorted(out.glob("matrix-*.json")):
+            table(matrix)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "test_cells.py").write_text(CELLS)
     python = args.torch_python

@@ -21,6 +21,7 @@ from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import STATUS_TABLE, Status
 from pytest_rknn.verdict.logtext import without_harness_frames
 from pytest_rknn.verdict.tolerance import BOUND_OF_METRIC
+from pytest_rknn.views.lengths import shape_rows
 from pytest_rknn.views.tally import top_signatures, version_key
 from pytest_rknn.views.text import rerun_command
 
@@ -294,6 +295,7 @@ def payload(
                 "log_head": strings(head),
                 "log_tail": strings(tail),
                 "fixes": fixes_of(cell),
+                "shapes": shape_rows(cell),
                 "notes": notes_of(cell),
                 "rerun": _rerun(cell, meta),
             }
