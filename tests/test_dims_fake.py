@@ -146,3 +146,19 @@ def test_rknn_convert_serves_the_dims_a_test_names(suite: pytest.Pytester) -> No
     args = [a for a in ARGS if not a.startswith(("--rknn-model", "--rknn-dims", "--rknn-only"))]
     result = suite.runpytest_subprocess(*args, "test_own.py", "--rknn-matrix=m.json")
     result.assert_outcomes(passed=2)
+
+
+def test_a_conversion_that_fails_fails_every_shape_with_the_toolkits_reason(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_RKNN_MODE", "build-fail")
+    result = suite.runpytest_subprocess(*ARGS, "--rknn-quant=fp16", "--rknn-matrix=m.json")
+    result.assert_outcomes(failed=1)
+    cell = only_cell(suite)
+    assert cell.status is Status.CONVERT_FAIL
+    assert cell.reason == "build returned -1; so none of seq 4, 8 is served"
+    assert cell.signature == "REGTASK bit width exceeds limit"
+    assert {(s["status"], s["signature"]) for s in cell.shapes} == {
+        ("convert-fail", cell.signature)
+    }
+    assert cell.unlisted_shape["answer"] == "untried"

@@ -168,6 +168,9 @@ def run_dynamic(
     if not failing:
         status, signature = Status.PASS, None
         reason = f"serves {serves(subject.dims)}"
+    elif per_shape is None:
+        status, signature = failing[0][1].status, failing[0][1].signature
+        reason = f"{conversion.error}; so none of {serves(subject.dims)} is served"
     else:
         first = failing[0][1]
         status, signature = first.status, first.signature
@@ -176,8 +179,6 @@ def run_dynamic(
         )
         passed = [s.describe() for s, v, _e in shapes if v.status is Status.PASS]
         reason = f"shapes failed: {failed}" + (f"; serves {', '.join(passed)}" if passed else "")
-        if per_shape is None:
-            reason = f"{conversion.error}; {reason}"
     unlisted: dict[str, Any] = {"dims": probe.dims_dict, "answer": "untried", "message": None}
     if conversion.shapes is not None and conversion.shapes.get("unlisted") is not None:
         unlisted.update(conversion.shapes["unlisted"])
