@@ -112,3 +112,32 @@ def peakedness(model: onnx.ModelProto, ids: np.ndarray) -> float:
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     return float(session.run(["probs"], {"input_ids": ids})[0].max(axis=-1).mean())
+
+
+def test_an_int8_cell_calibrates_at_its_largest_length_and_serves_both(
+    rknn_pytester: pytest.Pytester,
+) -> None:
+    """The toolkit's MaxShape rule: a quantized build with dynamic_input calibrates at its
+    largest shape (its log says so); samples at 32 build a model that serves 16 and 32."""
+    onnx.save(free_length_attention(), rknn_pytester.path / "attn.onnx")
+    rknn_pytester.makepyfile(test_rknn_cells=CELLS)
+    result = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.3.2",
+        "--rknn-platforms=rk3588",
+        "--rknn-quant=int8",
+        "--rknn-calibration=4",
+        "--rknn-only",
+        "--rknn-model=attn.onnx",
+        "--rknn-dims=seq=16|32",
+        "--rknn-matrix=m.json",
+    )
+    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
+    assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
+    result.assert_outcomes(passed=1)
+    folder = Path(cell.artifact).parent
+    samples = sorted(folder.glob("calib*-0.npy"))
+    assert len(samples) == 4 and {np.load(s).shape for s in samples} == {(1, 32)}
+    assert "the MaxShape is" in (folder / "toolkit.log").read_text(errors="replace")
+    assert [s["status"] for s in cell.shapes] == ["pass", "pass"]
+    assert all(s["metrics"]["output0"]["cosine"] > 0.99 for s in cell.shapes)
+    assert cell.unlisted_shape["answer"] == "refused"
