@@ -141,3 +141,32 @@ def test_an_int8_cell_calibrates_at_its_largest_length_and_serves_both(
     assert [s["status"] for s in cell.shapes] == ["pass", "pass"]
     assert all(s["metrics"]["output0"]["cosine"] > 0.99 for s in cell.shapes)
     assert cell.unlisted_shape["answer"] == "refused"
+
+
+def test_an_hf_dynamic_length_row_is_exported_with_a_free_seq_and_serves_each_length(
+    rknn_pytester: pytest.Pytester,
+) -> None:
+    """The ``hf`` form's dynamic-length row: the exporter leaves ``seq`` free, the cell lists
+    16 and 32, and each is judged against onnxruntime at its length (inputs drawn as for a
+    static row of that length: a right-padded mask)."""
+    variant = "hf.gpt2.eager-b1-l1-e64h4kv4-s32-mpad-sharp-ts-dyn16_32"
+    rknn_pytester.makepyfile(test_rknn_cells=CELLS)
+    result = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.3.2",
+        "--rknn-platforms=rk3588",
+        "--rknn-only",
+        f"--rknn-variant={variant}",
+        "--rknn-matrix=m.json",
+    )
+    (cell,) = Matrix.load(rknn_pytester.path / "m.json").cells
+    assert cell.variant_id == variant
+    assert cell.status is Status.PASS, f"{cell.status}: {cell.reason}"
+    result.assert_outcomes(passed=1)
+    model = onnx.load(Path(cell.artifact).parent.parent.parent / "models" / f"{variant}.onnx")
+    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == "seq", "exported with the length free"
+    assert [s["inputs"]["attention_mask"] for s in cell.shapes] == [[1, 16], [1, 32]]
+    assert all(s["metrics"]["output0"]["cosine"] > 0.999 for s in cell.shapes)
+    assert cell.attention["peak"] > 2 * cell.attention["uniform"], "peaked attention"
+    assert cell.unlisted_shape["answer"] == "refused"
+    result.stdout.fnmatch_lines([f"  {variant} rk3588 2.3.2 fp16: serves seq 16, 32; *"])

@@ -68,7 +68,7 @@ def subjects(settings: Settings) -> list[Subject]:
         if settings.examples and cores != []:
             specs += draw_variants(settings.examples, settings.seed, settings.profile, cores)
         if settings.curated and families:
-            specs += [c.spec for c in curated_families()]
+            specs += [c.spec for c in curated_families(settings.profile)]
         if settings.examples and families:
             n = settings.examples if cores == [] else settings.examples // HF_DRAWS_PER_CORE_DRAW
             specs += draw_families(n, settings.seed, settings.profile)

@@ -122,6 +122,29 @@ class FamilySubject(_Generated):
     def host_bytes(self) -> int:
         return self.spec.host_bytes()
 
+    @property
+    def dims(self) -> dims_axis.Dims:
+        return self.spec.dims
+
+    def _declared(self) -> list[DeclaredInput]:
+        """The token inputs with their length free (``seq``), as a dynamic row exports them."""
+        return [
+            DeclaredInput(name, onnx.TensorProto.INT64, (shape[0], "seq"))
+            for name, shape in self.spec.input_shapes().items()
+        ]
+
+    def shape_sets(self) -> list[dims_axis.ShapeSet]:
+        """The lengths a dynamic-length row is served at (none for a static row)."""
+        return dims_axis.shape_sets(self.spec.dims, self._declared()) if self.spec.dims else []
+
+    def unlisted_set(self) -> dims_axis.ShapeSet:
+        return dims_axis.unlisted(self.spec.dims, self._declared())
+
+    def inputs_at(self, seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The family's inputs at one length (drawn as for a static row of that length)."""
+        length = next(iter(shapes.values()))[-1]
+        return family_inputs(self.spec.replace(seq_len=length, lengths=()), seed)
+
 
 def subject_of(spec: VariantSpec | FamilySpec) -> VariantSubject | FamilySubject:
     """The subject of a generated spec, whichever kind it is."""

@@ -118,8 +118,8 @@ def export_families(
 ) -> list[FamilyExport | TorchExportError]:
     """Export ``(spec, inputs, out.onnx)`` jobs; per job its export or the error saying why
     it failed. ``ExportProcessError`` only when the interpreter itself fails; NotBuildable when
-    it has no transformers. ``dynamic_seq`` leaves the token inputs' length free (``seq``;
-    TorchScript exports)."""
+    it has no transformers. ``dynamic_seq`` (and a spec with ``lengths``) leaves the token
+    inputs' length free (``seq``; TorchScript exports)."""
     payload = []
     for spec, inputs, out in jobs:
         out = Path(out)
@@ -128,7 +128,7 @@ def export_families(
         np.savez(given, **inputs)
         payload.append(
             {
-                "spec": {**script_spec(spec), "dynamic_seq": dynamic_seq},
+                "spec": {**script_spec(spec), "dynamic_seq": dynamic_seq or bool(spec.lengths)},
                 "inputs": str(given),
                 "out": str(out),
                 "eager": str(out.with_suffix(".eager.npz")),
