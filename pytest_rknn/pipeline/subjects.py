@@ -110,10 +110,17 @@ class FamilySubject(_Generated):
         raise NotBuildable("an hf model is made by the exporter: see pipeline.family_exports")
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
+        """The inputs (the export's example ones too): a dynamic-length row's at its shortest
+        length, shorter than its position tables, so that the trace cannot bake the length in
+        (exported at its longest, measured 2026-12-08, a BERT's embeddings kept that length
+        as a constant and the graph refused every shorter one)."""
+        if self.spec.lengths:
+            return self.inputs_at(seed, {"input_ids": (self.spec.batch, self.spec.lengths[0])})
         return family_inputs(self.spec, seed)
 
     def sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Inputs drawn like :meth:`inputs` (a calibration sample)."""
+        """Inputs drawn as for a static row (a calibration sample); a dynamic-length row's at
+        its longest length, the toolkit's MaxShape, which a quantized build calibrates at."""
         return family_inputs(self.spec, seed)
 
     def reference(self, model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list:

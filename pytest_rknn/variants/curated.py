@@ -169,7 +169,7 @@ def curated_cases() -> list[CuratedCase]:
 
 
 DYNAMIC_LENGTHS: dict[str, tuple[int, ...]] = {
-    "ci": (16, 32, 64),
+    "ci": (16, 32, 128),
     "full": (16, 64, 128, 256, 512),
 }
 """The lengths a dynamic-length row is served at, per ``--rknn-profile``."""
