@@ -231,6 +231,20 @@ def _key(
     return conversion_key_of(cell, made.built, [], identity, made.calibration, load)
 
 
+def key_of(cell: CellSpec, session: RknnSession, made: _Made) -> str | None:
+    """The cache key of a dynamic cell's conversion (None: its inputs cannot be made, or the
+    environment's identity is unknown); for the prefetcher."""
+    subject: Any = cell.subject
+    seed = session.materials.seed
+    try:
+        inputs = [subject.inputs_at(seed, s.shapes_dict) for s in subject.shape_sets()]
+        probe = subject.inputs_at(seed, subject.unlisted_set().shapes_dict)
+    except InputRoleError:
+        return None
+    listed = [_listed(s, made.names) for s in subject.shape_sets()]
+    return _key(cell, session, made, listed, inputs, probe)
+
+
 def _per_shape(
     conversion: Conversion, count: int
 ) -> list[tuple[list[np.ndarray], str | None]] | None:

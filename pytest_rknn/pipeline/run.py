@@ -177,7 +177,14 @@ def needs_job(cell: CellSpec, session: RknnSession) -> bool:
     """Make what ``cell`` needs on the host and say whether it will run a toolkit job (its
     conversion is not cached and its environment is usable); for the prefetcher."""
     made = _make(cell, session)
-    if isinstance(made, Outcome) or (made.key is not None and session.cache.has(made.key)):
+    if isinstance(made, Outcome):
+        return False
+    key = (
+        dynamic_run.key_of(cell, session, made)
+        if dynamic_run.is_dynamic(cell.subject)
+        else made.key
+    )
+    if key is not None and session.cache.has(key):
         return False
     python, _why = session.python_for(cell.toolkit)
     return python is not None
