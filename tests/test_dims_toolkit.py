@@ -170,3 +170,28 @@ def test_an_hf_dynamic_length_row_is_exported_with_a_free_seq_and_serves_each_le
     assert cell.attention["peak"] > 2 * cell.attention["uniform"], "peaked attention"
     assert cell.unlisted_shape["answer"] == "refused"
     result.stdout.fnmatch_lines([f"  {variant} rk3588 2.3.2 fp16: serves seq 16, 32; *"])
+
+
+def test_the_curated_dynamic_attention_row_serves_each_length_on_both_chips(
+    rknn_pytester: pytest.Pytester,
+) -> None:
+    """The manual form with a free length (ci: 16, 32, 128), on 2.3.2: every length within
+    the bounds of the float64 reference, on rk3566 and rk3588, 24 refused."""
+    rknn_pytester.makepyfile(test_rknn_cells=CELLS)
+    result = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.3.2",
+        "--rknn-platforms=rk3566,rk3588",
+        "--rknn-forms=manual",
+        "--rknn-examples=0",
+        "-k",
+        "dyn16_32_128",
+        "--rknn-matrix=m.json",
+    )
+    cells = Matrix.load(rknn_pytester.path / "m.json").cells
+    assert len(cells) == 2 and all(c.variant_id.endswith("-dyn16_32_128") for c in cells)
+    assert result.parseoutcomes()["passed"] == 2 and "failed" not in result.parseoutcomes()
+    for cell in cells:
+        assert cell.status is Status.PASS, f"{cell.platform}: {cell.reason}"
+        assert [s["dims"]["seq"] for s in cell.shapes] == [16, 32, 128]
+        assert all(s["metrics"]["output0"]["rel_l2"] < 1e-3 for s in cell.shapes)
+        assert cell.unlisted_shape["answer"] == "refused"
