@@ -18,6 +18,7 @@ import pytest
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
 from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_entries
 from pytest_rknn.pipeline.dims import Dims, DimsError, applying, free_dims, parse_dims
+from pytest_rknn.pipeline.dynamic_variants import DynamicVariant, variant_from_id
 from pytest_rknn.pipeline.shard import MeasuredCosts, Shard, ShardError
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
@@ -27,7 +28,7 @@ from pytest_rknn.pipeline.targets import (
 )
 from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
 from pytest_rknn.variants.families import FORM as HF_FORM
-from pytest_rknn.variants.families import FamilySpec, spec_from_id
+from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
 from pytest_rknn.verdict.tolerance import Bounds
 
@@ -201,7 +202,7 @@ class Settings:
     envs_root: Path | None
     curated: bool
     models: tuple[UserModel, ...] = ()
-    variants: tuple[VariantSpec | FamilySpec, ...] = ()
+    variants: tuple[VariantSpec | FamilySpec | DynamicVariant, ...] = ()
     use_cache: bool = True
     explore: bool = False
     explore_examples: int = 60
@@ -261,7 +262,7 @@ class Settings:
                 f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(known_forms)}"
             )
         try:
-            variants = tuple(spec_from_id(v) for v in config.getoption("rknn_variant"))
+            variants = tuple(variant_from_id(v) for v in config.getoption("rknn_variant"))
         except SpecError as exc:
             raise pytest.UsageError(f"--rknn-variant: {exc}") from None
         only = bool(config.getoption("rknn_only"))

@@ -195,3 +195,13 @@ def test_the_curated_dynamic_attention_row_serves_each_length_on_both_chips(
         assert [s["dims"]["seq"] for s in cell.shapes] == [16, 32, 128]
         assert all(s["metrics"]["output0"]["rel_l2"] < 1e-3 for s in cell.shapes)
         assert cell.unlisted_shape["answer"] == "refused"
+    again = rknn_pytester.runpytest_subprocess(
+        "--rknn-toolkits=2.3.2",
+        "--rknn-platforms=rk3588",
+        "--rknn-only",
+        f"--rknn-variant={cells[0].variant_id}",
+        "--rknn-matrix=again.json",
+    )
+    again.assert_outcomes(passed=1)
+    (rerun,) = Matrix.load(rknn_pytester.path / "again.json").cells
+    assert rerun.variant_id == cells[0].variant_id and rerun.cached, "the same cell, recalled"

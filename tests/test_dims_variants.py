@@ -12,7 +12,11 @@ import onnxruntime
 import pytest
 
 from pytest_rknn.pipeline.dynamic_run import is_dynamic
-from pytest_rknn.pipeline.dynamic_variants import DynamicVariant, curated_dynamic_variant
+from pytest_rknn.pipeline.dynamic_variants import (
+    DynamicVariant,
+    curated_dynamic_variant,
+    variant_from_id,
+)
 from pytest_rknn.pipeline.plan import subjects
 from pytest_rknn.variants.inputs import make_inputs
 from pytest_rknn.variants.spec import SpecError
@@ -60,3 +64,14 @@ def test_the_row_is_curated_with_the_manual_form_and_never_with_only() -> None:
     assert not any("-dyn" in s.id for s in subjects(_settings(forms=("mha-block",))))
     assert not any("-dyn" in s.id for s in subjects(_settings(curated=False)))
     assert subjects(_settings(only=True)) == []
+
+
+def test_the_rows_id_names_it_again_for_a_rerun() -> None:
+    row = curated_dynamic_variant("full")
+    assert variant_from_id(row.id) == row
+    static = variant_from_id(row.spec.id)
+    assert static == row.spec
+    hf = "hf.gpt2.eager-b1-l1-e64h4kv4-s32-mpad-sharp-ts-dyn16_32"
+    assert variant_from_id(hf).lengths == (16, 32)
+    with pytest.raises(SpecError):
+        variant_from_id("manual-nonsense-dyn16")

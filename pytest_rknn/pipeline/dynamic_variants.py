@@ -11,6 +11,7 @@ static variant of that length.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import onnx
 
 from pytest_rknn.pipeline import dims as dims_axis
 from pytest_rknn.pipeline.input_roles import DeclaredInput
+from pytest_rknn.variants.families import FamilySpec, spec_from_id
 from pytest_rknn.variants.forms import build_model
 from pytest_rknn.variants.inputs import make_inputs
 from pytest_rknn.variants.reference import reference_outputs
@@ -28,6 +30,7 @@ from pytest_rknn.variants.strategies import estimate_memory_bytes
 DYNAMIC_LENGTHS: dict[str, tuple[int, ...]] = {"ci": (16, 32, 128), "full": (16, 64, 128, 256, 512)}
 """The lengths of the curated dynamic attention row, per ``--rknn-profile``."""
 _AXIS = 2
+_DYNAMIC_ID = re.compile(r"(?P<spec>.+)-dyn(?P<lengths>\d+(?:_\d+)*)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,16 @@ class DynamicVariant:
 
     def host_bytes(self) -> int:
         return sum(2 * estimate_memory_bytes(self.at(n)) for n in self.lengths)
+
+
+def variant_from_id(text: str) -> VariantSpec | FamilySpec | DynamicVariant:
+    """The variant an id names: a dynamic-length attention row (``...-dyn16_32``) or what
+    :func:`~pytest_rknn.variants.families.spec_from_id` reads (SpecError when none)."""
+    match = _DYNAMIC_ID.fullmatch(text.strip())
+    if match is None or text.strip().startswith("hf."):
+        return spec_from_id(text)
+    lengths = tuple(int(v) for v in match.group("lengths").split("_"))
+    return DynamicVariant(VariantSpec.from_id(match.group("spec")), lengths)
 
 
 def curated_dynamic_variant(profile: str) -> DynamicVariant:

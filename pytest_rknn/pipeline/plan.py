@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_rknn.pipeline.dynamic_variants import curated_dynamic_variant
+from pytest_rknn.pipeline.dynamic_variants import DynamicVariant, curated_dynamic_variant
 from pytest_rknn.pipeline.shard import select
 from pytest_rknn.pipeline.subjects import Subject, subject_of
 from pytest_rknn.variants.curated import curated_cases, curated_families
@@ -76,7 +76,7 @@ def subjects(settings: Settings) -> list[Subject]:
             specs += draw_families(n, settings.seed, settings.profile)
     found: dict[str, Subject] = {}
     for spec in specs:
-        found.setdefault(spec.id, subject_of(spec))
+        found.setdefault(spec.id, spec if isinstance(spec, DynamicVariant) else subject_of(spec))
     if not settings.only and settings.curated and (cores is None or "manual" in cores):
         row = curated_dynamic_variant(settings.profile)
         found.setdefault(row.id, row)
