@@ -94,6 +94,12 @@ def add_options(parser: pytest.Parser) -> None:
             "KEY=VALUE",
             "a toolkit config() option for every cell; KEY=V1|V2 fans out (repeatable)",
         ),
+        (
+            "dims",
+            "NAME=V1|V2",
+            "serve a model's free dim at these lengths: one cell, every length listed in "
+            "dynamic_input, each simulated (repeatable)",
+        ),
         ("variant", "ID", "add this variant (an id from a matrix or --rknn-explore) (repeatable)"),
     ):
         group.addoption(
@@ -137,6 +143,12 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "rknn_config",
         "toolkit config() options for every cell, one KEY=VALUE (or KEY=V1|V2) per line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "rknn_dims",
+        "lengths to serve a model's free dims at, one NAME=V1|V2 per line",
         type="linelist",
         default=[],
     )

@@ -81,8 +81,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(recorder, "rknn-recorder")
         for model in settings.models:
             stem = model.path.stem
+            dim = (model.lengths_fed_as_one or ["seq"])[0]
+            dim = dim if dim.isidentifier() else "seq"
             note = model.fed_as_one(
-                f"--rknn-model {model.path.name}", f"no {stem}.npz beside it", f"save {stem}.npz"
+                f"--rknn-model {model.path.name}",
+                f"no {stem}.npz beside it",
+                f"give --rknn-dims {dim}=V1|V2 (or save {stem}.npz)",
             )
             if note is not None:
                 recorder.note(note)

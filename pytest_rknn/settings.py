@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import pytest
 
 from pytest_rknn.envs.recipes import ToolkitError, ToolkitRequest, parse_toolkits
 from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_entries
+from pytest_rknn.pipeline.dims import Dims, DimsError, applying, free_dims, parse_dims
+from pytest_rknn.pipeline.dynamic_variants import DynamicVariant, variant_from_id
 from pytest_rknn.pipeline.shard import MeasuredCosts, Shard, ShardError
 from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
@@ -26,7 +28,7 @@ from pytest_rknn.pipeline.targets import (
 )
 from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
 from pytest_rknn.variants.families import FORM as HF_FORM
-from pytest_rknn.variants.families import FamilySpec, spec_from_id
+from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.spec import FORMS, SpecError, VariantSpec
 from pytest_rknn.verdict.placement import REQUIREMENTS
 from pytest_rknn.verdict.tolerance import Bounds
@@ -225,6 +227,28 @@ def _calibration_data(config: pytest.Config) -> Path | None:
     return path.resolve()
 
 
+def _dims(config: pytest.Config, models: list[UserModel]) -> Dims:
+    """``--rknn-dims`` (and ini ``rknn_dims``), each name a free dim of a ``--rknn-model``."""
+    entries = [*config.getini("rknn_dims"), *config.getoption("rknn_dims")]
+    try:
+        dims = parse_dims(entries)
+    except DimsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if dims and not models:
+        raise pytest.UsageError(
+            "--rknn-dims serves the free dims of --rknn-model models: give one with "
+            "--rknn-model PATH (or pass dims= to rknn.convert in a test)"
+        )
+    for name, _values in dims:
+        if not any(applying(((name, (1,)),), m.declared) for m in models):
+            free = sorted({d for m in models for d in free_dims(m.declared)})
+            raise pytest.UsageError(
+                f"--rknn-dims {name}: no --rknn-model has a free dim {name!r} (their free dims: "
+                f"{', '.join(free) or 'none'}); name one of those"
+            )
+    return dims
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -243,7 +267,7 @@ class Settings:
     envs_root: Path | None
     curated: bool
     models: tuple[UserModel, ...] = ()
-    variants: tuple[VariantSpec | FamilySpec, ...] = ()
+    variants: tuple[VariantSpec | FamilySpec | DynamicVariant, ...] = ()
     use_cache: bool = True
     explore: bool = False
     explore_examples: int = 60
@@ -256,6 +280,7 @@ class Settings:
     calibration: int = 8
     require_npu: str | None = None
     fp16_emulation: float | None = 4.0
+    dims: Dims = ()
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -295,6 +320,9 @@ class Settings:
                 )
             except ModelError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        dims = _dims(config, models)
+        if dims:
+            models = [replace(m, dims=applying(dims, m.declared)) for m in models]
         baseline_text = str(_value(config, "baseline") or "")
         baseline = _path(baseline_text, "--rknn-baseline") if baseline_text else None
         if baseline is not None and not baseline.exists():
@@ -312,7 +340,7 @@ class Settings:
                 f"unknown form {', '.join(unknown)} in --rknn-forms: use {', '.join(known_forms)}"
             )
         try:
-            variants = tuple(spec_from_id(v) for v in config.getoption("rknn_variant"))
+            variants = tuple(variant_from_id(v) for v in config.getoption("rknn_variant"))
         except SpecError as exc:
             raise pytest.UsageError(f"--rknn-variant: {exc}") from None
         only = bool(config.getoption("rknn_only"))
@@ -371,6 +399,7 @@ class Settings:
             calibration=_int(config, "calibration", minimum=1),
             require_npu=_require_npu(config),
             fp16_emulation=_fp16_rule(config),
+            dims=dims,
         )
 
     @property

@@ -32,6 +32,7 @@ def use_fake(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(FAKE_DIR), path) if p))
     monkeypatch.setenv("FAKE_RKNN_MODE", "simulate")
     names = ("MODES", "BROKEN", "DELAY", "GATE", "GATE_AT", "MARKS", "ANALYSIS", "ONCE")
+    names += ("FAIL_SHAPE", "SERVE_UNLISTED")
     names += ("TORCH_PYTHON",)
     for name in (f"FAKE_RKNN_{n}" for n in names):
         monkeypatch.delenv(name, raising=False)

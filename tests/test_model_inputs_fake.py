@@ -103,8 +103,8 @@ def test_a_model_with_free_dims_is_loaded_in_the_shapes_it_is_fed(suite: pytest.
     notes = [line for line in result.outlines if "fed as 1" in line]
     assert notes == [
         "pytest-rknn: --rknn-model gen.onnx: free dim seq is fed as 1 (no gen.npz beside it), "
-        "so its attention sees one position and no mask or scale can fail it; save gen.npz "
-        "with the lengths it will see"
+        "so its attention sees one position and no mask or scale can fail it; give --rknn-dims "
+        "seq=V1|V2 (or save gen.npz) with the lengths it will see"
     ], "said once, at the end, for the model whose length is free and has no .npz"
     for stem, shape in (("enc", [3, 5]), ("gen", [1, 1]), ("batches", [1, 6])):
         (cell,) = by_quant(suite, "m.json", stem).values()

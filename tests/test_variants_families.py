@@ -105,7 +105,8 @@ def test_draws_are_stable_distinct_and_spread_over_families() -> None:
 
 def test_curated_rows_cover_every_family_and_implementation() -> None:
     rows = curated_families()
-    pairs = {(c.spec.family, c.spec.attn) for c in rows}
+    static = [c for c in rows if not c.spec.lengths]
+    pairs = {(c.spec.family, c.spec.attn) for c in static}
     assert pairs == {(f, a) for f in FAMILIES for a in ("eager", "sdpa")}
     assert all(c.spec.init == "sharp" for c in rows)
     assert {c.spec.exporter for c in rows} == {"torchscript", "dynamo"}
@@ -117,3 +118,27 @@ def test_curated_rows_cover_every_family_and_implementation() -> None:
 def test_a_search_over_several_forms_yields_both_kinds(spec: object) -> None:
     assert isinstance(spec, (VariantSpec, FamilySpec))
     assert spec_from_id(spec.id) == spec
+
+
+def test_each_text_family_has_one_dynamic_length_row_whose_lengths_follow_the_profile() -> None:
+    for profile, top in (("ci", 128), ("full", 512)):
+        dynamic = [c for c in curated_families(profile) if c.spec.lengths]
+        assert sorted(c.spec.family for c in dynamic) == ["bert", "gpt2", "llama", "t5"]
+        assert all(c.spec.lengths[-1] == top == c.spec.seq_len for c in dynamic)
+        assert all(FamilySpec.from_id(c.spec.id) == c.spec for c in dynamic)
+        assert all(c.spec.id.endswith("-dyn" + "_".join(map(str, c.spec.lengths))) for c in dynamic)
+
+
+def test_dynamic_lengths_are_checked() -> None:
+    base = FamilySpec("bert", "eager", mask="pad")
+    for bad, says in (
+        ({"lengths": (32, 16), "seq_len": 32}, "ascending"),
+        ({"lengths": (16, 32), "seq_len": 16}, "largest"),
+        ({"lengths": (0, 16)}, "positive"),
+    ):
+        with pytest.raises(SpecError, match=says):
+            base.replace(**bad)
+    with pytest.raises(SpecError, match="text families"):
+        FamilySpec("vit", lengths=(16,))
+    assert base.replace(seq_len=32, lengths=(16, 32)).dims == (("seq", (16, 32)),)
+    assert FamilySpec.from_dict(base.to_dict()) == base and "lengths" not in base.to_dict()

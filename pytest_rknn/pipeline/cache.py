@@ -76,6 +76,8 @@ class Conversion:
     stored_outputs: list[str] | None = None
     fp16_layers: list[dict[str, str]] | None = None
     placement: dict[str, Any] | None = None
+    shapes: dict[str, Any] | None = None
+    """A job of listed shapes: its answer per shape (:mod:`.dynamic_run` reads it)."""
 
     @property
     def cacheable(self) -> bool:
@@ -108,6 +110,7 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
     "fp16_layers": (list, type(None)),
     "placement": (dict, type(None)),
 }
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"shapes": (dict, type(None))}
 
 
 class ResultCache:
@@ -247,6 +250,9 @@ class ResultCache:
         for name, kinds in _ENTRY_FIELDS.items():
             if not isinstance(entry.get(name), kinds):
                 return None
+        for name, kinds in _OPTIONAL_FIELDS.items():
+            if not isinstance(entry.get(name), kinds):
+                return None
         if not (
             _is_number_map(entry.get("timings"), (int, float))
             and _is_number_map(entry.get("returncodes"), (int,))
@@ -275,6 +281,7 @@ class ResultCache:
             stored_outputs=list(entry["outputs"]) if outputs else None,
             fp16_layers=_layers(entry["fp16_layers"]),
             placement=entry["placement"],
+            shapes=entry.get("shapes"),
         )
 
     def put(self, key: str, conversion: Conversion) -> None:
@@ -304,6 +311,8 @@ class ResultCache:
             "fp16_layers": conversion.fp16_layers,
             "placement": conversion.placement,
         }
+        if conversion.shapes is not None:
+            entry["shapes"] = conversion.shapes
         self.cache.set(CACHE_PREFIX + key, entry)
         if conversion.status is None:
             conversion.stored_outputs = digests

@@ -24,6 +24,7 @@ _CODE = (
     "toolkit/remote.py",
     "toolkit/remote_fork.py",
     "toolkit/remote_hybrid.py",
+    "toolkit/remote_shapes.py",
     "pipeline/reproduce.py",
     "verdict/signatures.py",
     "verdict/logtext.py",

@@ -196,6 +196,7 @@ class Converter:
         npu: str | None = None,
         calibration: list[dict[str, Any]] | None = None,
         all_positions: bool = False,
+        dims: dict[str, list[int]] | None = None,
     ) -> Outcome:
         """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime;
         ``npu`` (``attention``, ``all`` or ``none``) overrides the placement requirement.
@@ -206,6 +207,8 @@ class Converter:
 
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
+        ``dims`` (``{"seq": [64, 128]}``) serves the model's free dims at those lengths, as
+        ``--rknn-dims`` does.
         """
         from pytest_rknn.pipeline.subjects import provided_model
         from pytest_rknn.pipeline.targets import PlatformError, parse_platforms, parse_quant
@@ -216,6 +219,7 @@ class Converter:
         except (PlatformError, ValueError) as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
         version = toolkit or self.session.settings.toolkit_names[0]
-        subject = provided_model(model, self.session.workdir / "provided", inputs, calibration)
+        folder = self.session.workdir / "provided"
+        subject = provided_model(model, folder, inputs, calibration, dims)
         cell = CellSpec(subject, platform, version, quant)
         return run_item(cell, self.node, self.session, all_positions, npu)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_rknn.pipeline.dynamic_variants import DynamicVariant, curated_dynamic_variant
 from pytest_rknn.pipeline.shard import select
 from pytest_rknn.pipeline.subjects import Subject, subject_of
 from pytest_rknn.variants.curated import curated_cases, curated_families
@@ -52,8 +53,9 @@ class CellSpec:
 
 
 def subjects(settings: Settings) -> list[Subject]:
-    """Named variants, curated ones, then drawn ones, then user models; each id once
-    (``--rknn-only``: the named variants and user models alone).
+    """Named variants, curated ones, then drawn ones, then the curated dynamic-length attention
+    row (:mod:`.dynamic_variants`), then user models; each id once (``--rknn-only``: the named
+    variants and user models alone).
 
     Whole models (the ``hf`` form) come after the attention variants: their curated rows, then
     ``--rknn-examples`` draws when hf is the only form asked for, else one per
@@ -68,13 +70,16 @@ def subjects(settings: Settings) -> list[Subject]:
         if settings.examples and cores != []:
             specs += draw_variants(settings.examples, settings.seed, settings.profile, cores)
         if settings.curated and families:
-            specs += [c.spec for c in curated_families()]
+            specs += [c.spec for c in curated_families(settings.profile)]
         if settings.examples and families:
             n = settings.examples if cores == [] else settings.examples // HF_DRAWS_PER_CORE_DRAW
             specs += draw_families(n, settings.seed, settings.profile)
     found: dict[str, Subject] = {}
     for spec in specs:
-        found.setdefault(spec.id, subject_of(spec))
+        found.setdefault(spec.id, spec if isinstance(spec, DynamicVariant) else subject_of(spec))
+    if not settings.only and settings.curated and (cores is None or "manual" in cores):
+        row = curated_dynamic_variant(settings.profile)
+        found.setdefault(row.id, row)
     for model in settings.models:
         found.setdefault(model.id, model)
     return list(found.values())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_rknn.pipeline import analysis, reproduce
+from pytest_rknn.pipeline import analysis, dynamic_run, reproduce
 from pytest_rknn.pipeline.build_config import rejected_by
 from pytest_rknn.pipeline.cache import Conversion
 from pytest_rknn.pipeline.cache_keys import array_digest, code_digest, verdict_key
@@ -187,7 +187,14 @@ def needs_job(cell: CellSpec, session: RknnSession) -> bool:
     """Make what ``cell`` needs on the host and say whether it will run a toolkit job (its
     conversion is not cached and its environment is usable); for the prefetcher."""
     made = _make(cell, session)
-    if isinstance(made, Outcome) or (made.key is not None and session.cache.has(made.key)):
+    if isinstance(made, Outcome):
+        return False
+    key = (
+        dynamic_run.key_of(cell, session, made)
+        if dynamic_run.is_dynamic(cell.subject)
+        else made.key
+    )
+    if key is not None and session.cache.has(key):
         return False
     python, _why = session.python_for(cell.toolkit)
     return python is not None
@@ -208,6 +215,14 @@ def run_cell(cell: CellSpec, session: RknnSession, judging: Judging) -> Outcome:
     made = _make(cell, session)
     if isinstance(made, Outcome):
         return made
+    if dynamic_run.is_dynamic(cell.subject):
+        outcome = dynamic_run.run_dynamic(cell, session, judging.bounds, made, started)
+        outcome.record.bounds_rule = (
+            judging.rule
+            if judging.emulate is None
+            else "fixed fp16 defaults (a dynamic-shape cell runs no fp16 emulation per shape)"
+        )
+        return outcome
     built, inputs, arrays, calibration = made.built, made.inputs, made.arrays, made.calibration
     key = made.key
     conversion = session.cache.get(key) if key else None

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from pytest_rknn.pipeline import calibration_files
+from pytest_rknn.pipeline import dims as dims_axis
 from pytest_rknn.pipeline.calibration_files import CalibrationData
 from pytest_rknn.pipeline.input_files import (
     InputFile,
@@ -121,11 +122,18 @@ class FamilySubject(_Generated):
         raise NotBuildable("an hf model is made by the exporter: see pipeline.family_exports")
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
+        """The inputs (the export's example ones too): a dynamic-length row's at its shortest
+        length, shorter than its position tables, so that the trace cannot bake the length in
+        (exported at its longest, measured 2026-12-08, a BERT's embeddings kept that length
+        as a constant and the graph refused every shorter one)."""
+        if self.spec.lengths:
+            return self.inputs_at(seed, {"input_ids": (self.spec.batch, self.spec.lengths[0])})
         return family_inputs(self.spec, seed)
 
     def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
-        """Calibration sample ``index``: drawn like :meth:`inputs`, its attention mask (even
-        an all-ones one) padded like traffic."""
+        """Calibration sample ``index``: drawn like a static row (a dynamic-length row's at its
+        longest length, the toolkit's MaxShape, which a quantized build calibrates at), its
+        attention mask (even an all-ones one) padded like traffic."""
         arrays = family_inputs(self.spec, seed)
         mask = arrays.get("attention_mask")
         if mask is not None:
@@ -141,6 +149,29 @@ class FamilySubject(_Generated):
 
     def host_bytes(self) -> int:
         return self.spec.host_bytes()
+
+    @property
+    def dims(self) -> dims_axis.Dims:
+        return self.spec.dims
+
+    def _declared(self) -> list[DeclaredInput]:
+        """The token inputs with their length free (``seq``), as a dynamic row exports them."""
+        return [
+            DeclaredInput(name, onnx.TensorProto.INT64, (shape[0], "seq"))
+            for name, shape in self.spec.input_shapes().items()
+        ]
+
+    def shape_sets(self) -> list[dims_axis.ShapeSet]:
+        """The lengths a dynamic-length row is served at (none for a static row)."""
+        return dims_axis.shape_sets(self.spec.dims, self._declared()) if self.spec.dims else []
+
+    def unlisted_set(self) -> dims_axis.ShapeSet:
+        return dims_axis.unlisted(self.spec.dims, self._declared())
+
+    def inputs_at(self, seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The family's inputs at one length (drawn as for a static row of that length)."""
+        length = next(iter(shapes.values()))[-1]
+        return family_inputs(self.spec.replace(seq_len=length, lengths=()), seed)
 
 
 def traffic_mask(shape: tuple[int, ...], index: int) -> np.ndarray:
@@ -183,7 +214,9 @@ class ModelError(ValueError):
 class UserModel:
     """An ONNX file of the user's. Its inputs are the arrays of ``inputs_file`` when it has
     one (``model.npz`` beside a ``--rknn-model``), otherwise generated for each input's role
-    (:mod:`pytest_rknn.pipeline.input_roles`; free dims become 1)."""
+    (:mod:`pytest_rknn.pipeline.input_roles`; free dims become 1). With ``dims``
+    (``--rknn-dims``, :mod:`~pytest_rknn.pipeline.dims`) it is served at each listed shape:
+    its inputs (and calibration samples) are those of the largest, :meth:`inputs_at` any."""
 
     path: Path
     sha256: str
@@ -194,6 +227,7 @@ class UserModel:
     data: bytes = field(default=b"", compare=False, repr=False)
     """The bytes read (and hashed) at collection: what every cell converts, whatever happens
     to the file afterwards."""
+    dims: dims_axis.Dims = ()
 
     @classmethod
     def load(
@@ -261,11 +295,12 @@ class UserModel:
         element, which no mask or scale can get wrong."""
         if self.inputs_file is not None:
             return []
+        named = {name for name, _values in self.dims}
         found = {
             dim if isinstance(dim, str) and dim else f"{value.name}[{axis}]": None
             for value in self.declared
             for axis, dim in enumerate(value.dims)
-            if (axis > 0 or len(value.dims) == 1) and not isinstance(dim, int)
+            if (axis > 0 or len(value.dims) == 1) and not isinstance(dim, int) and dim not in named
         }
         return list(found)
 
@@ -291,6 +326,8 @@ class UserModel:
         suffix = f"-npz{self.inputs_file.sha256[:8]}" if self.inputs_file else ""
         if self.calibration_data is not None:
             suffix += f"-cal{self.calibration_data.digest[:8]}"
+        if self.dims:
+            suffix += f"-{dims_axis.label(self.dims)}"
         return f"model-{stem}-{self.sha256[:8]}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,7 +347,25 @@ class UserModel:
             found["input_roles"] = {name: role.describe() for name, role in self.roles}
         if self.calibration_data is not None:
             found["calibration_data"] = _described(self.calibration_data)
+        if self.dims:
+            found["dims"] = {name: list(values) for name, values in self.dims}
         return found
+
+    def shape_sets(self) -> list[dims_axis.ShapeSet]:
+        """The shapes the model is served at (none without ``dims``)."""
+        return dims_axis.shape_sets(self.dims, self.declared) if self.dims else []
+
+    def unlisted_set(self) -> dims_axis.ShapeSet:
+        """A shape the model's conversion does not list."""
+        return dims_axis.unlisted(self.dims, self.declared)
+
+    def inputs_at(self, seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The inputs file's arrays when they have these shapes, else generated at them."""
+        if self.inputs_file is not None:
+            arrays = dict(self.inputs_file.arrays)
+            if {n: tuple(a.shape) for n, a in arrays.items()} == shapes:
+                return {name: array.copy() for name, array in arrays.items()}
+        return self.generate(seed, shapes)
 
     def build(self) -> onnx.ModelProto:
         """The model of the bytes hashed at collection (never the path read again)."""
@@ -321,6 +376,8 @@ class UserModel:
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
         """The inputs file's arrays, or generated inputs for ``seed`` (InputRoleError, naming
         the input and the fix, for an input whose role is unknown)."""
+        if self.dims:
+            return self.inputs_at(seed, dims_axis.largest(self.shape_sets()).shapes_dict)
         if self.inputs_file is not None:
             return {name: array.copy() for name, array in self.inputs_file.arrays}
         return self.generate(seed)
@@ -345,8 +402,11 @@ class UserModel:
         self, seed: int, index: int = 0, shapes: dict[str, tuple[int, ...]] | None = None
     ) -> dict[str, np.ndarray]:
         """Calibration sample ``index``: generated for the inputs' roles (masks padded like
-        traffic), in the shapes of the test inputs, never the inputs file's arrays."""
-        if shapes is None and self.inputs_file is not None:
+        traffic), in the shapes of the test inputs (a dynamic model's largest listed shape),
+        never the inputs file's arrays."""
+        if shapes is None and self.dims:
+            shapes = dims_axis.largest(self.shape_sets()).shapes_dict
+        elif shapes is None and self.inputs_file is not None:
             shapes = {name: tuple(a.shape) for name, a in self.inputs_file.arrays}
         arrays = self.generate(seed, shapes)
         for name, role in self.roles:
@@ -374,6 +434,12 @@ class UserModel:
 
     def host_bytes(self) -> int:
         """What the inputs take (the reference run's own needs are unknown)."""
+        if self.dims:
+            return sum(
+                int(np.prod(shape, dtype=np.int64)) * d.dtype.itemsize
+                for s in self.shape_sets()
+                for d, (_name, shape) in zip(self.declared, s.shapes, strict=True)
+            )
         if self.inputs_file is not None:
             return sum(int(a.nbytes) for _name, a in self.inputs_file.arrays)
         return sum(int(np.prod(d.shape, dtype=np.int64)) * d.dtype.itemsize for d in self.declared)
@@ -412,13 +478,31 @@ class ProvidedModel:
         return self.model.build()
 
     def inputs(self, seed: int) -> dict[str, np.ndarray]:
+        if self.model.dims:
+            return self.inputs_at(seed, dims_axis.largest(self.shape_sets()).shapes_dict)
         return dict(self.given) if self.given is not None else self.model.inputs(seed)
+
+    @property
+    def dims(self) -> dims_axis.Dims:
+        return self.model.dims
+
+    def shape_sets(self) -> list[dims_axis.ShapeSet]:
+        return self.model.shape_sets()
+
+    def unlisted_set(self) -> dims_axis.ShapeSet:
+        return self.model.unlisted_set()
+
+    def inputs_at(self, seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The given inputs when they have these shapes, else the model's at them."""
+        if self.given is not None and {n: tuple(a.shape) for n, a in self.given} == shapes:
+            return dict(self.given)
+        return self.model.inputs_at(seed, shapes)
 
     def sample(self, seed: int, index: int = 0) -> dict[str, np.ndarray]:
         """A calibration sample: generated for the model's input roles (in the given inputs'
         shapes), never the given inputs (a calibration set of the test input alone would
-        flatter int8)."""
-        if self.given is None:
+        flatter int8); a dynamic model's at its largest listed shape."""
+        if self.given is None or self.model.dims:
             return self.model.sample(seed, index)
         return self.model.sample(seed, index, {name: tuple(a.shape) for name, a in self.given})
 
@@ -439,9 +523,11 @@ def provided_model(
     folder: Path,
     inputs: dict[str, np.ndarray] | None,
     calibration: list[dict[str, np.ndarray]] | None = None,
+    dims: Mapping[str, Sequence[int]] | None = None,
 ) -> ProvidedModel:
     """Wrap a path or an in-memory model for the ``rknn`` fixture; ValueError (one line) for
-    ``inputs`` or ``calibration`` samples that do not fit the model."""
+    ``inputs`` or ``calibration`` samples that do not fit the model, or ``dims`` that name no
+    free dim of it."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         path = folder / hashlib.sha256(data).hexdigest()[:8] / f"{model.graph.name or 'model'}.onnx"
@@ -453,11 +539,13 @@ def provided_model(
     if inputs is not None:
         given = tuple((name, np.asarray(array)) for name, array in inputs.items())
     user = UserModel.load(path)
+    if dims:
+        user = with_dims(user, dims, "rknn.convert(dims=...)")
     if given is None:
         note = user.fed_as_one(f"rknn.convert({path.name})", "no inputs=", "pass inputs=")
         if note is not None:
             warnings.warn(note, UserWarning, stacklevel=3)
-    else:
+    elif not user.dims:
         try:
             check_inputs(dict(given), user.declared, "inputs=", "")
         except InputFileError as exc:
@@ -476,3 +564,23 @@ def provided_model(
         except InputFileError as exc:
             raise ValueError(str(exc)) from None
     return ProvidedModel(user, given, samples)
+
+
+def with_dims(
+    model: UserModel, dims: Mapping[str, Sequence[int]] | dims_axis.Dims, label: str
+) -> UserModel:
+    """``model`` served at ``dims`` (ValueError, one line, when they name no free dim of it)."""
+    pairs = dims.items() if isinstance(dims, Mapping) else dims
+    try:
+        parsed = dims_axis.parse_dims(f"{k}={'|'.join(map(str, v))}" for k, v in pairs)
+    except dims_axis.DimsError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+    found = dims_axis.applying(parsed, model.declared)
+    missing = sorted({name for name, _v in parsed} - {name for name, _v in found})
+    if missing:
+        free = dims_axis.free_dims(model.declared)
+        raise ValueError(
+            f"{label}: {model.path.name} has no free dim {', '.join(missing)} (its free dims: "
+            f"{', '.join(free) or 'none'}); name one of those"
+        )
+    return replace(model, dims=found)

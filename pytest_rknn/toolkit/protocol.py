@@ -29,7 +29,7 @@ import numpy as np
 
 from pytest_rknn.results.status import Status
 
-PROTOCOL = 4
+PROTOCOL = 5
 CALL_FILE = "toolkit-call"
 """The file in a job's folder where the worker notes the toolkit call under way (remote.py's)."""
 MAX_MESSAGE_BYTES = 4 << 20
@@ -84,7 +84,9 @@ class Job:
     runs ``accuracy_analysis`` on ``inputs`` after the build instead of exporting and simulating.
     ``input_names`` and ``input_size_list`` (the graph's inputs and the shapes of the arrays fed
     to them) go to ``load_onnx`` for a graph with free dims, which the toolkit refuses to load
-    unaided.
+    unaided. A graph built with ``dynamic_input`` (in ``config``) gets ``shape_inputs``, the
+    input files of each listed shape, simulated one by one, and ``probe_inputs``, those of a
+    shape not listed, to see how the runtime answers it.
     """
 
     onnx: str
@@ -100,6 +102,8 @@ class Job:
     verbose: bool = False
     input_names: list[str] = field(default_factory=list)
     input_size_list: list[list[int]] = field(default_factory=list)
+    shape_inputs: list[list[str]] = field(default_factory=list)
+    probe_inputs: list[str] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     @property
@@ -165,6 +169,10 @@ class JobResult:
     log: str = ""
     log_path: str | None = None
     died_in: str | None = None
+    shape_outputs: list[list[str]] | None = None
+    shape_errors: list[str | None] | None = None
+    shape_seconds: list[float] | None = None
+    unlisted: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -193,7 +201,13 @@ _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "peak_rss_mb": (int, float, type(None)),
     "fp16_layers": (list, type(None)),
     "analysis": (str, type(None)),
+    "shape_outputs": (list, type(None)),
+    "shape_errors": (list, type(None)),
+    "shape_seconds": (list, type(None)),
+    "unlisted": (dict, type(None)),
 }
+UNLISTED_ANSWERS = frozenset({"refused", "served"})
+"""What a worker may say of the shape not listed (``crashed``/``untried`` are the host's)."""
 
 
 def check_ready(message: dict[str, Any], nonce: str) -> dict[str, Any]:
@@ -282,6 +296,7 @@ def check_result(message: dict[str, Any], job: Job) -> JobResult:
         raise ProtocolError(f"the result for job {job.id} names an analysis it was not asked for")
     if job.analysis and phase is None and report is None:
         raise ProtocolError(f"analysis job {job.id} succeeded but names no analysis file")
+    shapes = _check_shapes(body, job, folder)
     return JobResult(
         id=job.id,
         failed_phase=phase,
@@ -293,4 +308,77 @@ def check_result(message: dict[str, Any], job: Job) -> JobResult:
         peak_rss_mb=body.get("peak_rss_mb"),
         fp16_layers=[dict(x) for x in layers] if layers is not None else None,
         analysis=report,
+        **shapes,
     )
+
+
+def write_shape_inputs(job: Job, sets: list[list[np.ndarray]], probe: list[np.ndarray]) -> None:
+    """Write each listed shape's inputs, and the unlisted shape's, into the job's folder."""
+    folder = Path(job.outdir)
+    for i, arrays in enumerate(sets):
+        paths = []
+        for j, array in enumerate(arrays):
+            path = folder / f"shape{i}_input{j}.npy"
+            np.save(path, np.ascontiguousarray(array))
+            paths.append(str(path))
+        job.shape_inputs.append(paths)
+    for j, array in enumerate(probe):
+        path = folder / f"probe_input{j}.npy"
+        np.save(path, np.ascontiguousarray(array))
+        job.probe_inputs.append(str(path))
+
+
+def _check_shapes(body: dict[str, Any], job: Job, folder: Path) -> dict[str, Any]:
+    """The per-shape part of a result, checked against the job's listed shapes."""
+    names = ("shape_outputs", "shape_errors", "shape_seconds", "unlisted")
+    if not job.shape_inputs:
+        if any(body.get(n) is not None for n in names):
+            raise ProtocolError(f"job {job.id} lists no shapes but its result answers per shape")
+        return {}
+    count = len(job.shape_inputs)
+    outputs, errors = body.get("shape_outputs"), body.get("shape_errors")
+    seconds = body.get("shape_seconds")
+    whole = (
+        isinstance(outputs, list)
+        and isinstance(errors, list)
+        and isinstance(seconds, list)
+        and len(outputs) == len(errors) == len(seconds) == count
+    )
+    if not whole and body.get("failed_phase") is not None:
+        # A call failed before (or while) the shapes were tried: the job's failure is the
+        # answer, and no shape's part of it is attributed.
+        return {}
+    if not whole:
+        raise ProtocolError(
+            f"the result for job {job.id} does not answer each of its {count} shapes"
+        )
+    for paths, error in zip(outputs, errors, strict=True):
+        if not isinstance(paths, list) or not all(
+            isinstance(p, str) and _inside(p, folder) for p in paths
+        ):
+            raise ProtocolError(
+                f"the result for job {job.id} names shape outputs outside its folder"
+            )
+        if not (isinstance(error, str) or (error is None and paths)):
+            raise ProtocolError(f"a shape of job {job.id} has neither outputs nor an error")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in seconds):
+        raise ProtocolError(f"the result for job {job.id} has malformed shape_seconds")
+    unlisted = body.get("unlisted")
+    if job.probe_inputs:
+        if not (
+            isinstance(unlisted, dict)
+            and set(unlisted) == {"answer", "message"}
+            and unlisted["answer"] in UNLISTED_ANSWERS
+            and isinstance(unlisted["message"], str)
+        ):
+            raise ProtocolError(
+                f"the result for job {job.id} does not say how the unlisted shape went"
+            )
+    elif unlisted is not None:
+        raise ProtocolError(f"job {job.id} tried no unlisted shape but its result answers one")
+    return {
+        "shape_outputs": [list(p) for p in outputs],
+        "shape_errors": list(errors),
+        "shape_seconds": [float(x) for x in seconds],
+        "unlisted": dict(unlisted) if unlisted is not None else None,
+    }

@@ -25,6 +25,8 @@ file: ``hybrid_quantization_step1`` in the job's folder, the attention layers se
 its config, ``hybrid_quantization_step2``) and names those layers in ``fp16_layers``. An
 ``analysis`` job builds the same way, then runs ``accuracy_analysis`` on the job's inputs instead
 of exporting and simulating, and names the file of its per-layer errors in ``analysis``.
+A job with ``shape_inputs`` (built with ``dynamic_input``) is simulated once per listed shape
+and once at ``probe_inputs``, a shape not listed (``remote_shapes.py`` beside this file).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import threading
 import time
 import traceback
 
-PROTOCOL = 4
+PROTOCOL = 5
 ANALYSIS_DIR = "analysis"
 CALL_FILE = "toolkit-call"
 """In a job's folder: the name of the toolkit call under way (empty between calls), so that the
@@ -201,6 +203,12 @@ def run_job(job: dict, rknn_cls: type) -> dict:
         if not job.get("simulate", True):
             return result
         if failed("init_runtime", step("init_runtime", rknn.init_runtime)):
+            return result
+        if job.get("shape_inputs"):
+            # Built with dynamic_input: one inference per listed shape, and one not listed.
+            import remote_shapes
+
+            remote_shapes.infer_each(job, rknn, step, result)
             return result
         arrays = [np.load(p, allow_pickle=False) for p in job.get("inputs", [])]
         # inference() reads 4-D arrays as NHWC unless told otherwise; ours are in the model's

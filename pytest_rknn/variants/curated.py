@@ -168,7 +168,29 @@ def curated_cases() -> list[CuratedCase]:
     return list(CURATED)
 
 
-def curated_families() -> list[CuratedCase]:
+DYNAMIC_LENGTHS: dict[str, tuple[int, ...]] = {
+    "ci": (16, 32, 128),
+    "full": (16, 64, 128, 256, 512),
+}
+"""The lengths a dynamic-length row is served at, per ``--rknn-profile``."""
+
+
+def _dynamic_family(family: str, lengths: tuple[int, ...]) -> CuratedCase:
+    """A curated whole model exported with a free ``seq`` axis and served at ``lengths``
+    (one cell, ``dynamic_input`` listing each, as ``--rknn-dims`` makes it)."""
+    spec = _family(family, "eager").spec.replace(seq_len=lengths[-1], lengths=lengths)
+    return CuratedCase(
+        f"hf-{family}-eager-dynamic",
+        spec,
+        f"{_FAMILY_REASONS[family]}; exported with a free sequence length and served at "
+        f"{', '.join(map(str, lengths))} from one conversion",
+    )
+
+
+def curated_families(profile: str = "ci") -> list[CuratedCase]:
     """The curated whole models (the ``hf`` form): each family x attention implementation with
-    the TorchScript exporter, and two dynamo exports."""
-    return list(CURATED_FAMILIES)
+    the TorchScript exporter, two dynamo exports, and one dynamic-length row per text family
+    (its lengths by ``profile``, :data:`DYNAMIC_LENGTHS`)."""
+    lengths = DYNAMIC_LENGTHS.get(profile, DYNAMIC_LENGTHS["ci"])
+    dynamic = [_dynamic_family(f, lengths) for f in _FAMILY_REASONS if f in TEXT_FAMILIES]
+    return [*CURATED_FAMILIES, *dynamic]

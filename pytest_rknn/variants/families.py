@@ -59,7 +59,7 @@ _EXPORTER_TOKENS = {"torchscript": "ts", "dynamo": "dynamo"}
 _ID = re.compile(
     r"hf\.(?P<family>[a-z0-9]+)\.(?P<attn>eager|sdpa)-b(?P<batch>\d+)-l(?P<layers>\d+)"
     r"-e(?P<hidden>\d+)h(?P<heads>\d+)kv(?P<kv>\d+)-s(?P<seq>\d+)-m(?P<mask>none|ones|pad)"
-    r"-(?P<init>default|sharp)-(?P<exporter>ts|dynamo)"
+    r"-(?P<init>default|sharp)-(?P<exporter>ts|dynamo)(?:-dyn(?P<lengths>\d+(?:_\d+)*))?"
 )
 _INT_FIELDS = ("batch", "layers", "hidden", "heads", "kv_heads", "seq_len")
 
@@ -84,8 +84,14 @@ class FamilySpec:
     mask: str = "none"
     init: str = "sharp"
     exporter: str = "torchscript"
+    lengths: tuple[int, ...] = ()
+    """A dynamic-length row: exported with a free ``seq`` axis and served at these lengths
+    (``--rknn-dims``' cell); its ``seq_len``, the export's and the inputs' length, is the
+    largest."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.lengths, list):
+            object.__setattr__(self, "lengths", tuple(self.lengths))
         _choice("family", self.family, FAMILIES)
         _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
         for name in _INT_FIELDS:
@@ -118,10 +124,31 @@ class FamilySpec:
                 f"family={self.family!r} takes no attention mask: use mask='none' "
                 f"(masks apply to {', '.join(sorted(TEXT_FAMILIES))})"
             )
+        if self.lengths:
+            self._check_lengths()
         if self.family == "vit" and math.isqrt(self.seq_len) ** 2 != self.seq_len:
             raise SpecError(
                 f"vit's seq_len={self.seq_len} must be a square (patches on a square grid)"
             )
+
+    def _check_lengths(self) -> None:
+        values = self.lengths
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise SpecError(f"lengths={values!r} must be positive ints")
+        if list(values) != sorted(set(values)) or len(values) > 8:
+            raise SpecError(f"lengths={values!r} must be ascending, distinct, at most 8")
+        if self.family not in TEXT_FAMILIES or self.exporter != "torchscript":
+            raise SpecError(
+                "dynamic lengths are for the text families exported by TorchScript "
+                f"({', '.join(sorted(TEXT_FAMILIES))})"
+            )
+        if self.seq_len != values[-1]:
+            raise SpecError(f"seq_len={self.seq_len} must be the largest of lengths={values}")
+
+    @property
+    def dims(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """The free dims a dynamic-length row is served at (``()``: a static row)."""
+        return (("seq", self.lengths),) if self.lengths else ()
 
     @property
     def form(self) -> str:
@@ -138,6 +165,7 @@ class FamilySpec:
             f"hf.{self.family}.{self.attn}-b{self.batch}-l{self.layers}"
             f"-e{self.hidden}h{self.heads}kv{self.kv_heads}-s{self.seq_len}-m{self.mask}"
             f"-{self.init}-{_EXPORTER_TOKENS[self.exporter]}"
+            + (f"-dyn{'_'.join(map(str, self.lengths))}" if self.lengths else "")
         )
 
     @property
@@ -179,7 +207,11 @@ class FamilySpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types with ``form: "hf"``; ``FamilySpec.from_dict`` reads it back."""
-        return {"form": FORM, **dataclasses.asdict(self)}
+        found = {"form": FORM, **dataclasses.asdict(self)}
+        found["lengths"] = list(self.lengths)
+        if not self.lengths:
+            del found["lengths"]
+        return found
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FamilySpec:
@@ -221,6 +253,7 @@ class FamilySpec:
             mask=g["mask"],
             init=g["init"],
             exporter=exporter,
+            lengths=tuple(int(v) for v in g["lengths"].split("_")) if g["lengths"] else (),
         )
 
     def replace(self, **changes: Any) -> FamilySpec:

@@ -114,10 +114,12 @@ def export_families(
     jobs: Sequence[tuple[FamilySpec, dict[str, np.ndarray], Path]],
     python: Path,
     timeout: float = 900.0,
+    dynamic_seq: bool = False,
 ) -> list[FamilyExport | TorchExportError]:
     """Export ``(spec, inputs, out.onnx)`` jobs; per job its export or the error saying why
     it failed. ``ExportProcessError`` only when the interpreter itself fails; NotBuildable when
-    it has no transformers."""
+    it has no transformers. ``dynamic_seq`` (and a spec with ``lengths``) leaves the token
+    inputs' length free (``seq``; TorchScript exports)."""
     payload = []
     for spec, inputs, out in jobs:
         out = Path(out)
@@ -126,7 +128,7 @@ def export_families(
         np.savez(given, **inputs)
         payload.append(
             {
-                "spec": script_spec(spec),
+                "spec": {**script_spec(spec), "dynamic_seq": dynamic_seq or bool(spec.lengths)},
                 "inputs": str(given),
                 "out": str(out),
                 "eager": str(out.with_suffix(".eager.npz")),

@@ -8,7 +8,8 @@ Usage::
 
 ``JOBS_JSON`` lists ``{"spec": FamilySpec.to_dict(), "inputs": npz, "out": onnx, "eager": npz}``.
 Per job the model is built from its config with weights seeded by ``weights_seed``, exported
-with the job's exporter (opset 17, the inputs as example arguments, so shapes are static),
+with the job's exporter (opset 17, the inputs as example arguments, so shapes are static, unless
+the spec asks for a free ``seq`` axis with ``dynamic_seq``),
 then run eagerly in torch on the same inputs: ``eager`` gets its ``last_hidden_state``. How
 peaked the attention is comes from an ``eager``-implementation twin of the model (the same
 seed, the same weights) run with ``output_attentions=True``. One result per job (``error``
@@ -184,6 +185,14 @@ def attention_peak(spec, feeds, torch, transformers):
     return {"peak": round(float(peak), 6), "uniform": round(float(uniform), 6), "source": "torch"}
 
 
+def dynamic_axes(spec, names):
+    """With ``dynamic_seq`` in the spec (a TorchScript export), the token inputs' length axis
+    is left free as ``seq``; otherwise nothing (static shapes)."""
+    if not spec.get("dynamic_seq"):
+        return {}
+    return {"dynamic_axes": {n: {1: "seq"} for n in names} | {"out": {1: "seq"}}}
+
+
 def export_one(job, torch, transformers, numpy):
     spec = job["spec"]
     with numpy.load(job["inputs"]) as data:
@@ -202,6 +211,7 @@ def export_one(job, torch, transformers, numpy):
             output_names=["out"],
             opset_version=17,
             dynamo=spec["exporter"] == "dynamo",
+            **dynamic_axes(spec, names),
         )
     seconds = time.monotonic() - started
     with torch.no_grad():

@@ -29,6 +29,7 @@ from pytest_rknn.views.dashplace import (
     placement_index,
     placement_report,
 )
+from pytest_rknn.views.lengths import shape_rows
 from pytest_rknn.views.placement import chip_comparison
 from pytest_rknn.views.tally import top_signatures, version_key
 from pytest_rknn.views.text import rerun_command
@@ -344,6 +345,7 @@ def payload(
                 "log_head": strings(head),
                 "log_tail": strings(tail),
                 "fixes": fixes_of(cell),
+                "shapes": shape_rows(cell),
                 "notes": notes_of(cell),
                 "placement": placement_detail(cell),
                 "rerun": _rerun(cell, meta),

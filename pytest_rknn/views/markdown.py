@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from pytest_rknn.views.lengths import served_rows
 from pytest_rknn.views.placement import chip_comparison, fallback_ops, memory_ranges, npu_table
 from pytest_rknn.views.tally import (
     cells_of,
@@ -113,6 +114,14 @@ def to_markdown(matrix: Any, top: int = 20) -> str:
         lines.append("|---|" + "---|" * (len(families[0]) - 1))
         lines += ["| " + " | ".join(md_text(v) for v in row) + " |" for row in families[1:]]
     lines += _placement(cells)
+    dynamic = served_rows(cells)
+    if dynamic:
+        lines += ["", "## Served lengths (--rknn-dims)", ""]
+        lines += ["| model | quant | platform | toolkit | lengths |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {md_code(m)} | {md_text(q)} | {md_text(p)} | {md_text(t)} | {md_text(text)} |"
+            for m, q, p, t, text in dynamic
+        ]
     signatures = top_signatures(cells, top)
     if signatures:
         lines += ["", "## Failure signatures", "", "| cells | signature | where |", "|---|---|---|"]

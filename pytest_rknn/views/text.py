@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pytest_rknn.results.status import FIX_REJECTED, Status
+from pytest_rknn.views.lengths import served_rows
 from pytest_rknn.views.placement import placement_text
 from pytest_rknn.views.tally import (
     cells_of,
@@ -97,6 +98,10 @@ def summary_text(matrix: Any, top: int = 8) -> str:
             "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
             for r in families
         ]
+    dynamic = served_rows(cells)
+    if dynamic:
+        lines.append("served lengths (--rknn-dims):")
+        lines += [f"  {m} {p} {t} {q}: {text}" for m, q, p, t, text in dynamic]
     signatures = top_signatures(cells, top)
     if signatures:
         lines.append("most common failure signatures:")

@@ -9,8 +9,9 @@ rknn-toolkit2 in a real matrix.
 ``FAKE_RKNN_MODE`` sets the fake's behaviour for every version (see ``rknn/api.py``);
 ``FAKE_RKNN_MODES="2.3.2=simulate;2.5.0=by-platform:rk3588=crash"`` sets it per version;
 ``FAKE_RKNN_BROKEN=2.2.0`` makes a version's environment unusable (env-error).
-``FAKE_RKNN_DELAY``, ``FAKE_RKNN_GATE(_AT)``, ``FAKE_RKNN_MARKS``, ``FAKE_RKNN_ANALYSIS`` and
-``FAKE_RKNN_ONCE`` are passed on to the workers (see ``rknn/api.py``).
+``FAKE_RKNN_DELAY``, ``FAKE_RKNN_GATE(_AT)``, ``FAKE_RKNN_MARKS``, ``FAKE_RKNN_ANALYSIS``,
+``FAKE_RKNN_ONCE``, ``FAKE_RKNN_FAIL_SHAPE`` and ``FAKE_RKNN_SERVE_UNLISTED`` are passed on to
+the workers (see ``rknn/api.py``).
 ``FAKE_RKNN_TORCH_PYTHON`` names the exporter interpreter (a test's FAKE one); else there is none.
 """
 
@@ -64,7 +65,8 @@ class FakeToolkits:
 
     def worker_env(self, version: str) -> dict[str, str]:
         env = {"PYTHONPATH": str(FAKE_DIR), "FAKE_RKNN_MODE": self.mode(version)}
-        for name in ("DELAY", "GATE", "GATE_AT", "MARKS", "ANALYSIS", "ONCE"):
+        passed = ("DELAY", "GATE", "GATE_AT", "MARKS", "ANALYSIS", "ONCE")
+        for name in (*passed, "FAIL_SHAPE", "SERVE_UNLISTED"):
             name = f"FAKE_RKNN_{name}"
             if name in os.environ:
                 env[name] = os.environ[name]

@@ -245,6 +245,16 @@
       [el("td", { text: "finished" }), el("td", { text: d.finished || "–" })],
       [el("td", { text: "job" }), el("td", { text: d.job_id || "–" })],
     ]));
+    if (d.shapes) {
+      body.append(el("h3", { text: "listed shapes (--rknn-dims)" }), table(["shape", "status", "cosine", "rel_l2", "internal memory"], d.shapes.rows.map((r) => {
+        const st = S.find((x) => x.name === r.status);
+        return [el("td", { text: r.dims }), el("td", { class: st ? "chip " + st.name : "", text: (st ? st.symbol + " " : "") + r.status, title: r.reason || "" }),
+          el("td", { text: r.cosine === null ? "–" : r.cosine.toFixed(6) }), el("td", { text: r.rel_l2 === null ? "–" : (100 * r.rel_l2).toFixed(3) + " %" }),
+          el("td", { text: r.internal_bytes === null ? "–" : fmt(r.internal_bytes / 1024) + " KB" })];
+      })));
+      const u = d.shapes.unlisted;
+      body.append(el("p", { class: "unlisted", text: "unlisted " + u.dims + ": " + u.answer + (u.message ? " (" + u.message + ")" : "") }));
+    }
     if (d.fixes.length) {
       body.append(el("h3", { text: "the advisor's fixes" }), table(["fix", "status", "detail"], d.fixes.map((f) => {
         const st = S.find((x) => x.name === f.status);
@@ -397,9 +407,54 @@
       out.append(box);
     }
   }
+  // Dynamic-shape cells: each listed length's verdict and error (rel_l2, log scale), per chip.
+  function renderLengths() {
+    const out = $("lengths-chart");
+    if (!out) return;
+    out.textContent = "";
+    const tk = $("c-toolkit").value, q = $("c-quant").value;
+    const W = 330, H = 250, L = 46, B = 36;
+    for (const platform of uniq(T.map((t) => t[0]))) {
+      const points = [];
+      C.forEach((c, i) => {
+        const t = T[c[1]], d = D.details[i];
+        if (t[0] !== platform || t[1] !== tk || t[2] !== q || !d.shapes) return;
+        for (const r of d.shapes.rows) if (r.length) points.push({ i, r, name: V[c[0]].id || "" });
+      });
+      if (!points.length) continue;
+      const box = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img" });
+      const label = svg("text", { x: L, y: 14, "font-size": 13, "font-weight": "bold" });
+      label.textContent = platform + " · " + tk + " · " + q + " (" + points.length + " shapes)";
+      box.append(label);
+      const lx = points.map((p) => Math.log2(p.r.length));
+      const ly = points.map((p) => Math.log10(Math.max(1e-6, p.r.rel_l2 === null ? 1 : p.r.rel_l2)));
+      const x0 = Math.floor(Math.min(...lx)), x1 = Math.ceil(Math.max(x0 + 1, ...lx)), y0 = Math.floor(Math.min(-4, ...ly)), y1 = Math.ceil(Math.max(0, ...ly));
+      const X_ = (x) => L + (W - L - 10) * (x - x0) / Math.max(1, x1 - x0), Y_ = (y) => H - B - (H - B - 24) * (y - y0) / Math.max(1, y1 - y0);
+      box.append(svg("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, stroke: "#888" }), svg("line", { x1: L, y1: 24, x2: L, y2: H - B, stroke: "#888" }));
+      for (let x = x0; x <= x1; x++) { const t = svg("text", { x: X_(x), y: H - B + 14, "font-size": 10, "text-anchor": "middle" }); t.textContent = String(2 ** x); box.append(t); }
+      for (let y = y0; y <= y1; y++) { const t = svg("text", { x: L - 4, y: Y_(y) + 3, "font-size": 10, "text-anchor": "end" }); t.textContent = "1e" + y; box.append(t); }
+      const xl = svg("text", { x: (W + L) / 2, y: H - 6, "font-size": 11, "text-anchor": "middle" }); xl.textContent = "length"; box.append(xl);
+      const yl = svg("text", { x: 12, y: (H - B) / 2, "font-size": 11, transform: "rotate(-90 12 " + (H - B) / 2 + ")", "text-anchor": "middle" }); yl.textContent = "rel_l2"; box.append(yl);
+      points.forEach((p, k) => {
+        const cx = X_(lx[k]), cy = Y_(ly[k]);
+        const g = svg("g", { class: "pt", tabindex: "0" });
+        const title = svg("title", {});
+        title.textContent = p.name + " " + p.r.dims + ": " + p.r.status + (p.r.rel_l2 === null ? "" : ", rel_l2 " + (100 * p.r.rel_l2).toFixed(3) + " %");
+        g.append(title);
+        if (p.r.status === "pass") g.append(svg("circle", { cx, cy, r: 5, fill: passColour }));
+        else g.append(svg("path", { d: `M${cx - 5},${cy - 5}L${cx + 5},${cy + 5}M${cx - 5},${cy + 5}L${cx + 5},${cy - 5}`, stroke: "#d63a3a", "stroke-width": 3 }));
+        g.addEventListener("click", () => showOnly([p.i], platform + " " + tk + " " + q + ": " + p.r.dims));
+        box.append(g);
+      });
+      out.append(box);
+    }
+  }
   $("c-toolkit").addEventListener("change", renderChart);
   $("c-quant").addEventListener("change", renderChart);
+  $("c-toolkit").addEventListener("change", renderLengths);
+  $("c-quant").addEventListener("change", renderLengths);
   renderChart();
+  renderLengths();
 
   // ---- history ----------------------------------------------------------------------------
   if (D.history && $("history-out")) {

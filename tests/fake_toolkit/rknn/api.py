@@ -55,7 +55,10 @@ a test can tell which job's folder a result came from.
 
 ``load_onnx``, as the real one, raises ValueError for an ONNX graph with a free input dim (a
 ``dim_param`` or no dim at all) unless ``inputs`` and ``input_size_list`` fix every input's
-shape.
+shape or ``config(dynamic_input=...)`` lists shapes. With ``dynamic_input``, ``inference``
+raises ValueError (the real one's message) for a shape not listed, unless
+``FAKE_RKNN_SERVE_UNLISTED`` is set, and returns None for the shape (its first input's, as
+``str(list)``) that ``FAKE_RKNN_FAIL_SHAPE`` names.
 """
 
 import json
@@ -173,7 +176,8 @@ class RKNN:
         declared = [i for i in graph.input if i.name not in initializers]
         for value in declared:
             dims = value.type.tensor_type.shape.dim
-            if any(not d.HasField("dim_value") for d in dims) and not input_size_list:
+            free = any(not d.HasField("dim_value") for d in dims)
+            if free and not input_size_list and not self.options.get("dynamic_input"):
                 shape = [
                     d.dim_param or "?" if not d.HasField("dim_value") else d.dim_value for d in dims
                 ]
@@ -365,6 +369,16 @@ class RKNN:
 
     def inference(self, inputs, data_format=None, **kwargs):
         mode = _mode(self.platform)
+        listed = self.options.get("dynamic_input")
+        if listed:
+            shapes = [list(np.asarray(a).shape) for a in inputs]
+            if shapes not in listed and not os.environ.get("FAKE_RKNN_SERVE_UNLISTED"):
+                raise ValueError(
+                    f"The inputs[0].shape {shapes[0]} is not in {[s[0] for s in listed]}!"
+                )
+            if str(shapes[0]) == os.environ.get("FAKE_RKNN_FAIL_SHAPE"):
+                print(f"E inference: FAKE cannot run shape {shapes[0]}")
+                return None
         if mode in ("simulate", "slow") or mode.endswith("+simulate"):
             import onnx
             import onnxruntime
