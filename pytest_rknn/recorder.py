@@ -223,21 +223,23 @@ class Recorder:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Record first: an interrupt while the terminal prints the report loses no cell."""
+        target = dict(report.user_properties).get("rknn_test", report.nodeid)
         for name, value in report.user_properties:
             if name == self.prop:
                 data = json.loads(value) if isinstance(value, str) else value
                 cell = CellRecord.from_dict(data)
                 self.add(cell)
-                self._note_test(report.nodeid, cell)
+                self._note_test(target, cell)
                 junit_properties(self.config, report, cell)
 
-    def _note_test(self, nodeid: str, cell: CellRecord) -> None:
-        """Keep the test that holds the cells (``cases/test_matrix.py::test_cell``): the
-        dashboard's re-run command names the cell's node id with it."""
+    def _note_test(self, target: str, cell: CellRecord) -> None:
+        """Keep the test that holds the cells (``cases/test_matrix.py::test_cell``, or the
+        installed suite's ``pytest_rknn.cases.test_matrix::test_cell``): the dashboard's re-run
+        command names the cell's item with it."""
         if self.matrix is not None and "cell_test" not in self.matrix.meta:
             suffix = f"[{cell.id}]"
-            if nodeid.endswith(suffix):
-                self.matrix.meta["cell_test"] = nodeid[: -len(suffix)]
+            if target.endswith(suffix):
+                self.matrix.meta["cell_test"] = target[: -len(suffix)]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -10,6 +10,7 @@ fixtures give a test (:class:`CellRunner` for ``rknn_cell``, :class:`Converter` 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -119,7 +120,21 @@ def rerun_command(node: pytest.Item, record: Any = None) -> str:
 
     callspec = getattr(node, "callspec", None)
     is_cell = callspec is not None and isinstance(callspec.params.get("rknn_cell"), CellSpec)
-    return command(node.nodeid, node.config.invocation_params.args, record if is_cell else None)
+    return command(
+        item_target(node), node.config.invocation_params.args, record if is_cell else None
+    )
+
+
+def item_target(node: pytest.Item) -> str:
+    """How a command line names this item: its node id, or, for an item of the installed
+    package's suite run with ``--pyargs`` from another folder, its dotted name
+    (``pytest_rknn.cases.test_matrix::test_cell[...]``)."""
+    from pytest_rknn import cases
+
+    path = Path(node.path)
+    if path.parent == Path(cases.__file__).parent and not path.is_relative_to(node.config.rootpath):
+        return f"{cases.__name__}.{path.stem}::{node.name}"
+    return node.nodeid
 
 
 class Converter:

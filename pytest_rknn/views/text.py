@@ -152,16 +152,18 @@ def _toolkit_request(args: Sequence[str], version: str) -> str:
 def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> str:
     """The command that runs one cell again, into a matrix of its own (``rknn-rerun.json``).
 
-    ``target`` is the test's node id (or a test path, e.g. ``cases/``), ``args`` the command line
-    of the run the cell came from: its ``--rknn-*`` options are kept, but those naming the run's
-    files and its shard. Given the ``cell`` record, the options that choose cells are replaced
-    by pins to that one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ...
+    ``target`` is the test's node id (or a test path, e.g. ``cases/``; a dotted name of the
+    installed suite, ``pytest_rknn.cases...``, is given with ``--pyargs``), ``args`` the command
+    line of the run the cell came from: its ``--rknn-*`` options are kept, but those
+    naming the run's files and its shard. Given the ``cell`` record, the options that choose
+    cells are replaced by pins to that one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ...
     --rknn-platforms ... --rknn-quant ...``), so the re-run neither draws variants nor depends
     on the run's selection.
     """
+    named = ["--pyargs", target] if target.startswith("pytest_rknn.cases") else [target]
     if cell is None:
         kept = _kept(args, _OUTPUTS + _SHARDING)
-        return shlex.join(["pytest", target, *kept, f"--rknn-matrix={RERUN_MATRIX}"])
+        return shlex.join(["pytest", *named, *kept, f"--rknn-matrix={RERUN_MATRIX}"])
     kept = _kept(args, _OUTPUTS + _SHARDING + _SELECTION)
     variant = cell.variant or {}
     if variant.get("form") == "model" and variant.get("path"):
@@ -175,4 +177,4 @@ def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> st
         f"--rknn-platforms={cell.platform}",
         f"--rknn-quant={cell.quant}",
     ]
-    return shlex.join(["pytest", target, *kept, *pins, f"--rknn-matrix={RERUN_MATRIX}"])
+    return shlex.join(["pytest", *named, *kept, *pins, f"--rknn-matrix={RERUN_MATRIX}"])
