@@ -2,12 +2,16 @@
 
 ``pytest-rknn run ARGS`` is ``pytest --pyargs pytest_rknn.cases ARGS``: every argument goes to
 pytest as it is (``-k``, ``-n 2``, ``--lf``, ``--rknn-model my_bert.onnx``), and the exit status
-is pytest's.
+is pytest's. pytest runs in this process's place (``exec``), in a fresh interpreter that has not
+imported the plugin yet (pytest rewrites its asserts).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 from pytest_rknn.cli.main import Subcommand, register
@@ -30,9 +34,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pytest
-
-    return int(pytest.main(pytest_args(args.pytest_args)))
+    command = [sys.executable, "-m", "pytest", *pytest_args(args.pytest_args)]
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, command)
+    return subprocess.call(command)
 
 
 COMMAND = register(
