@@ -300,9 +300,10 @@ def _verdict(
         return Verdict(conversion.status, conversion.signature, conversion.error)
     materials = session.materials
     judged = None
+    names = [o.name for o in built.model.graph.output]
     if conversion.stored_outputs:
         reference_key = materials.reference_key(cell.subject, built, inputs)
-        judged = verdict_key(conversion.stored_outputs, reference_key, bounds.to_dict())
+        judged = verdict_key(conversion.stored_outputs, reference_key, bounds.to_dict(), names)
         found = session.cache.get_verdict(judged)
         if found is not None:
             return found
@@ -314,7 +315,7 @@ def _verdict(
             "reference not computable",
             f"converted and simulated, but {exc}",
         )
-    verdict = judge_outputs(reference, conversion.outputs or [], bounds)
+    verdict = judge_outputs(reference, conversion.outputs or [], bounds, names)
     if judged is not None:
         session.cache.put_verdict(judged, verdict)
     return verdict

@@ -21,7 +21,7 @@ from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import STATUS_TABLE, Status
 from pytest_rknn.verdict.logtext import without_harness_frames
 from pytest_rknn.verdict.tolerance import BOUND_OF_METRIC
-from pytest_rknn.views.tally import top_signatures, version_key
+from pytest_rknn.views.tally import model_rows, top_signatures, version_key
 from pytest_rknn.views.text import rerun_command
 
 SYMBOLS: dict[Status, str] = {
@@ -101,12 +101,19 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+# Fields of an output's metrics that say which output it is and how it was judged.
+NOT_METRICS = frozenset({"index", "judged", "left_out"})
+
+
 def metric_rows(cell: CellRecord) -> list[dict[str, Any]]:
     """Every metric of every output, with the bound it was judged against and whether it held."""
     rows = []
     bounds = cell.bounds or {}
-    for output, metrics in sorted((cell.metrics or {}).items()):
+    ordered = sorted((cell.metrics or {}).items(), key=lambda kv: (kv[1].get("index", 0), kv[0]))
+    for output, metrics in ordered:
         for name, value in metrics.items():
+            if name in NOT_METRICS:
+                continue
             bound_name, op = BOUND_OF_METRIC.get(name, (None, None))
             bound = _number(bounds.get(bound_name)) if bound_name else None
             number = _number(value)
@@ -312,8 +319,18 @@ def payload(
         changed["previous"] = _report(compare(previous, matrix, label), where)
     if len(versions) >= 2:
         changed["toolkit"] = {"a": versions[-2], "b": versions[-1]}
+    models = [
+        {
+            "line": row.line(),
+            "tone": "good" if row.passed == row.targets else "bad",
+            "cells": [i for i, c in enumerate(cells) if c.variant_id == row.variant_id],
+            "name": row.name,
+        }
+        for row in model_rows(cells)
+    ]
     return {
         "statuses": legend(),
+        "models": models,
         "targets": [list(t) for t in targets],
         "variants": variants,
         "cells": entries,

@@ -18,6 +18,7 @@ from pytest_rknn.views.tally import (
     cells_of,
     family_table,
     grid,
+    model_rows,
     pass_ran,
     status_line,
     top_signatures,
@@ -73,8 +74,8 @@ def fixes_text(cells: list[Any]) -> list[str]:
 
 
 def summary_text(matrix: Any, top: int = 8) -> str:
-    """The terminal summary: pass/ran per platform x toolkit, the commonest signatures, and the
-    warnings (silent failures)."""
+    """The terminal summary: pass/ran per platform x toolkit, a line per user model, the
+    commonest signatures, and the warnings (silent failures)."""
     cells = cells_of(matrix)
     if not cells:
         return "no cells"
@@ -86,6 +87,10 @@ def summary_text(matrix: Any, top: int = 8) -> str:
     lines += [
         "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
+    models = model_rows(cells)
+    if models:
+        lines.append("your models:")
+        lines += ["  " + row.line() for row in models]
     families = family_table(cells)
     if families:
         widths = [max(len(r[i]) for r in families) for i in range(len(families[0]))]

@@ -272,6 +272,13 @@
   }
   const tone = (r) => (r.counts.regressed ? "bad" : r.counts.fixed ? "good" : "");
   const strip = $("changed-strip");
+  for (const m of D.models || []) {
+    const c = el("div", { class: "card model " + m.tone }, el("div", { text: "your model " + m.line }));
+    const a = el("a", { href: "#grid-section", text: "show its " + m.cells.length + " cells" });
+    a.addEventListener("click", (ev) => { ev.preventDefault(); showOnly(m.cells, m.name); });
+    c.append(a);
+    strip.append(c);
+  }
   if (D.changed.previous) strip.append(card(D.changed.previous, tone(D.changed.previous)));
   else strip.append(el("div", { class: "card", text: "No earlier run given: pytest-rknn merge --history DIR (or --rknn-baseline) adds the change since the last run." }));
   if (D.changed.toolkit) {
