@@ -160,6 +160,14 @@ def _shard_costs(config: pytest.Config, shard: Shard | None) -> MeasuredCosts | 
         raise pytest.UsageError(str(exc)) from None
 
 
+def _matrix_asked(config: pytest.Config, html: Path | None, markdown: Path | None) -> bool:
+    from pytest_rknn.options import OPTIONS
+
+    named = config.getoption("rknn_matrix") is not None
+    moved = str(config.getini("rknn_matrix")) != OPTIONS["matrix"][1]
+    return named or moved or html is not None or markdown is not None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -189,6 +197,9 @@ class Settings:
     shard: Shard | None = None
     shard_costs: MeasuredCosts | None = None
     calibration: int = 8
+    # Whether the run asked for a matrix file (--rknn-matrix, rknn_matrix, --rknn-html or
+    # --rknn-markdown): without it, the rknn fixture's conversions go to pytest's cache folder.
+    matrix_asked: bool = True
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -288,8 +299,22 @@ class Settings:
             shard=shard,
             shard_costs=_shard_costs(config, shard),
             calibration=_int(config, "calibration", minimum=1),
+            matrix_asked=_matrix_asked(config, html, markdown),
         )
 
     @property
     def toolkit_names(self) -> tuple[str, ...]:
         return tuple(r.version for r in self.toolkits)
+
+    @property
+    def newest_toolkit(self) -> str:
+        """The newest version of the run's toolkits (``rknn.convert``'s default)."""
+        from packaging.version import InvalidVersion, Version
+
+        def key(name: str) -> tuple[int, Version | str]:
+            try:
+                return (1, Version(name))
+            except InvalidVersion:
+                return (0, name)
+
+        return max(self.toolkit_names, key=key)

@@ -144,6 +144,34 @@ def test_rknn_fixture_converts_a_users_model_into_the_matrix(
     assert re.fullmatch(r"model-user_block-[0-9a-f]{8}", cell.variant_id), cell.variant_id
 
 
+DEFAULTS_TEST = (
+    FIXTURE_TEST.split("@pytest.mark.rknn")[0]
+    + """
+def test_user_block_with_the_defaults(rknn):
+    outcome = rknn.convert(block())
+    assert (outcome.record.platform, outcome.record.toolkit) == ("rk3588", "2.5.0")
+    assert list(outcome.record.metrics) == ["y"]
+    assert outcome.record.metrics["y"]["index"] == 0
+"""
+)
+
+
+def test_the_fixture_defaults_to_the_newest_toolkit_and_keeps_its_matrix_in_pytests_cache(
+    rknn_pytester: pytest.Pytester, toolkit_python
+) -> None:
+    toolkit_python("2.5.0")
+    rknn_pytester.makepyfile(test_user=DEFAULTS_TEST)
+    result = rknn_pytester.runpytest_subprocess("--strict-markers")
+    result.assert_outcomes(passed=1)
+    assert not list(rknn_pytester.path.glob("rknn-matrix*")), "nothing in the user's project"
+    assert "rknn compatibility matrix" not in result.stdout.str()
+    (cell,) = Matrix.load(rknn_pytester.path / ".pytest_cache/d/rknn/rknn-matrix.json").cells
+    assert (cell.platform, cell.toolkit, cell.status) == ("rk3588", "2.5.0", "pass")
+    asked = rknn_pytester.runpytest_subprocess("--rknn-matrix=m.json")
+    asked.assert_outcomes(passed=1)
+    asked.stdout.fnmatch_lines(["*rknn compatibility matrix*", "matrix: m.json (1 cells)"])
+
+
 def test_merge_combines_per_toolkit_matrices_and_names_a_corrupt_one(
     rknn_pytester: pytest.Pytester, toolkit_python
 ) -> None:

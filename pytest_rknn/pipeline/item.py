@@ -127,12 +127,12 @@ def rerun_command(node: pytest.Item, record: Any = None) -> str:
 
 def item_target(node: pytest.Item) -> str:
     """How a command line names this item: its node id, or, for an item of the installed
-    package's suite run with ``--pyargs`` from another folder, its dotted name
-    (``pytest_rknn.cases.test_matrix::test_cell[...]``)."""
+    package's suite (``pytest-rknn run``, ``pytest --pyargs``), its dotted name
+    (``pytest_rknn.cases.test_matrix::test_cell[...]``), which works from any folder."""
     from pytest_rknn import cases
 
     path = Path(node.path)
-    if path.parent == Path(cases.__file__).parent and not path.is_relative_to(node.config.rootpath):
+    if path.parent == Path(cases.__file__).parent:
         return f"{cases.__name__}.{path.stem}::{node.name}"
     return node.nodeid
 
@@ -154,6 +154,9 @@ class Converter:
     ) -> Outcome:
         """Convert ``model`` (a path or ``onnx.ModelProto``) and judge it against onnxruntime.
 
+        ``platform`` defaults to rk3588; ``toolkit`` to the newest version of the run's
+        ``--rknn-toolkits`` (2.5.0 by default).
+
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
         """
@@ -165,6 +168,6 @@ class Converter:
             (quant,) = parse_quant(quant)
         except (PlatformError, ValueError) as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
-        version = toolkit or self.session.settings.toolkit_names[0]
+        version = toolkit or self.session.settings.newest_toolkit
         subject = provided_model(model, self.session.workdir / "provided", inputs)
         return run_item(CellSpec(subject, platform, version, quant), self.node, self.session)

@@ -45,11 +45,11 @@ DEFAULT_SUITE = "cases/"
 
 def family(variant: dict[str, Any]) -> str:
     """The attention family of a variant: MHA, GQA, MQA (by kv heads), ``model``, or the
-    model family of an ``hf`` variant (``hf bert``)."""
+    model family of an ``hf`` variant (``bert``: its form, shown beside it, says ``hf``)."""
     if variant.get("form") == "model":
         return "model"
     if variant.get("form") == "hf":
-        return f"hf {variant.get('family')}"
+        return str(variant.get("family"))
     heads, kv = variant.get("num_heads"), variant.get("num_kv_heads")
     if not isinstance(heads, int) or not isinstance(kv, int) or kv < 1:
         return "other"
