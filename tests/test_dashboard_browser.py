@@ -185,7 +185,10 @@ def test_chart_labels_do_not_overlap_and_some_pass_is_drawn_as_the_legends_half_
         """() => Array.from(document.querySelectorAll('#chart svg')).map((svg) =>
              Array.from(svg.querySelectorAll('text[text-anchor=middle]'))
                .filter((t) => t.textContent !== 'kv length')
-               .map((t) => { const b = t.getBBox(); return [b.x, b.x + b.width, t.textContent]; }))"""
+               .map((t) => {
+                 const b = t.getBBox();
+                 return [b.x, b.x + b.width, t.textContent];
+               }))"""
     )
     assert boxes and all(len(axis) >= 3 for axis in boxes)
     for axis in boxes:
