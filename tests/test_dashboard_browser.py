@@ -21,6 +21,7 @@ from test_dashboard import EVIL, merged
 
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import Status
 from pytest_rknn.views.dashboard import write_dashboard
 
 CHROMIUM = os.environ.get("PYTEST_RKNN_CHROMIUM", "/usr/bin/chromium")
@@ -175,6 +176,9 @@ def test_chart_labels_do_not_overlap_and_some_pass_is_drawn_as_the_legends_half_
     matrix = synthetic(12 * 24)
     for cell in matrix.cells:  # kv lengths up to 2048: the labels that overlapped (10242048)
         cell.variant["kv_len"] = 2 ** (int(cell.variant_id.removeprefix("manual-v")) % 12)
+        cell.variant["head_dim"] = 64  # two variants per point: some pass, some fail
+        if int(cell.variant_id.removeprefix("manual-v")) >= 12:
+            cell.status, cell.signature = Status.CONVERT_FAIL, "signature 1"
     family = make_cell(VARIANTS[0], "rk3588", "2.3.2", "pass")
     family.variant = {"form": "hf", "family": "bert"}
     family.variant_id = "hf.bert.sdpa"
@@ -184,7 +188,7 @@ def test_chart_labels_do_not_overlap_and_some_pass_is_drawn_as_the_legends_half_
     boxes = page.evaluate(
         """() => Array.from(document.querySelectorAll('#chart svg')).map((svg) =>
              Array.from(svg.querySelectorAll('text[text-anchor=middle]'))
-               .filter((t) => t.textContent !== 'kv length')
+               .filter((t) => !['kv length', 'head dim'].includes(t.textContent))
                .map((t) => {
                  const b = t.getBBox();
                  return [b.x, b.x + b.width, t.textContent];
