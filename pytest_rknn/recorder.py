@@ -347,7 +347,7 @@ class Recorder:
             )
 
     @pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
-    def headline_at_the_end(self, terminalreporter: Any) -> Any:
+    def pytest_rknn_headline_at_the_end(self, terminalreporter: Any) -> Any:
         """After pytest's short summary (its FAILED lines, which push the matrix section out of
         sight), the matrix's headline again, as the last line before pytest's own."""
         result = yield

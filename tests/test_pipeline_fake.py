@@ -360,6 +360,11 @@ def test_a_failing_cell_shows_a_short_block_and_a_rerun_command_that_works(
     text = result.stdout.str()
     block = text.split("FAILURES", 1)[1].split("rknn compatibility matrix", 1)[0]
     assert "IndexError in build" in block and "Traceback" not in block
+    # After the FAILED lines, the matrix's headline again, last before pytest's own line.
+    assert (
+        result.outlines[-2]
+        == "rknn matrix: 8 cells: 6 pass, 2 fail (convert-fail 2); matrix: m.json"
+    )
     reruns = [line for line in block.splitlines() if line.startswith("re-run: ")]
     assert len(reruns) == 2
     assert len(block.strip().splitlines()) <= 2 * 7, block
@@ -375,7 +380,8 @@ def test_a_failing_cell_shows_a_short_block_and_a_rerun_command_that_works(
     verbose = run(suite, "-v", "--rknn-matrix=v.json", "-k", cell.id)
     summary = verbose.stdout.str().split("short test summary info", 1)[1].splitlines()[1:]
     assert summary[0].endswith(" - convert-fail: IndexError in api.build: list index out of range")
-    assert len(summary) == 2, summary
+    assert len(summary) == 3, summary  # the FAILED line, the matrix's headline, pytest's
+    assert summary[1] == "rknn matrix: 1 cell: 0 pass, 1 fail (convert-fail 1); matrix: v.json"
     log = verbose.stdout.str().split("toolkit log (excerpt):", 1)[1]
     assert log.count("Traceback (most recent call last)") == 1
     assert "pytest_rknn" not in log.split("rknn compatibility matrix", 1)[0]
