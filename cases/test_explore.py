@@ -1,12 +1,5 @@
-"""``pytest cases/ --rknn-explore``: one search per (platform, toolkit, quant) target.
+"""The clone's spelling of ``--rknn-explore``: the items of :mod:`pytest_rknn.cases`."""
 
-Hypothesis looks for a variant that fails the target and shrinks it to a minimal one; the item
-fails with that variant's id, status, signature and a command that re-runs just that cell. The
-items are deselected in an ordinary matrix run.
-"""
+from pytest_rknn.cases.test_explore import test_explore
 
-from __future__ import annotations
-
-
-def test_explore(rknn_explore):
-    assert rknn_explore.check() is None
+__all__ = ["test_explore"]

@@ -1,14 +1,5 @@
-"""The compatibility matrix: one test item per (variant, platform, toolkit, quant) cell.
+"""The clone's spelling of the matrix: ``pytest cases/`` runs :mod:`pytest_rknn.cases`' cells."""
 
-The plugin parametrizes ``rknn_cell`` from the ``--rknn-*`` options (curated variants, hypothesis
-draws, ``--rknn-model`` files); each item converts its variant with the real toolkit, simulates it,
-and compares the result with the float64 reference. Select cells with ``-k``, e.g.
-``pytest cases/ -k "rk3588 and 2.2.0"``.
-"""
+from pytest_rknn.cases.test_matrix import test_cell
 
-from __future__ import annotations
-
-
-def test_cell(rknn_cell):
-    outcome = rknn_cell.check()
-    assert outcome.status == "pass", outcome.message
+__all__ = ["test_cell"]

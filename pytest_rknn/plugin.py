@@ -28,6 +28,7 @@ from pytest_rknn.pipeline.item import (
     CellRunner,
     Converter,
     item_judging,
+    item_target,
 )
 from pytest_rknn.pipeline.item import verdict as verdict  # the rknn fixture's users call it
 from pytest_rknn.pipeline.plan import EXPORTER_FORMS, CellSpec, build_cells
@@ -47,6 +48,8 @@ CELLS = pytest.StashKey[list[CellSpec]]()
 PROVISIONED = pytest.StashKey[bool]()
 COLLECTED = pytest.StashKey[bool]()
 PROPERTY = "rknn_cell"
+TEST_PROPERTY = "rknn_test"
+ASKED_CELLS = pytest.StashKey[bool]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -166,6 +169,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     broken = session.testsfailed and not config.option.continue_on_collection_errors
     if not config.stash.get(COLLECTED, False) or broken:
         return
+    config.stash[ASKED_CELLS] = _has_cells(session.items)
     targets = []
     for item in session.items:
         callspec = getattr(item, "callspec", None)
@@ -183,7 +187,9 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     settings = config.stash[SETTINGS]
     known: dict[str, CellSpec | ExploreTarget] = {c.id: c for c in _cells(config)}
     known.update({t.id: t for t in explore_targets(settings)})
-    params = (nodeid.partition("[")[2][:-1] for nodeid in ids)
+    params = [nodeid.partition("[")[2][:-1] for nodeid in ids]
+    if any(p in known for p in params):
+        config.stash[ASKED_CELLS] = True
     _prepare(config, *_needs([known[p] for p in params if p in known], settings))
 
 
@@ -299,10 +305,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if report.failed and crash is not None and SUMMARY in item.stash:
             # One line in the short test summary, also on CI (where pytest prints it whole).
             crash.message = item.stash[SUMMARY]
+        if _cell_of(item) is not None:
+            report.user_properties.append((TEST_PROPERTY, item_target(item)))
         for record in records:
             report.user_properties.append((PROPERTY, json.dumps(record.to_dict())))
         records.clear()
     return report
+
+
+def _has_cells(items: Iterable[pytest.Item]) -> bool:
+    names = ("rknn_cell", "rknn_explore")
+    return any(n in getattr(i, "fixturenames", ()) for i in items for n in names)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Options that choose cells, but no test here holds them: say where the suite is."""
+    if (
+        _is_xdist_worker(config)
+        or config.option.collectonly
+        or config.stash.get(ASKED_CELLS, False)
+    ):
+        return
+    option = config.option
+    if option.rknn_model or option.rknn_variant or option.rknn_only or option.rknn_explore:
+        terminalreporter.write_line(
+            "pytest-rknn: no test here runs the matrix's cells (they ship with the plugin): "
+            "run `pytest-rknn run ARGS` (= `pytest --pyargs pytest_rknn.cases ARGS`)",
+            yellow=True,
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

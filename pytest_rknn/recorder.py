@@ -40,7 +40,8 @@ from pytest_rknn.results.journal import (
 )
 from pytest_rknn.results.matrix import Matrix, MatrixError
 from pytest_rknn.settings import Settings
-from pytest_rknn.views.placement import junit_properties as placement_properties
+from pytest_rknn.views.junit import junit_properties
+from pytest_rknn.views.tally import status_line
 from pytest_rknn.views.text import summary_text
 
 WRITE_INTERVAL = 5.0
@@ -87,6 +88,7 @@ class Recorder:
         self.lock = RunLock(self.real, named=self.path)
         self.claimed = False
         self.refused: str | None = None
+        self.quiet = False
 
     def claim(self) -> None:
         """Take the matrix path for this run and save what a killed earlier run left there.
@@ -173,7 +175,26 @@ class Recorder:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         self.errors[path] = f"{why} ({free_space(path)})"
 
-    def add(self, cell: CellRecord) -> None:
+    def _to_cache_folder(self) -> None:
+        """A run whose only cells are the ``rknn`` fixture's, with no option asking for a
+        matrix file: the matrix goes to pytest's cache folder (``.pytest_cache/d/rknn``), not
+        into the project, and the run prints no matrix section."""
+        cache = getattr(self.config, "cache", None)
+        if cache is not None:
+            folder = Path(cache.mkdir("rknn"))
+        else:  # -p no:cacheprovider
+            factory = self.config._tmp_path_factory  # type: ignore[attr-defined]
+            folder = factory.getbasetemp()
+        self.path = folder / self.path.name
+        self.journal_path = journal_path(self.path)
+        self.lock = RunLock(self.path)
+        self.quiet = True
+
+    def add(self, cell: CellRecord, suite: bool = True) -> None:
+        """Keep ``cell``; ``suite``: it is a matrix cell (not an ``rknn`` fixture's)."""
+        fresh = not self.claimed and self.refused is None and self.matrix is None
+        if fresh and not suite and not self.settings.matrix_asked:
+            self._to_cache_folder()
         if not self.claimed and self.refused is None:
             try:
                 self.claim()
@@ -231,21 +252,23 @@ class Recorder:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Record first: an interrupt while the terminal prints the report loses no cell."""
+        target = dict(report.user_properties).get("rknn_test")
         for name, value in report.user_properties:
             if name == self.prop:
                 data = json.loads(value) if isinstance(value, str) else value
                 cell = CellRecord.from_dict(data)
-                self.add(cell)
-                self._note_test(report.nodeid, cell)
+                self.add(cell, suite=target is not None)
+                self._note_test(target or report.nodeid, cell)
                 junit_properties(self.config, report, cell)
 
-    def _note_test(self, nodeid: str, cell: CellRecord) -> None:
-        """Keep the test that holds the cells (``cases/test_matrix.py::test_cell``): the
-        dashboard's re-run command names the cell's node id with it."""
+    def _note_test(self, target: str, cell: CellRecord) -> None:
+        """Keep the test that holds the cells (``cases/test_matrix.py::test_cell``, or the
+        installed suite's ``pytest_rknn.cases.test_matrix::test_cell``): the dashboard's re-run
+        command names the cell's item with it."""
         if self.matrix is not None and "cell_test" not in self.matrix.meta:
             suffix = f"[{cell.id}]"
-            if nodeid.endswith(suffix):
-                self.matrix.meta["cell_test"] = nodeid[: -len(suffix)]
+            if target.endswith(suffix):
+                self.matrix.meta["cell_test"] = target[: -len(suffix)]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -310,7 +333,7 @@ class Recorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for note in self.notes:
             terminalreporter.write_line(f"pytest-rknn: {note}")
-        if self.count:
+        if self.count and not self.quiet:
             terminalreporter.section("rknn compatibility matrix")
             for line in self.summary().splitlines():
                 terminalreporter.write_line(line)
@@ -330,6 +353,19 @@ class Recorder:
                 f"pytest-rknn: could not write {path}: {why}; {self._keeper(path)}", red=True
             )
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
+    def pytest_rknn_headline_at_the_end(self, terminalreporter: Any) -> Any:
+        """After pytest's short summary (its FAILED lines, which push the matrix section out of
+        sight), the matrix's headline again, as the last line before pytest's own."""
+        result = yield
+        if self.count and not self.quiet and self.matrix is not None:
+            failing = sum(c.status.failing for c in self.matrix.cells)
+            if failing and not self.config.option.no_summary:
+                headline = status_line(self.matrix.cells)
+                where = "" if self.path in self.errors else f"; matrix: {self.path}"
+                terminalreporter.write_line(f"rknn matrix: {headline}{where}", bold=True)
+        return result
+
     def _keeper(self, path: Path) -> str:
         """Which file holds every finished cell, now that ``path`` could not be written."""
         if path != self.path and self.path not in self.errors:
@@ -338,49 +374,6 @@ class Recorder:
         if path != self.journal_path and journal_whole:
             return f"the journal {self.journal_path} keeps every finished cell"
         return "no file holds every finished cell"
-
-
-def junit_properties(config: pytest.Config, report: pytest.TestReport, cell: CellRecord) -> None:
-    """With ``--junitxml``: the cell's testcase gets a classname per target
-    (``rknn.rk3588.2_3_2.fp16``, so CI test views group by chip and version) and properties
-    (``rknn.status``, ``rknn.signature``, ``rknn.platform``, ``rknn.toolkit``, ``rknn.quant``,
-    ``rknn.variant``, ``rknn.<output>.<metric>`` for cosine, rel_l2, max_abs_rms and max_abs,
-    ``rknn.warning``, ``rknn.calibration`` and ``rknn.bounds_rule`` when the cell has them, and
-    its placement: ``rknn.npu_ops``, ``rknn.cpu_ops``, ``rknn.attention_on_npu``,
-    ``rknn.memory_<kind>_bytes``)."""
-    try:
-        from _pytest.junitxml import xml_key
-    except ImportError:  # pragma: no cover - pytest moved it; JUnit then lacks our fields
-        return
-    xml = config.stash.get(xml_key, None)
-    if xml is None:
-        return
-    reporter = xml.node_reporter(report)
-    toolkit = cell.toolkit.replace(".", "_")
-    reporter.add_attribute("classname", f"rknn.{cell.platform}.{toolkit}.{cell.quant}")
-    fields = {
-        "status": cell.status.value,
-        "signature": cell.signature or "",
-        "platform": cell.platform,
-        "toolkit": cell.toolkit,
-        "quant": cell.quant,
-        "variant": cell.variant_id,
-    }
-    if cell.warning:
-        fields["warning"] = cell.warning
-    fields.update(placement_properties(cell))
-    if cell.calibration:
-        from pytest_rknn.views.dashdata import calibration_text
-
-        fields["calibration"] = calibration_text(cell.calibration)
-    if cell.bounds_rule:
-        fields["bounds_rule"] = cell.bounds_rule
-    for output, metrics in sorted((cell.metrics or {}).items()):
-        for metric in ("cosine", "rel_l2", "max_abs_rms", "max_abs"):
-            if metrics.get(metric) is not None:
-                fields[f"{output}.{metric}"] = metrics[metric]
-    for name, value in fields.items():
-        reporter.add_property(f"rknn.{name}", str(value))
 
 
 def baseline_failures(path: Path) -> dict[tuple[str, str, str, str], str]:

@@ -249,6 +249,14 @@ def _dims(config: pytest.Config, models: list[UserModel]) -> Dims:
     return dims
 
 
+def _matrix_asked(config: pytest.Config, html: Path | None, markdown: Path | None) -> bool:
+    from pytest_rknn.options import OPTIONS
+
+    named = config.getoption("rknn_matrix") is not None
+    moved = str(config.getini("rknn_matrix")) != OPTIONS["matrix"][1]
+    return named or moved or html is not None or markdown is not None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated rknn options of one pytest run."""
@@ -281,6 +289,9 @@ class Settings:
     require_npu: str | None = None
     fp16_emulation: float | None = 4.0
     dims: Dims = ()
+    # Whether the run asked for a matrix file (--rknn-matrix, rknn_matrix, --rknn-html or
+    # --rknn-markdown): without it, the rknn fixture's conversions go to pytest's cache folder.
+    matrix_asked: bool = True
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -400,8 +411,22 @@ class Settings:
             require_npu=_require_npu(config),
             fp16_emulation=_fp16_rule(config),
             dims=dims,
+            matrix_asked=_matrix_asked(config, html, markdown),
         )
 
     @property
     def toolkit_names(self) -> tuple[str, ...]:
         return tuple(r.version for r in self.toolkits)
+
+    @property
+    def newest_toolkit(self) -> str:
+        """The newest version of the run's toolkits (``rknn.convert``'s default)."""
+        from packaging.version import InvalidVersion, Version
+
+        def key(name: str) -> tuple[int, Version | str]:
+            try:
+                return (1, Version(name))
+            except InvalidVersion:
+                return (0, name)
+
+        return max(self.toolkit_names, key=key)

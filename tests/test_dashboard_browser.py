@@ -21,6 +21,7 @@ from test_dashboard import EVIL, merged
 
 from pytest_rknn.results.cell import CellRecord
 from pytest_rknn.results.matrix import Matrix
+from pytest_rknn.results.status import Status
 from pytest_rknn.views.dashboard import write_dashboard
 
 CHROMIUM = os.environ.get("PYTEST_RKNN_CHROMIUM", "/usr/bin/chromium")
@@ -166,4 +167,39 @@ def test_three_thousand_cells_load_and_filter_quickly(browser: Any, tmp_path: Pa
     page.wait_for_function("document.querySelectorAll('#grid tbody td.id').length < 250")
     assert time.perf_counter() - started < 2
     page.screenshot(path=str(shots / "dashboard-3000.png"))
+    assert errors == []
+
+
+def test_chart_labels_do_not_overlap_and_some_pass_is_drawn_as_the_legends_half_circle(
+    browser: Any, tmp_path: Path
+) -> None:
+    matrix = synthetic(12 * 24)
+    for cell in matrix.cells:  # kv lengths up to 2048: the labels that overlapped (10242048)
+        cell.variant["kv_len"] = 2 ** (int(cell.variant_id.removeprefix("manual-v")) % 12)
+        cell.variant["head_dim"] = 64  # two variants per point: some pass, some fail
+        if int(cell.variant_id.removeprefix("manual-v")) >= 12:
+            cell.status, cell.signature = Status.CONVERT_FAIL, "signature 1"
+    family = make_cell(VARIANTS[0], "rk3588", "2.3.2", "pass")
+    family.variant = {"form": "hf", "family": "bert"}
+    family.variant_id = "hf.bert.sdpa"
+    matrix.add(family)
+    page, errors, _ = open_page(browser, write_dashboard(matrix, tmp_path / "chart.html"))
+    page.select_option("#c-toolkit", "2.3.2")
+    boxes = page.evaluate(
+        """() => Array.from(document.querySelectorAll('#chart svg')).map((svg) =>
+             Array.from(svg.querySelectorAll('text[text-anchor=middle]'))
+               .filter((t) => !['kv length', 'head dim'].includes(t.textContent))
+               .map((t) => {
+                 const b = t.getBBox();
+                 return [b.x, b.x + b.width, t.textContent];
+               }))"""
+    )
+    assert boxes and all(len(axis) >= 3 for axis in boxes)
+    for axis in boxes:
+        assert "2k" in [label for _, _, label in axis] or "1k" in [label for _, _, label in axis]
+        for (_, right, _), (left, _, _) in zip(axis, axis[1:], strict=False):
+            assert right < left, axis
+    assert page.locator("#chart g.pt path.half").count() > 0, "some pass: a half-filled circle"
+    groups = page.locator("#grid tr.group").all_inner_texts()
+    assert any("hf › bert" in g for g in groups) and not any("hf › hf" in g for g in groups)
     assert errors == []

@@ -7,12 +7,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from matrix_support import VARIANTS, changed, make_cell, run_matrix
 
 from pytest_rknn.results.cell import CellRecord as Cell
 from pytest_rknn.results.compare import diff, merge
 from pytest_rknn.results.matrix import Matrix, MatrixError
+from pytest_rknn.verdict.metrics import compute_metrics
 from pytest_rknn.views.markdown import to_markdown
 from pytest_rknn.views.tally import version_key
 from pytest_rknn.views.text import summary_text
@@ -198,3 +200,36 @@ def test_a_file_with_nan_literals_is_not_a_matrix(tmp_path: Path) -> None:
     )
     with pytest.raises(MatrixError, match="holds NaN, which is not JSON"):
         Matrix.load(path)
+
+
+def test_each_user_model_gets_its_own_line_in_every_summary() -> None:
+    from pytest_rknn.views.dashdata import payload
+
+    variant = {"form": "model", "path": "/work/models/my_bert.onnx", "sha256": "ab" * 32}
+    y = np.linspace(-1.0, 1.0, 64).reshape(4, 16)
+    found = compute_metrics(y, y + np.sin(np.arange(64)).reshape(4, 16) * 0.05).to_dict()
+    metrics = {"last_hidden_state": {**found, "index": 0}}
+    cells = [
+        Cell("model-my_bert-abababab", "rk3588", "2.5.0", "fp16", "pass", variant, metrics=metrics),
+        Cell(
+            "model-my_bert-abababab",
+            "rk3566",
+            "2.5.0",
+            "fp16",
+            "convert-fail",
+            variant,
+            signature="unsupported op Einsum",
+        ),
+        Cell("sdpa-x", "rk3588", "2.5.0", "fp16", "pass", {"form": "sdpa"}),
+    ]
+    matrix = Matrix(meta={"pytest_rknn": "0.1.0"}, cells=cells)
+    line = (
+        f"my_bert.onnx: 1/2 targets pass; worst cosine {found['cosine']:.5f} "
+        "(last_hidden_state, rk3588/2.5.0 fp16); convert-fail 1"
+    )
+    assert f"your models:\n  {line}" in summary_text(matrix)
+    markdown = to_markdown(matrix)
+    assert "## Your models" in markdown
+    assert f"| `my_bert.onnx` | 1/2 \\(convert-fail 1\\) | {found['cosine']:.5f} |" in markdown
+    (model,) = payload(matrix)["models"]
+    assert model["line"] == line and model["tone"] == "bad" and model["cells"] == [0, 1]

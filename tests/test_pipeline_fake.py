@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.judge import output_metrics
 
 BASE = (*SELECTION, "--rknn-matrix=m.json")
 
@@ -57,7 +58,7 @@ def test_cells_run_through_the_real_workers_into_the_matrix(suite: pytest.Pytest
     assert all(job_ids) and len(set(job_ids)) == 8, "each cell holds its own job's answer"
     for cell in found.values():
         assert cell.status is Status.PASS and not cell.cached
-        assert cell.metrics["output0"]["cosine"] > 0.9999
+        assert output_metrics(cell.metrics, 0)["cosine"] > 0.9999
         assert cell.bounds is not None
     meta = json.loads((suite.path / "m.json").read_text())["meta"]
     assert {env["kind"] for env in meta["toolkit_envs"]} == {"FAKE toolkit"}
@@ -345,7 +346,7 @@ def test_a_stored_judgement_that_is_not_one_is_made_again(suite: pytest.Pytester
         path.write_text(change(json.loads(path.read_text())))
     run(suite, *six, "--rknn-matrix=again.json").assert_outcomes(passed=6)
     for cell in cells(suite, "again.json").values():
-        assert cell.status is Status.PASS and cell.metrics["output0"]["cosine"] > 0.9999
+        assert cell.status is Status.PASS and output_metrics(cell.metrics, 0)["cosine"] > 0.9999
         assert cell.signature is None
     assert all(json.loads(p.read_text())["status"] == "pass" for p in folder.iterdir())
 
@@ -359,6 +360,11 @@ def test_a_failing_cell_shows_a_short_block_and_a_rerun_command_that_works(
     text = result.stdout.str()
     block = text.split("FAILURES", 1)[1].split("rknn compatibility matrix", 1)[0]
     assert "IndexError in build" in block and "Traceback" not in block
+    # After the FAILED lines, the matrix's headline again, last before pytest's own line.
+    assert (
+        result.outlines[-2]
+        == "rknn matrix: 8 cells: 6 pass, 2 fail (convert-fail 2); matrix: m.json"
+    )
     reruns = [line for line in block.splitlines() if line.startswith("re-run: ")]
     assert len(reruns) == 2
     assert len(block.strip().splitlines()) <= 2 * 7, block
@@ -374,7 +380,8 @@ def test_a_failing_cell_shows_a_short_block_and_a_rerun_command_that_works(
     verbose = run(suite, "-v", "--rknn-matrix=v.json", "-k", cell.id)
     summary = verbose.stdout.str().split("short test summary info", 1)[1].splitlines()[1:]
     assert summary[0].endswith(" - convert-fail: IndexError in api.build: list index out of range")
-    assert len(summary) == 2, summary
+    assert len(summary) == 3, summary  # the FAILED line, the matrix's headline, pytest's
+    assert summary[1] == "rknn matrix: 1 cell: 0 pass, 1 fail (convert-fail 1); matrix: v.json"
     log = verbose.stdout.str().split("toolkit log (excerpt):", 1)[1]
     assert log.count("Traceback (most recent call last)") == 1
     assert "pytest_rknn" not in log.split("rknn compatibility matrix", 1)[0]

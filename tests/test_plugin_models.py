@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pytest_rknn.envs import default_root
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import STATUSES
+from pytest_rknn.verdict.judge import output_metrics
 
 DATA = Path(__file__).parent / "data" / "plugin"
 # Resolved now: pytester points HOME at its own folder, which would hide the user cache.
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.toolkit
 FIXTURE_TEST = """
 import numpy as np
 import pytest
+from pytest_rknn.verdict.judge import output_metrics
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -54,7 +56,7 @@ def block():
 def test_user_block_on_rk3566(rknn):
     outcome = rknn.convert(block(), platform="rk3566", toolkit="2.3.2")
     assert outcome.status == "pass", outcome.message
-    assert outcome.record.metrics["output0"]["max_abs"] <= 0.05
+    assert output_metrics(outcome.record.metrics, 0)["max_abs"] <= 0.05
     assert outcome.record.signature is None
     assert outcome.outputs[0].shape == (1, 4, 16)
 """
@@ -119,7 +121,7 @@ def test_user_model_file_becomes_a_matrix_row(rknn_pytester: pytest.Pytester) ->
     result.assert_outcomes(**{outcome: 1})
     result.stdout.fnmatch_lines([f"test_rknn_cells.py::test_cell[[]{cell.variant_id}-rk3588-*"])
     if cell.status == "pass":
-        assert cell.metrics["output0"]["cosine"] > 0.99
+        assert output_metrics(cell.metrics, 0)["cosine"] > 0.99
 
 
 def test_rknn_fixture_converts_a_users_model_into_the_matrix(
@@ -137,9 +139,37 @@ def test_rknn_fixture_converts_a_users_model_into_the_matrix(
         "fp16",
         "pass",
     )
-    assert cell.metrics["output0"]["max_abs"] <= 0.05
+    assert output_metrics(cell.metrics, 0)["max_abs"] <= 0.05
     assert cell.peak_rss_mb > 0
     assert re.fullmatch(r"model-user_block-[0-9a-f]{8}", cell.variant_id), cell.variant_id
+
+
+DEFAULTS_TEST = (
+    FIXTURE_TEST.split("@pytest.mark.rknn")[0]
+    + """
+def test_user_block_with_the_defaults(rknn):
+    outcome = rknn.convert(block())
+    assert (outcome.record.platform, outcome.record.toolkit) == ("rk3588", "2.5.0")
+    assert list(outcome.record.metrics) == ["y"]
+    assert outcome.record.metrics["y"]["index"] == 0
+"""
+)
+
+
+def test_the_fixture_defaults_to_the_newest_toolkit_and_keeps_its_matrix_in_pytests_cache(
+    rknn_pytester: pytest.Pytester, toolkit_python
+) -> None:
+    toolkit_python("2.5.0")
+    rknn_pytester.makepyfile(test_user=DEFAULTS_TEST)
+    result = rknn_pytester.runpytest_subprocess("--strict-markers")
+    result.assert_outcomes(passed=1)
+    assert not list(rknn_pytester.path.glob("rknn-matrix*")), "nothing in the user's project"
+    assert "rknn compatibility matrix" not in result.stdout.str()
+    (cell,) = Matrix.load(rknn_pytester.path / ".pytest_cache/d/rknn/rknn-matrix.json").cells
+    assert (cell.platform, cell.toolkit, cell.status) == ("rk3588", "2.5.0", "pass")
+    asked = rknn_pytester.runpytest_subprocess("--rknn-matrix=m.json")
+    asked.assert_outcomes(passed=1)
+    asked.stdout.fnmatch_lines(["*rknn compatibility matrix*", "matrix: m.json (1 cells)"])
 
 
 def test_merge_combines_per_toolkit_matrices_and_names_a_corrupt_one(

@@ -16,6 +16,7 @@ import pytest
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.judge import output_metrics
 
 pytestmark = pytest.mark.toolkit
 
@@ -43,10 +44,13 @@ def test_int8_cells_convert_and_rv1106_fp16_is_unsupported(rknn_pytester: pytest
     for platform in ("rk3588", "rv1106"):
         int8 = cells[platform, "int8"]
         assert int8.status in ("pass", "tolerance-fail"), int8.reason
-        assert 0.5 < int8.metrics["output0"]["cosine"] < 0.99999
+        assert 0.5 < output_metrics(int8.metrics, 0)["cosine"] < 0.99999
     fp16 = cells["rk3588", "fp16"]
     assert fp16.status == "pass"
-    assert fp16.metrics["output0"]["cosine"] > cells["rk3588", "int8"].metrics["output0"]["cosine"]
+    assert (
+        output_metrics(fp16.metrics, 0)["cosine"]
+        > output_metrics(cells["rk3588", "int8"].metrics, 0)["cosine"]
+    )
 
 
 TIGHT = """
@@ -100,6 +104,6 @@ def test_int8_kl_and_hybrid_convert_and_failures_say_where_the_error_starts(
         assert kept <= set(ops) and int8.fp16_layers is None
         if platform == "rk3566":
             assert ops.count("exMatMul") == 2  # q.k^T and p.v, both
-        assert int8.metrics["output0"]["cosine"] < 0.95
-        assert hybrid.metrics["output0"]["cosine"] > 0.9999
+        assert output_metrics(int8.metrics, 0)["cosine"] < 0.95
+        assert output_metrics(hybrid.metrics, 0)["cosine"] > 0.9999
     result.stdout.fnmatch_lines(["*the error starts in exSDPAttention *"])

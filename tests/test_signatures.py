@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rknn.verdict.logtext import clean_log, error_lines, log_excerpt, normalise, tracebacks
+from pytest_rknn.verdict.logtext import (
+    clean_log,
+    error_lines,
+    first_error,
+    log_excerpt,
+    normalise,
+    precision_warnings,
+    shorten,
+    tracebacks,
+)
 from pytest_rknn.verdict.signatures import PATTERNS, classify, silent_failure
 
 LOGS = Path(__file__).parent / "data" / "logs"
@@ -78,7 +87,7 @@ REAL_LOGS = [
     (
         "issue_rockchip-rknn-toolkit2_163_prefixed_traceback.txt",
         "convert-fail",
-        "AttributeError in ir_graph._clean_model: 'google.protobuf.pyext._message.Repe...",
+        "AttributeError in ir_graph._clean_model...",
     ),
     (
         "repo_ei-ai-HAT_set_inputs.txt",
@@ -329,7 +338,7 @@ def test_error_lines_skip_toolkit_noise() -> None:
 )
 def test_normalise(line: str, expected: str) -> None:
     assert normalise(line, limit=200) == expected
-    cut = expected if len(expected) <= 80 else expected[:77].rstrip() + "..."
+    cut = expected if len(expected) <= 80 else shorten(expected, 80)
     assert normalise(line) == cut
 
 
@@ -340,3 +349,28 @@ def test_log_excerpt_starts_near_the_first_error_and_is_bounded() -> None:
     short = log_excerpt(raw, limit=300)
     assert len(short) <= 300 and "[... cut ...]" in short
     assert short.rstrip().endswith("expect 'nhwc' like (1, 16, 32, 2)!")
+
+
+def test_a_harmless_error_line_never_comes_first() -> None:
+    log_text = GOOD_BUILD_E_LINES + "E build: REGTASK: bit width exceeds limit\n"
+    assert first_error(clean_log(log_text))[1] == "E build: REGTASK: bit width exceeds limit"
+    only_harmless = first_error(clean_log(GOOD_BUILD_E_LINES))
+    assert only_harmless is not None and "Unkown op target" in only_harmless[1]
+    assert classify(log_text, None, "convert-fail") == "build: REGTASK: bit width exceeds limit"
+
+
+def test_precision_warnings_are_found_and_kept_in_the_excerpt() -> None:
+    raw = log("tk232_rk3588_sdpa_causal_pass.txt") + "\nE RKNN: Unkown op target: 0\n"
+    warnings = precision_warnings(clean_log(raw))
+    assert len(warnings) == 1 and "has been corrected to -10000" in warnings[0]
+    fusion = "W build: fuse_cast_and_where: this fusion may cause precision issue"
+    assert precision_warnings(f"I a\n{fusion}\nE x") == [fusion]
+    assert warnings[0] in log_excerpt(raw, context=0)
+
+
+@pytest.mark.parametrize("limit", [20, 40, 80])
+def test_shorten_cuts_at_a_word_boundary(limit: int) -> None:
+    text = "onnx model ir_version 10 is higher than the toolkit's onnx reads, export it again"
+    short = shorten(text, limit)
+    assert len(short) <= limit and short.endswith("...")
+    assert text.startswith(short[:-3]) and text[len(short) - 3] in " ,"

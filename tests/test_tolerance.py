@@ -225,3 +225,26 @@ def test_violation_signature_is_stable_and_ordered() -> None:
     names = violation_signature(check({"a": far, "b": far}, Bounds.for_mode("fp16")))
     assert names == "tolerance: cosine, rel_l2, max_abs_rms, mean_abs_rms"
     assert violation_signature([]) == "tolerance exceeded"
+
+
+def test_metrics_are_keyed_by_the_graphs_output_names_with_their_index() -> None:
+    from pytest_rknn.results.cell import CellRecord
+    from pytest_rknn.verdict.judge import judge_outputs, output_metrics
+    from pytest_rknn.views.dashdata import metric_rows
+
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal((2, 8)), rng.standard_normal((2, 4))]
+    names = ["last_hidden_state", "pooler_output"]
+    verdict = judge_outputs(ref, [r.astype(np.float32) for r in ref], Bounds(max_abs=0.01), names)
+    assert list(verdict.metrics) == names
+    assert [m["index"] for m in verdict.metrics.values()] == [0, 1]
+    assert output_metrics(verdict.metrics, 1) is verdict.metrics["pooler_output"]
+    assert "output last_hidden_state (2, 8): ok" in verdict.report
+    unnamed = judge_outputs(ref, ref, Bounds(max_abs=0.01), ["", ""])
+    assert list(unnamed.metrics) == ["output0", "output1"]
+    older = {"output0": {"cosine": 1.0}}  # a matrix written before outputs had names
+    assert output_metrics(older, 0) == {"cosine": 1.0}
+    cell = CellRecord("v", "rk3588", "2.5.0", "fp16", "pass", metrics=verdict.metrics)
+    rows = metric_rows(cell)
+    assert {r["output"] for r in rows} == set(names)
+    assert "index" not in {r["metric"] for r in rows}

@@ -1,4 +1,5 @@
-"""The ``pytest-rknn`` command: ``envs`` (environments), ``merge`` and ``diff`` (matrices)."""
+"""The ``pytest-rknn`` command: ``run`` (the matrix), ``envs`` (environments), ``merge`` and
+``diff`` (matrices)."""
 
 from pytest_rknn.cli.main import main
 

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pytest_rknn.envs import EnvError
 from pytest_rknn.envs.recipes import ToolkitError
 
-COMMAND_MODULES: tuple[str, ...] = ("pytest_rknn.cli.envs", "pytest_rknn.cli.matrix")
+COMMAND_MODULES: tuple[str, ...] = (
+    "pytest_rknn.cli.envs",
+    "pytest_rknn.cli.matrix",
+    "pytest_rknn.cli.run",
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pytest-rknn``; returns the exit status (2 for a bad argument)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # pytest's own arguments, even those argparse would take for its own (-h, -k x).
+        args = argparse.Namespace(command="run", pytest_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

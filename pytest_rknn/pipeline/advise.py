@@ -129,7 +129,7 @@ def candidate_fixes(cell: CellSpec, record: CellRecord) -> list[Fix]:
 
 def _summary(outcome_record: CellRecord) -> dict[str, Any]:
     metrics = {
-        name: {k: m[k] for k in _KEY_METRICS if k in m}
+        name: {k: m[k] for k in (*_KEY_METRICS, "index") if k in m}
         for name, m in (outcome_record.metrics or {}).items()
     }
     summary = {

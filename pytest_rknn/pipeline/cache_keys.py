@@ -77,10 +77,14 @@ def _host_versions() -> dict[str, str]:
     return {"numpy": np.__version__, "onnxruntime": onnxruntime}
 
 
-def verdict_key(outputs: list[str], reference: str, bounds: dict[str, Any]) -> str:
+def verdict_key(
+    outputs: list[str], reference: str, bounds: dict[str, Any], names: list[str] | None = None
+) -> str:
     """The key of a judgement: which outputs (their files' sha256), against which reference,
-    under which bounds."""
-    return _key(entry=ENTRY_VERSION, outputs=outputs, reference=reference, bounds=bounds)
+    under which bounds, keyed by which output names."""
+    return _key(
+        entry=ENTRY_VERSION, outputs=outputs, reference=reference, bounds=bounds, names=names
+    )
 
 
 def reference_key(**parts: Any) -> str:

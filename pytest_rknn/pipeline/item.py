@@ -12,6 +12,7 @@ fixtures give a test (:class:`CellRunner` for ``rknn_cell``, :class:`Converter` 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -176,7 +177,21 @@ def rerun_command(node: pytest.Item, record: Any = None) -> str:
 
     callspec = getattr(node, "callspec", None)
     is_cell = callspec is not None and isinstance(callspec.params.get("rknn_cell"), CellSpec)
-    return command(node.nodeid, node.config.invocation_params.args, record if is_cell else None)
+    return command(
+        item_target(node), node.config.invocation_params.args, record if is_cell else None
+    )
+
+
+def item_target(node: pytest.Item) -> str:
+    """How a command line names this item: its node id, or, for an item of the installed
+    package's suite (``pytest-rknn run``, ``pytest --pyargs``), its dotted name
+    (``pytest_rknn.cases.test_matrix::test_cell[...]``), which works from any folder."""
+    from pytest_rknn import cases
+
+    path = Path(node.path)
+    if path.parent == Path(cases.__file__).parent:
+        return f"{cases.__name__}.{path.stem}::{node.name}"
+    return node.nodeid
 
 
 class Converter:
@@ -205,6 +220,9 @@ class Converter:
         model's inputs), instead of generated ones. ``all_positions``: judge the output
         positions an attention mask leaves out too.
 
+        ``platform`` defaults to rk3588; ``toolkit`` to the newest version of the run's
+        ``--rknn-toolkits`` (2.5.0 by default).
+
         Returns the outcome (``.status``, ``.record`` with signature, metrics, log excerpt, and
         ``.outputs``); it does not fail the test by itself: call :func:`verdict` or assert.
         ``dims`` (``{"seq": [64, 128]}``) serves the model's free dims at those lengths, as
@@ -218,7 +236,7 @@ class Converter:
             (quant,) = parse_quant(quant)
         except (PlatformError, ValueError) as exc:
             raise ValueError(f"rknn.convert: {exc}") from None
-        version = toolkit or self.session.settings.toolkit_names[0]
+        version = toolkit or self.session.settings.newest_toolkit
         folder = self.session.workdir / "provided"
         subject = provided_model(model, folder, inputs, calibration, dims)
         cell = CellSpec(subject, platform, version, quant)

@@ -36,7 +36,7 @@ from pytest_rknn.variants.export_process import ExportProcessError
 from pytest_rknn.variants.forms import NotBuildable
 from pytest_rknn.variants.hf_export import ExportFailed
 from pytest_rknn.verdict.judge import Verdict, judge_outputs, measure
-from pytest_rknn.verdict.logtext import error_lines
+from pytest_rknn.verdict.logtext import first_error, harmless, precision_warnings, shorten
 from pytest_rknn.verdict.placement import broken_requirement
 from pytest_rknn.verdict.positions import masks_of, selections
 from pytest_rknn.verdict.rules import Judging, emulated
@@ -80,16 +80,24 @@ def new_record(cell: CellSpec, status: Status, **fields: object) -> CellRecord:
 
 def message(record: CellRecord) -> str:
     """What a failing or skipped item shows: status and signature, the reason (for a tolerance
-    failure, the bounds broken), and the toolkit's first error line."""
+    failure, the bounds broken), the toolkit's first error line (one that good builds print
+    too comes first only when it is the only one, and says so) and, on an accuracy failure,
+    the toolkit's warnings about precision."""
     lines = [f"{record.status.value}: {record.signature or record.reason or ''}".rstrip()]
     if record.reason and record.reason != record.signature:
         lines.append(f"reason: {record.reason}")
     origin = analysis.describe(record.error_origin)
     if origin:
         lines.append(origin)
-    first = next(error_lines(record.log_excerpt or "", aborts=True), None)
+    first = first_error(record.log_excerpt or "")
     if first is not None and first[1].strip() not in (record.reason or ""):
-        lines.append(f"first error in the toolkit's log: {first[1].strip()[:300]}")
+        line = shorten(first[1].strip(), 300)
+        if harmless(line):
+            line += " (good builds print it too)"
+        lines.append(f"first error in the toolkit's log: {line}")
+    if record.status is Status.TOLERANCE_FAIL:
+        for warning in precision_warnings(record.log_excerpt or "")[:3]:
+            lines.append(f"precision warning in the toolkit's log: {shorten(warning, 300)}")
     return "\n".join(lines)
 
 
@@ -400,11 +408,12 @@ def _verdict(
     materials = session.materials
     judged = None
     masks = masks_of(cell.subject, inputs)
+    names = [o.name for o in built.model.graph.output]
     if conversion.stored_outputs:
         reference_key = materials.reference_key(cell.subject, built, inputs)
         how = {**judging.key(), "code": code_digest(_VERDICT_CODE)}
         how["masks"] = [(m.name, m.layout, array_digest(m.keep)) for m in masks]
-        judged = verdict_key(conversion.stored_outputs, reference_key, how)
+        judged = verdict_key(conversion.stored_outputs, reference_key, how, names)
         found = session.cache.get_verdict(judged)
         if found is not None:
             return found
@@ -417,7 +426,7 @@ def _verdict(
             f"converted and simulated, but {exc}",
         )
     chosen = selections(masks, [r.shape for r in reference], judging.all_positions)
-    verdict = judge_outputs(reference, conversion.outputs or [], judging.bounds, chosen)
+    verdict = judge_outputs(reference, conversion.outputs or [], judging.bounds, chosen, names)
     if judged is not None:
         session.cache.put_verdict(judged, verdict)
     return verdict

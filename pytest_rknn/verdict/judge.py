@@ -10,6 +10,7 @@ signature. Both return a :class:`Verdict`; the pipeline puts it into the cell's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,25 +59,48 @@ def measure(
     )
 
 
+def output_keys(names: Sequence[str], count: int) -> list[str]:
+    """The keys of ``count`` outputs' metrics: the graph's output names (``last_hidden_state``),
+    or ``output<i>`` when the names are missing, empty or not unique."""
+    names = [str(n) for n in names]
+    if len(names) == count and all(names) and len(set(names)) == count:
+        return names
+    return [f"output{i}" for i in range(count)]
+
+
+def output_metrics(metrics: Mapping[str, Mapping[str, Any]], index: int) -> Mapping[str, Any]:
+    """The metrics of the output at ``index``: by their ``index`` field, or keyed
+    ``output<index>`` (matrices written before outputs were keyed by name)."""
+    for values in metrics.values():
+        if values.get("index") == index:
+            return values
+    return metrics[f"output{index}"]
+
+
 def judge_outputs(
     reference: list[np.ndarray],
     outputs: list[np.ndarray],
     bounds: Bounds,
     selections: list[Selection] | None = None,
+    names: Sequence[str] = (),
 ) -> Verdict:
     """``pass`` when every output is within ``bounds`` of its reference on its judged
-    positions (``selections``, one per output; None: all), else tolerance-fail."""
+    positions (``selections``, one per output; None: all), else tolerance-fail.
+
+    The metrics are keyed by the graph's output ``names`` (:func:`output_keys`), each with its
+    position as ``index``."""
     if len(outputs) != len(reference):
         text = f"the simulator returned {len(outputs)} outputs, the reference has {len(reference)}"
         return Verdict(Status.TOLERANCE_FAIL, "tolerance: output count", text, report=text)
     chosen = selections or [Selection()] * len(reference)
+    keys = output_keys(names, len(reference))
     metrics = {
-        f"output{i}": measure(ref, np.asarray(out), i, chosen[i])
-        for i, (ref, out) in enumerate(zip(reference, outputs, strict=True))
+        key: measure(ref, np.asarray(out), i, chosen[i])
+        for i, (key, ref, out) in enumerate(zip(keys, reference, outputs, strict=True))
     }
     violations = check(metrics, bounds)
     report = format_report(metrics, bounds)
-    data = {name: m.to_dict() for name, m in metrics.items()}
+    data = {name: {**m.to_dict(), "index": i} for i, (name, m) in enumerate(metrics.items())}
     if not violations:
         return Verdict(Status.PASS, metrics=data, report=report)
     signature = violation_signature(violations)

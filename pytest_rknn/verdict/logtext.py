@@ -131,10 +131,19 @@ def normalise(line: str, limit: int = MAX_KEY_LENGTH) -> str:
     text = _LEVEL_PREFIX.sub("", line.strip(), count=1)
     for regex, replacement in _NORMALISERS:
         text = regex.sub(replacement, text)
-    text = text.strip()
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return text
+    return shorten(text.strip(), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, ending in ``...``
+    (mid-word only when a single word fills two thirds of it)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 2]
+    space = cut.rfind(" ")
+    if space > limit // 3:
+        cut = cut[:space]
+    return cut[: limit - 3].rstrip(" ,;:") + "..."
 
 
 _NOISE = re.compile(
@@ -143,6 +152,15 @@ _NOISE = re.compile(
     r"|^E \w+: =+ WARN"
 )
 _ERROR_LINE = re.compile(r"^E \S|^Fatal:")
+# Error lines that builds with correct outputs print (FINDINGS.md): never the first one shown.
+_HARMLESS = re.compile(
+    r"Unkown op target: \d+|transpose: infos length != step_size length"
+    r"|channel is too large.*fallback to cpu"
+)
+# Warnings of the toolkit about the precision of what it built: shown on an accuracy failure.
+_PRECISION = re.compile(
+    r"^W .*(?:has been corrected to -?10000|may cause precision|precision (?:issue|loss))", re.I
+)
 _ABORT_LINE = re.compile(r"^(?:Aborted|Segmentation fault)\b")
 
 
@@ -172,6 +190,25 @@ def error_lines(text: str, aborts: bool = False) -> Iterator[tuple[int, str]]:
             yield start, line
 
 
+def harmless(line: str) -> bool:
+    """Whether an error line is one that good builds print too."""
+    return _HARMLESS.search(line) is not None
+
+
+def first_error(text: str, aborts: bool = True) -> tuple[int, str] | None:
+    """The error line to show first: the first one that is not known to be harmless (a
+    harmless one only when there is nothing else)."""
+    found = list(error_lines(text, aborts=aborts))
+    return next((e for e in found if not harmless(e[1])), found[0] if found else None)
+
+
+def precision_warnings(text: str) -> list[str]:
+    """The toolkit's warnings about precision (a constant corrected to -10000, a fusion that
+    "may cause precision issue"), each once, in order."""
+    found = (line.strip() for line in text.split("\n") if _PRECISION.match(line.strip()))
+    return list(dict.fromkeys(found))
+
+
 _HARNESS_FRAME = re.compile(r'^\s*File "[^"]*[/\\]pytest_rknn[/\\][^"]*", line \d+, in ')
 
 
@@ -196,15 +233,18 @@ def without_harness_frames(text: str) -> str:
 def log_excerpt(log: str, limit: int = 4000, context: int = 5) -> str:
     """The part of a log worth keeping in a matrix cell.
 
-    Cleaned (see ``clean_log``), starting ``context`` lines before the first error line, cut to
-    ``limit`` characters by keeping the head and the tail.
+    Cleaned (see ``clean_log``), starting ``context`` lines before the first error line (known
+    harmless ones aside), cut to ``limit`` characters by keeping the head and the tail. The
+    toolkit's precision warnings from before that point come first.
     """
     text = clean_log(log or "")
-    first_error = next(error_lines(text, aborts=True), None)
-    if first_error is not None:
+    first = first_error(text)
+    if first is not None:
         lines = text.split("\n")
-        index = text.count("\n", 0, first_error[0])
-        text = "\n".join(lines[max(0, index - context) :])
+        index = text.count("\n", 0, first[0])
+        kept = "\n".join(lines[max(0, index - context) :])
+        earlier = [w for w in precision_warnings(text) if w not in kept]
+        text = "\n".join([*earlier, kept])
     body = text.strip("\n")
     if len(body) <= limit:
         return body

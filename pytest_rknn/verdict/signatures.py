@@ -43,8 +43,10 @@ from pytest_rknn.verdict.logtext import (
     MAX_KEY_LENGTH,
     clean_log,
     error_lines,
+    harmless,
     leaf,
     normalise,
+    shorten,
     tracebacks,
 )
 
@@ -304,7 +306,7 @@ def classify(log: str, error: str | None = None, status: Status | str | None = N
 
     if status is Status.TOLERANCE_FAIL:
         first = next((line.strip() for line in err.split("\n") if line.strip()), "")
-        return first[:MAX_KEY_LENGTH] if first else "tolerance exceeded"
+        return shorten(first, MAX_KEY_LENGTH) if first else "tolerance exceeded"
 
     stopped_by_harness = status in (Status.TIMEOUT, Status.OOM)
     for pattern in PATTERNS:
@@ -321,7 +323,7 @@ def classify(log: str, error: str | None = None, status: Status | str | None = N
     found = [hit for p in survivable if (hit := p.search(text)) is not None]
     last = max((offset for offset, _ in found), default=-1)
     for start, line in error_lines(text):
-        if start > last and not any(p.search(line) for p in survivable):
+        if start > last and not harmless(line) and not any(p.search(line) for p in survivable):
             return normalise(line)
 
     first = next((line for line in err.split("\n") if line.strip()), None)

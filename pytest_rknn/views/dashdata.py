@@ -31,7 +31,7 @@ from pytest_rknn.views.dashplace import (
 )
 from pytest_rknn.views.lengths import shape_rows
 from pytest_rknn.views.placement import chip_comparison
-from pytest_rknn.views.tally import top_signatures, version_key
+from pytest_rknn.views.tally import model_rows, top_signatures, version_key
 from pytest_rknn.views.text import rerun_command
 
 SYMBOLS: dict[Status, str] = {
@@ -55,11 +55,11 @@ DEFAULT_SUITE = "cases/"
 
 def family(variant: dict[str, Any]) -> str:
     """The attention family of a variant: MHA, GQA, MQA (by kv heads), ``model``, or the
-    model family of an ``hf`` variant (``hf bert``)."""
+    model family of an ``hf`` variant (``bert``: its form, shown beside it, says ``hf``)."""
     if variant.get("form") == "model":
         return "model"
     if variant.get("form") == "hf":
-        return f"hf {variant.get('family')}"
+        return str(variant.get("family"))
     heads, kv = variant.get("num_heads"), variant.get("num_kv_heads")
     if not isinstance(heads, int) or not isinstance(kv, int) or kv < 1:
         return "other"
@@ -111,13 +111,18 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+# Fields of an output's metrics that say which output it is and how it was judged.
+NOT_METRICS = frozenset({"index", "judged", "left_out"})
+
+
 def metric_rows(cell: CellRecord) -> list[dict[str, Any]]:
     """Every metric of every output, with the bound it was judged against and whether it held."""
     rows = []
     bounds = cell.bounds or {}
-    for output, metrics in sorted((cell.metrics or {}).items()):
+    ordered = sorted((cell.metrics or {}).items(), key=lambda kv: (kv[1].get("index", 0), kv[0]))
+    for output, metrics in ordered:
         for name, value in metrics.items():
-            if name == "left_out":  # in the notes, as information
+            if name in NOT_METRICS:
                 continue
             bound_name, op = BOUND_OF_METRIC.get(name, (None, None))
             bound = _number(bounds.get(bound_name)) if bound_name else None
@@ -365,8 +370,18 @@ def payload(
         changed["previous"] = _report(compare(previous, matrix, label), where)
     if len(versions) >= 2:
         changed["toolkit"] = {"a": versions[-2], "b": versions[-1]}
+    models = [
+        {
+            "line": row.line(),
+            "tone": "good" if row.passed == row.targets else "bad",
+            "cells": [i for i, c in enumerate(cells) if c.variant_id == row.variant_id],
+            "name": row.name,
+        }
+        for row in model_rows(cells)
+    ]
     return {
         "statuses": legend(),
+        "models": models,
         "targets": [list(t) for t in targets],
         "variants": variants,
         "cells": entries,

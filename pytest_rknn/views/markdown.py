@@ -18,6 +18,7 @@ from pytest_rknn.views.tally import (
     failing_cells,
     family_table,
     grid,
+    model_rows,
     pass_ran,
     status_line,
     top_signatures,
@@ -107,6 +108,17 @@ def to_markdown(matrix: Any, top: int = 20) -> str:
     for row in rows:
         entries = [pass_ran(counts.get((row, col))) for col in columns]
         lines.append(f"| {md_text(row)} | " + " | ".join(entries) + " |")
+    models = model_rows(cells)
+    if models:
+        lines += ["", "## Your models", "", "| model | targets passed | worst cosine | where |"]
+        lines.append("|---|---|---|---|")
+        for m in models:
+            worst = f"{m.worst_cosine:.5f}" if m.worst_cosine is not None else ""
+            failing = ", ".join(f"{s} {n}" for s, n in sorted(m.failing.items()))
+            passed = f"{m.passed}/{m.targets}" + (f" ({failing})" if failing else "")
+            lines.append(
+                f"| {md_code(m.name)} | {md_text(passed)} | {worst} | {md_text(m.worst_where)} |"
+            )
     families = family_table(cells)
     if families:
         lines += ["", "## Whole models (hf form): pass / ran per family", ""]

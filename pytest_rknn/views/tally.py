@@ -1,4 +1,5 @@
-"""Counting a matrix for its views: pass/ran per platform and toolkit, and top signatures.
+"""Counting a matrix for its views: pass/ran per platform and toolkit, top signatures, and a
+row per model the user brought.
 
 The helpers read only the cells' ``platform``, ``toolkit``, ``quant``, ``status`` (a
 :class:`~pytest_rknn.results.status.Status`), ``signature`` and ``variant_id``, so they work on
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_rknn.results.cell import CellRecord
@@ -105,3 +107,62 @@ def top_signatures(matrix: Any, limit: int = 8) -> list[tuple[str, int, list[str
         )
         result.append((signature, len(members), [f"{p}/{t}" for p, t in places]))
     return result
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model the user brought (``--rknn-model``, the ``rknn`` fixture): its targets passed,
+    its worst metric (lowest cosine of any output on any target) and its failures."""
+
+    name: str
+    variant_id: str
+    passed: int
+    ran: int
+    targets: int
+    worst_cosine: float | None
+    worst_where: str
+    failing: dict[str, int]
+
+    def line(self) -> str:
+        """``my_bert.onnx: 3/8 targets pass; worst cosine 0.98121 (last_hidden_state,
+        rk3588/2.5.0 fp16); convert-fail 4, tolerance-fail 1``."""
+        text = f"{self.name}: {self.passed}/{self.targets} targets pass"
+        if self.ran != self.targets:
+            text += f" ({self.targets - self.ran} not run)"
+        if self.worst_cosine is not None:
+            text += f"; worst cosine {self.worst_cosine:.5f} ({self.worst_where})"
+        if self.failing:
+            text += "; " + ", ".join(f"{s} {n}" for s, n in sorted(self.failing.items()))
+        return text
+
+
+def model_rows(matrix: Any) -> list[ModelRow]:
+    """A :class:`ModelRow` per user model of the matrix (cells of the ``model`` form)."""
+    groups: dict[str, list[CellRecord]] = {}
+    for cell in cells_of(matrix):
+        if cell.variant.get("form") == "model":
+            groups.setdefault(cell.variant_id, []).append(cell)
+    rows = []
+    for variant_id, cells in sorted(groups.items()):
+        path = cells[0].variant.get("path")
+        name = str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else variant_id
+        worst: tuple[float, str] | None = None
+        for cell in cells:
+            for output, metrics in (cell.metrics or {}).items():
+                cosine = metrics.get("cosine")
+                if isinstance(cosine, float) and (worst is None or cosine < worst[0]):
+                    worst = (cosine, f"{output}, {cell.platform}/{cell.toolkit} {cell.quant}")
+        failing = Counter(c.status.value for c in cells if c.status.failing)
+        rows.append(
+            ModelRow(
+                name=name,
+                variant_id=variant_id,
+                passed=sum(c.status is Status.PASS for c in cells),
+                ran=sum(c.status.ran for c in cells),
+                targets=len(cells),
+                worst_cosine=worst[0] if worst else None,
+                worst_where=worst[1] if worst else "",
+                failing=dict(failing),
+            )
+        )
+    return rows

@@ -21,6 +21,7 @@ from pytest_rknn.views.tally import (
     cells_of,
     family_table,
     grid,
+    model_rows,
     pass_ran,
     status_line,
     top_signatures,
@@ -76,8 +77,8 @@ def fixes_text(cells: list[Any]) -> list[str]:
 
 
 def summary_text(matrix: Any, top: int = 8) -> str:
-    """The terminal summary: pass/ran per platform x toolkit, the commonest signatures, and the
-    warnings (silent failures)."""
+    """The terminal summary: pass/ran per platform x toolkit, a line per user model, the
+    commonest signatures, and the warnings (silent failures)."""
     cells = cells_of(matrix)
     if not cells:
         return "no cells"
@@ -90,6 +91,10 @@ def summary_text(matrix: Any, top: int = 8) -> str:
         "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
     lines += placement_text(cells)
+    models = model_rows(cells)
+    if models:
+        lines.append("your models:")
+        lines += ["  " + row.line() for row in models]
     families = family_table(cells)
     if families:
         widths = [max(len(r[i]) for r in families) for i in range(len(families[0]))]
@@ -165,16 +170,18 @@ def _toolkit_request(args: Sequence[str], version: str) -> str:
 def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> str:
     """The command that runs one cell again, into a matrix of its own (``rknn-rerun.json``).
 
-    ``target`` is the test's node id (or a test path, e.g. ``cases/``), ``args`` the command line
-    of the run the cell came from: its ``--rknn-*`` options are kept, but those naming the run's
-    files and its shard. Given the ``cell`` record, the options that choose cells are replaced
-    by pins to that one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ...
+    ``target`` is the test's node id (or a test path, e.g. ``cases/``; a dotted name of the
+    installed suite, ``pytest_rknn.cases...``, is given with ``--pyargs``), ``args`` the command
+    line of the run the cell came from: its ``--rknn-*`` options are kept, but those
+    naming the run's files and its shard. Given the ``cell`` record, the options that choose
+    cells are replaced by pins to that one cell (``--rknn-only --rknn-variant ID --rknn-toolkits ...
     --rknn-platforms ... --rknn-quant ...``), so the re-run neither draws variants nor depends
     on the run's selection.
     """
+    named = ["--pyargs", target] if target.startswith("pytest_rknn.cases") else [target]
     if cell is None:
         kept = _kept(args, _OUTPUTS + _SHARDING)
-        return shlex.join(["pytest", target, *kept, f"--rknn-matrix={RERUN_MATRIX}"])
+        return shlex.join(["pytest", *named, *kept, f"--rknn-matrix={RERUN_MATRIX}"])
     kept = _kept(args, _OUTPUTS + _SHARDING + _SELECTION)
     variant = cell.variant or {}
     if variant.get("form") == "model" and variant.get("path"):
@@ -188,4 +195,4 @@ def rerun_command(target: str, args: Sequence[str] = (), cell: Any = None) -> st
         f"--rknn-platforms={cell.platform}",
         f"--rknn-quant={cell.quant}",
     ]
-    return shlex.join(["pytest", target, *kept, *pins, f"--rknn-matrix={RERUN_MATRIX}"])
+    return shlex.join(["pytest", *named, *kept, *pins, f"--rknn-matrix={RERUN_MATRIX}"])

@@ -34,6 +34,7 @@ from pytest_rknn.results.cell import KEY_FIELDS, CellRecord
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
 from pytest_rknn.variants.spec import VariantSpec
+from pytest_rknn.verdict.judge import output_metrics
 
 CELLS = (Path(__file__).parent.parent / "data" / "plugin" / "suite_cells.py").read_text()
 # Like tests/data/plugin/suite_conftest.py, with the log file per run (runs overlap here).
@@ -202,9 +203,9 @@ def _misattributed(
     elif own_job and cell.status is Status.PASS:
         why.append(f"no folder of job {cell.job_id} says what it converted")
     if cell.status in (Status.PASS, Status.TOLERANCE_FAIL):
-        if cell.variant.get("form") != "model" and "output0" in cell.metrics:
+        if cell.variant.get("form") != "model" and cell.metrics:
             shape = VariantSpec.from_dict(cell.variant).output_shape()
-            got = tuple(cell.metrics["output0"]["actual_shape"])
+            got = tuple(output_metrics(cell.metrics, 0)["actual_shape"])
             if got != shape:
                 why.append(f"outputs of shape {got}, its variant gives {shape}")
         if not faulty and cell.status is Status.TOLERANCE_FAIL:

@@ -319,6 +319,13 @@
   }
   const tone = (r) => (r.counts.regressed || (r.placement && r.placement.regressions) ? "bad" : r.counts.fixed ? "good" : "");
   const strip = $("changed-strip");
+  for (const m of D.models || []) {
+    const c = el("div", { class: "card model " + m.tone }, el("div", { text: "your model " + m.line }));
+    const a = el("a", { href: "#grid-section", text: "show its " + m.cells.length + " cells" });
+    a.addEventListener("click", (ev) => { ev.preventDefault(); showOnly(m.cells, m.name); });
+    c.append(a);
+    strip.append(c);
+  }
   if (D.changed.previous) strip.append(card(D.changed.previous, tone(D.changed.previous)));
   else strip.append(el("div", { class: "card", text: "No earlier run given: pytest-rknn merge --history DIR (or --rknn-baseline) adds the change since the last run." }));
   if (D.changed.toolkit) {
@@ -388,7 +395,14 @@
       const x0 = Math.floor(Math.min(0, ...lx)), x1 = Math.ceil(Math.max(1, ...lx)), y0 = Math.floor(Math.min(0, ...ly)), y1 = Math.ceil(Math.max(1, ...ly));
       const X_ = (x) => L + (W - L - 10) * (x - x0) / Math.max(1, x1 - x0), Y_ = (y) => H - B - (H - B - 24) * (y - y0) / Math.max(1, y1 - y0);
       box.append(svg("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, stroke: "#888" }), svg("line", { x1: L, y1: 24, x2: L, y2: H - B, stroke: "#888" }));
-      for (let x = x0; x <= x1; x++) { const t = svg("text", { x: X_(x), y: H - B + 14, "font-size": 10, "text-anchor": "middle" }); t.textContent = String(2 ** x); box.append(t); }
+      // Every power of two on the axis, labelled no closer than 30 px (1024 -> 1k).
+      const every = Math.max(1, Math.ceil(30 / ((W - L - 10) / Math.max(1, x1 - x0))));
+      const short = (n) => (n >= 1024 && n % 1024 === 0 ? n / 1024 + "k" : String(n));
+      for (let x = x0; x <= x1; x++) {
+        box.append(svg("line", { x1: X_(x), y1: H - B, x2: X_(x), y2: H - B + 3, stroke: "#888" }));
+        if ((x - x0) % every) continue;
+        const t = svg("text", { x: X_(x), y: H - B + 14, "font-size": 10, "text-anchor": "middle" }); t.textContent = short(2 ** x); box.append(t);
+      }
       for (let y = y0; y <= y1; y++) { const t = svg("text", { x: L - 4, y: Y_(y) + 3, "font-size": 10, "text-anchor": "end" }); t.textContent = String(2 ** y); box.append(t); }
       const xl = svg("text", { x: (W + L) / 2, y: H - 6, "font-size": 11, "text-anchor": "middle" }); xl.textContent = "kv length"; box.append(xl);
       const yl = svg("text", { x: 12, y: (H - B) / 2, "font-size": 11, transform: "rotate(-90 12 " + (H - B) / 2 + ")", "text-anchor": "middle" }); yl.textContent = "head dim"; box.append(yl);
@@ -399,7 +413,7 @@
         title.textContent = "kv " + p.kv + ", head dim " + p.d + ": " + p.pass + "/" + p.cells.length + " pass";
         g.append(title);
         if (p.pass === p.cells.length) g.append(svg("circle", { cx, cy, r: 6, fill: passColour }));
-        else if (p.pass > 0) g.append(svg("circle", { cx, cy, r: 6, fill: "#fff", stroke: "#f0b400", "stroke-width": 3 }));
+        else if (p.pass > 0) g.append(svg("circle", { cx, cy, r: 6, fill: "#fff", stroke: "#f0b400", "stroke-width": 2 }), svg("path", { class: "half", d: `M${cx},${cy - 6}A6,6 0 0,0 ${cx},${cy + 6}Z`, fill: "#f0b400" }));  // ◐, as in the legend
         else g.append(svg("path", { d: `M${cx - 5},${cy - 5}L${cx + 5},${cy + 5}M${cx - 5},${cy + 5}L${cx + 5},${cy - 5}`, stroke: "#d63a3a", "stroke-width": 3 }));
         g.addEventListener("click", () => showOnly(p.cells, platform + " " + tk + " " + q + ": kv " + p.kv + ", head dim " + p.d));
         box.append(g);
