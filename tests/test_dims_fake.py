@@ -19,6 +19,7 @@ from fake_support import SELECTION, collected, fake_suite
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.judge import output_metrics
 
 ARGS = (
     *SELECTION,
@@ -54,8 +55,10 @@ def test_one_job_lists_every_shape_and_each_is_judged(suite: pytest.Pytester) ->
         ({"seq": 8}, "pass"),
     ]
     assert cell.shapes[1]["inputs"] == {name: [1, 8] for name in BERT_INPUTS}
-    assert cell.shapes[0]["metrics"]["output0"]["shape"][1] == 4
-    assert cell.metrics["output0"]["shape"][1] == 8, "the cell's own metrics: its largest shape"
+    assert output_metrics(cell.shapes[0]["metrics"], 0)["shape"][1] == 4
+    assert output_metrics(cell.metrics, 0)["shape"][1] == 8, (
+        "the cell's own metrics: its largest shape"
+    )
     assert cell.unlisted_shape["dims"] == {"seq": 6}
     assert cell.unlisted_shape["answer"] == "refused"
     assert "[1, 6] is not in" in cell.unlisted_shape["message"]

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.judge import output_metrics
 
 pytestmark = pytest.mark.toolkit
 
@@ -87,8 +88,8 @@ def test_a_free_seq_dim_is_served_at_each_listed_length_and_refused_at_another(
     assert sorted(by_length) == [16, 32]
     for length, shape in by_length.items():
         assert shape["status"] == "pass"
-        assert shape["metrics"]["output0"]["actual_shape"] == [1, length, 16]
-        assert shape["metrics"]["output0"]["cosine"] > 0.999
+        assert output_metrics(shape["metrics"], 0)["actual_shape"] == [1, length, 16]
+        assert output_metrics(shape["metrics"], 0)["cosine"] > 0.999
     assert by_length[32]["memory"]["internal_bytes"] > by_length[16]["memory"]["internal_bytes"]
     assert cell.unlisted_shape == {
         "dims": {"seq": 24},
@@ -139,7 +140,7 @@ def test_an_int8_cell_calibrates_at_its_largest_length_and_serves_both(
     assert len(samples) == 4 and {np.load(s).shape for s in samples} == {(1, 32)}
     assert "the MaxShape is" in (folder / "toolkit.log").read_text(errors="replace")
     assert [s["status"] for s in cell.shapes] == ["pass", "pass"]
-    assert all(s["metrics"]["output0"]["cosine"] > 0.99 for s in cell.shapes)
+    assert all(output_metrics(s["metrics"], 0)["cosine"] > 0.99 for s in cell.shapes)
     assert cell.unlisted_shape["answer"] == "refused"
 
 
@@ -166,7 +167,7 @@ def test_an_hf_dynamic_length_row_is_exported_with_a_free_seq_and_serves_each_le
     dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == "seq", "exported with the length free"
     assert [s["inputs"]["attention_mask"] for s in cell.shapes] == [[1, 16], [1, 32]]
-    assert all(s["metrics"]["output0"]["cosine"] > 0.999 for s in cell.shapes)
+    assert all(output_metrics(s["metrics"], 0)["cosine"] > 0.999 for s in cell.shapes)
     assert cell.attention["peak"] > 2 * cell.attention["uniform"], "peaked attention"
     assert cell.unlisted_shape["answer"] == "refused"
     result.stdout.fnmatch_lines([f"  {variant} rk3588 2.3.2 fp16: serves seq 16, 32; *"])
@@ -193,7 +194,7 @@ def test_the_curated_dynamic_attention_row_serves_each_length_on_both_chips(
     for cell in cells:
         assert cell.status is Status.PASS, f"{cell.platform}: {cell.reason}"
         assert [s["dims"]["seq"] for s in cell.shapes] == [16, 32, 128]
-        assert all(s["metrics"]["output0"]["rel_l2"] < 1e-3 for s in cell.shapes)
+        assert all(output_metrics(s["metrics"], 0)["rel_l2"] < 1e-3 for s in cell.shapes)
         assert cell.unlisted_shape["answer"] == "refused"
     again = rknn_pytester.runpytest_subprocess(
         "--rknn-toolkits=2.3.2",

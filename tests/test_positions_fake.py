@@ -13,6 +13,7 @@ from test_calibration_data import sample
 
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
+from pytest_rknn.verdict.judge import output_metrics
 from pytest_rknn.views.dashdata import metric_rows, notes_of
 
 EVERY = """
@@ -51,13 +52,13 @@ def test_the_padded_rows_are_left_out_unless_asked(
     suite.runpytest_subprocess(*BASE, "--rknn-matrix=m.json").assert_outcomes(passed=1)
     (cell,) = Matrix.load(suite.path / "m.json").cells
     assert cell.status is Status.PASS
-    metrics = cell.metrics["output0"]
+    metrics = output_metrics(cell.metrics, 0)
     assert metrics["index"] == 0
     if judged:
         assert metrics["judged"] == "the 13 of 16 positions attention_mask keeps (output axis 1)"
         assert metrics["left_out"]["cosine"] == pytest.approx(1.0)
         panel = dict(notes_of(cell))
-        assert panel["positions judged"].startswith(f"output0: {metrics['judged']}; the rest")
+        assert panel["positions judged"].startswith(f"y: {metrics['judged']}; the rest")
         assert panel["bounds"] == "fp16 emulation x 4"
         assert "left_out" not in {row["metric"] for row in metric_rows(cell)}
     else:

@@ -235,12 +235,13 @@ def test_metrics_are_keyed_by_the_graphs_output_names_with_their_index() -> None
     rng = np.random.default_rng(0)
     ref = [rng.standard_normal((2, 8)), rng.standard_normal((2, 4))]
     names = ["last_hidden_state", "pooler_output"]
-    verdict = judge_outputs(ref, [r.astype(np.float32) for r in ref], Bounds(max_abs=0.01), names)
+    actual = [r.astype(np.float32) for r in ref]
+    verdict = judge_outputs(ref, actual, Bounds(max_abs=0.01), names=names)
     assert list(verdict.metrics) == names
     assert [m["index"] for m in verdict.metrics.values()] == [0, 1]
     assert output_metrics(verdict.metrics, 1) is verdict.metrics["pooler_output"]
     assert "output last_hidden_state (2, 8): ok" in verdict.report
-    unnamed = judge_outputs(ref, ref, Bounds(max_abs=0.01), ["", ""])
+    unnamed = judge_outputs(ref, ref, Bounds(max_abs=0.01), names=["", ""])
     assert list(unnamed.metrics) == ["output0", "output1"]
     older = {"output0": {"cosine": 1.0}}  # a matrix written before outputs had names
     assert output_metrics(older, 0) == {"cosine": 1.0}

@@ -33,6 +33,7 @@ from pytest_rknn.pipeline.materials import HostError, Materials
 from pytest_rknn.results.status import Status
 from pytest_rknn.toolkit.protocol import UNLISTED_ANSWERS, JobResult, write_shape_inputs
 from pytest_rknn.verdict.judge import Verdict, judge_failure, judge_outputs
+from pytest_rknn.verdict.positions import masks_of, selections
 
 if TYPE_CHECKING:
     from pytest_rknn.pipeline.plan import CellSpec
@@ -295,4 +296,6 @@ def _judge_shape(
     found = materials._make_reference(cell.subject, made.built.model, inputs)
     if isinstance(found, HostError):
         return Verdict(Status.REFERENCE_ERROR, "reference not computable", str(found))
-    return judge_outputs(found, outputs, bounds)
+    chosen = selections(masks_of(cell.subject, inputs), [r.shape for r in found])
+    names = [o.name for o in made.built.model.graph.output]
+    return judge_outputs(found, outputs, bounds, chosen, names=names)

@@ -426,7 +426,9 @@ def _verdict(
             f"converted and simulated, but {exc}",
         )
     chosen = selections(masks, [r.shape for r in reference], judging.all_positions)
-    verdict = judge_outputs(reference, conversion.outputs or [], judging.bounds, chosen, names)
+    verdict = judge_outputs(
+        reference, conversion.outputs or [], judging.bounds, chosen, names=names
+    )
     if judged is not None:
         session.cache.put_verdict(judged, verdict)
     return verdict
