@@ -20,12 +20,12 @@ from pytest_rknn.pipeline.build_config import ConfigError, build_modes, parse_en
 from pytest_rknn.pipeline.dims import Dims, DimsError, applying, free_dims, parse_dims
 from pytest_rknn.pipeline.dynamic_variants import DynamicVariant, variant_from_id
 from pytest_rknn.pipeline.shard import MeasuredCosts, Shard, ShardError
-from pytest_rknn.pipeline.subjects import ModelError, UserModel
 from pytest_rknn.pipeline.targets import (
     PlatformError,
     parse_platforms,
     parse_quant,
 )
+from pytest_rknn.pipeline.user_models import ModelError, UserModel
 from pytest_rknn.toolkit.protocol import MIN_MEMORY, Limits, parse_size
 from pytest_rknn.variants.families import FORM as HF_FORM
 from pytest_rknn.variants.families import FamilySpec

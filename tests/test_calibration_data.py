@@ -18,7 +18,7 @@ from bert_graphs import BERT_INPUTS, bert_like
 from fake_support import CELLS
 
 from pytest_rknn.pipeline.calibration import make_calibration
-from pytest_rknn.pipeline.subjects import ModelError, UserModel, provided_model
+from pytest_rknn.pipeline.user_models import ModelError, UserModel, provided_model
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:

@@ -19,13 +19,13 @@ from fake_support import CELLS, use_fake
 from test_calibration_data import sample, stacked
 
 from pytest_rknn.pipeline.calibration import make_calibration, never_masked, record_of
-from pytest_rknn.pipeline.subjects import UserModel
+from pytest_rknn.pipeline.user_models import UserModel
 from pytest_rknn.results.matrix import Matrix
 from pytest_rknn.results.status import Status
 from pytest_rknn.views.dashdata import notes_of
 
 OFF = """
-from pytest_rknn.pipeline.subjects import UserModel
+from pytest_rknn.pipeline.user_models import UserModel
 
 right = UserModel.reference
 

@@ -12,7 +12,8 @@ import onnx
 from bert_graphs import BERT_INPUTS, bert_like
 
 from pytest_rknn.pipeline.calibration import make_calibration
-from pytest_rknn.pipeline.subjects import FamilySubject, UserModel, VariantSubject
+from pytest_rknn.pipeline.subjects import FamilySubject, VariantSubject
+from pytest_rknn.pipeline.user_models import UserModel
 from pytest_rknn.variants.families import FamilySpec
 from pytest_rknn.variants.inputs import kept_lengths
 from pytest_rknn.variants.spec import VariantSpec

@@ -28,7 +28,7 @@ from pytest_rknn.pipeline.input_roles import (
     judge_roles,
 )
 from pytest_rknn.pipeline.materials import HostError, Materials
-from pytest_rknn.pipeline.subjects import ModelError, UserModel, provided_model
+from pytest_rknn.pipeline.user_models import ModelError, UserModel, provided_model
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:

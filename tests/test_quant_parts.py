@@ -17,8 +17,9 @@ from pytest_rknn.pipeline.calibration import (
     sample_seed,
     write_dataset,
 )
-from pytest_rknn.pipeline.subjects import ProvidedModel, UserModel, VariantSubject
+from pytest_rknn.pipeline.subjects import VariantSubject
 from pytest_rknn.pipeline.targets import QUANT_MODES
+from pytest_rknn.pipeline.user_models import ProvidedModel, UserModel
 from pytest_rknn.toolkit import remote_hybrid
 from pytest_rknn.toolkit.protocol import Job, ProtocolError, check_result
 from pytest_rknn.variants.forms import build_model

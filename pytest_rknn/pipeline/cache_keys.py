@@ -33,7 +33,7 @@ _CODE = (
     "pipeline/cell_job.py",
 )
 # ... and a cached reference: the float64 attention and the user models' onnxruntime run.
-_REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py")
+_REFERENCE_CODE = ("variants/reference.py", "pipeline/subjects.py", "pipeline/user_models.py")
 
 
 @lru_cache(maxsize=8)

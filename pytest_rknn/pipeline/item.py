@@ -228,8 +228,8 @@ class Converter:
         ``dims`` (``{"seq": [64, 128]}``) serves the model's free dims at those lengths, as
         ``--rknn-dims`` does.
         """
-        from pytest_rknn.pipeline.subjects import provided_model
         from pytest_rknn.pipeline.targets import PlatformError, parse_platforms, parse_quant
+        from pytest_rknn.pipeline.user_models import provided_model
 
         try:
             (platform,) = parse_platforms(platform)
