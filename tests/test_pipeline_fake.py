@@ -291,7 +291,7 @@ def test_a_harness_bug_is_a_crash_cell_not_a_lost_one(suite: pytest.Pytester) ->
 import pytest_rknn.pipeline.run as run
 
 
-def broken(*args):
+def broken(*args, **kwargs):
     raise RuntimeError("judge exploded")
 
 
